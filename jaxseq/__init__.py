@@ -1,0 +1,37 @@
+"""jaxseq: RNN, LSTM and GRU as masked ``jax.lax.scan`` with exact PyTorch parity.
+
+Functional API (flat dict of torch-named parameters)::
+
+    params = jaxseq.init_lstm(key, input_size, hidden_size, num_layers=1, ...)
+    out, (h_n, c_n) = jaxseq.lstm(params, x, hx=None, lengths=None, batch_first=False)
+
+Modules (Flax NNX, ``torch.nn`` signatures): ``jaxseq.nn.RNN/LSTM/GRU``.
+Interop: ``jaxseq.interop.load_torch_state_dict`` / ``to_torch_state_dict``.
+"""
+
+from jaxseq import cells, interop, layers, nn, scan
+from jaxseq.cells import gru_cell, lstm_cell, rnn_cell
+from jaxseq.layers import gru, init_gru, init_lstm, init_params, init_rnn, lstm, param_shapes, rnn
+from jaxseq.scan import masked_scan
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "cells",
+    "scan",
+    "layers",
+    "nn",
+    "interop",
+    "rnn_cell",
+    "lstm_cell",
+    "gru_cell",
+    "masked_scan",
+    "rnn",
+    "lstm",
+    "gru",
+    "init_rnn",
+    "init_lstm",
+    "init_gru",
+    "init_params",
+    "param_shapes",
+]

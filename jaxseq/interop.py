@@ -1,0 +1,133 @@
+"""PyTorch interop: ``state_dict`` <-> jaxseq modules, by torch name alone.
+
+Because jaxseq keeps torch's parameter names and layouts, a torch ``state_dict`` maps
+onto a jaxseq module with no transposes for the recurrent layers. Layouts that differ
+between the frameworks (e.g. ``nnx.Linear`` stores ``kernel`` as (in, out) where torch's
+``weight`` is (out, in)) are listed once, in :data:`LAYOUT`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+__all__ = ["load_torch_state_dict", "to_torch_state_dict", "torch_named_params", "LAYOUT"]
+
+# (module type, torch name) -> (nnx attribute, to_jax, to_torch). One table for every
+# layout that is not the identity. Extended by the model zoo.
+LAYOUT: dict[tuple[type, str], tuple[str, Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]] = {
+    (nnx.Linear, "weight"): ("kernel", lambda w: w.T, lambda k: k.T),
+    (nnx.Linear, "bias"): ("bias", lambda b: b, lambda b: b),
+    (nnx.Embed, "weight"): ("embedding", lambda w: w, lambda w: w),
+}
+
+
+def _to_numpy(v: Any) -> np.ndarray:
+    if hasattr(v, "detach"):  # torch.Tensor, without importing torch
+        v = v.detach().cpu()
+        if str(v.dtype) == "torch.bfloat16":
+            import ml_dtypes
+
+            return v.float().numpy().astype(ml_dtypes.bfloat16)
+        return v.numpy()
+    return np.asarray(v)
+
+
+def torch_named_params(module: nnx.Module) -> dict[str, tuple[nnx.Module, str, Callable, Callable]]:
+    """Map every torch name of ``module`` to (owner, attribute, to_jax, to_torch).
+
+    Walks the module tree: jaxseq recurrent modules contribute their own torch-named
+    parameters, ``nnx.Linear``/``nnx.Embed`` contribute via :data:`LAYOUT`, and other
+    modules contribute parameters whose attribute name is already the torch name.
+    """
+    from jaxseq.nn import RNNBase
+
+    out: dict[str, tuple[nnx.Module, str, Callable, Callable]] = {}
+    ident = (lambda a: a, lambda a: a)
+
+    def visit(mod: nnx.Module, prefix: str) -> None:
+        if isinstance(mod, RNNBase):
+            for name in mod._param_names:
+                out[prefix + name] = (mod, name, *ident)
+            return
+        handled = set()
+        for (typ, tname), (attr, to_jax, to_torch) in LAYOUT.items():
+            if type(mod) is typ and isinstance(getattr(mod, attr, None), nnx.Param):
+                out[prefix + tname] = (mod, attr, to_jax, to_torch)
+                handled.add(attr)
+        for attr, value in vars(mod).items():
+            if attr in handled or attr.startswith("_"):
+                continue
+            if isinstance(value, nnx.Param):
+                out[prefix + attr] = (mod, attr, *ident)
+            elif isinstance(value, nnx.Module):
+                visit(value, f"{prefix}{attr}.")
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, nnx.Module):
+                        visit(item, f"{prefix}{attr}.{i}.")
+
+    visit(module, "")
+    return out
+
+
+def load_torch_state_dict(module: nnx.Module, state_dict: Mapping[str, Any], strict: bool = True) -> nnx.Module:
+    """Load a torch ``state_dict`` (torch tensors or NumPy arrays) into ``module`` in place.
+
+    Values are cast to each parameter's dtype (``param_dtype``). With ``strict=True`` any
+    missing key, unexpected key or shape mismatch raises one ``ValueError`` that lists
+    all of them; with ``strict=False`` missing and unexpected keys are skipped, but a
+    shape mismatch still raises. Returns the module.
+
+    >>> import torch, jax.numpy as jnp
+    >>> from flax import nnx
+    >>> import jaxseq
+    >>> tl = torch.nn.GRU(3, 4)
+    >>> jl = jaxseq.nn.GRU(3, 4, rngs=nnx.Rngs(0))
+    >>> _ = jaxseq.interop.load_torch_state_dict(jl, tl.state_dict())
+    >>> bool(jnp.allclose(jl.weight_hh_l0[...], tl.weight_hh_l0.detach().numpy()))
+    True
+    """
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")
+    targets = torch_named_params(module)
+    missing = sorted(set(targets) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(targets))
+    mismatched, updates = [], []
+    for name, (owner, attr, to_jax, _) in targets.items():
+        if name not in state_dict:
+            continue
+        value = to_jax(_to_numpy(state_dict[name]))
+        param = getattr(owner, attr)
+        if tuple(value.shape) != tuple(param.shape):
+            mismatched.append(f"{name}: checkpoint has {tuple(value.shape)}, module expects {tuple(param.shape)}")
+            continue
+        updates.append((param, jnp.asarray(value, dtype=param.dtype)))
+    if mismatched or (strict and (missing or unexpected)):
+        parts = []
+        if missing and strict:
+            parts.append(f"Missing key(s) in state_dict: {missing}")
+        if unexpected and strict:
+            parts.append(f"Unexpected key(s) in state_dict: {unexpected}")
+        if mismatched:
+            parts.append("size mismatch: " + "; ".join(mismatched))
+        raise ValueError(f"Error(s) in loading state_dict for {type(module).__name__}:\n  " + "\n  ".join(parts))
+    for param, value in updates:
+        param[...] = value
+    return module
+
+
+def to_torch_state_dict(module: nnx.Module) -> dict[str, np.ndarray]:
+    """``{torch name: numpy array}`` for ``module`` (also for a module merged from gradients).
+
+    ``torch.nn.Module.load_state_dict({k: torch.from_numpy(v) ...})`` loads it.
+    """
+    out = {}
+    for name, (owner, attr, _, to_torch) in torch_named_params(module).items():
+        out[name] = np.asarray(to_torch(np.asarray(jax.device_get(getattr(owner, attr)[...]))))
+    return out

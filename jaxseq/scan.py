@@ -1,0 +1,83 @@
+"""The masked scan: run any cell over time with ``jax.lax.scan``, honouring lengths.
+
+This replaces PyTorch's ``pack_padded_sequence``. Instead of removing padded steps from
+the batch, every step runs for every row and a mask ``t < lengths`` decides what is kept:
+
+* on a padded step the carry is *frozen* (``where(mask, new, old)``), so the final carry
+  is the state after each row's last valid step — PyTorch's ``h_n``;
+* the output at a padded step is exactly ``0``, as ``pad_packed_sequence`` gives;
+* no gradient flows through a padded step: ``where`` sends a zero cotangent to the
+  branch it did not select, so the gradient into padded inputs is exactly ``0``;
+* the reverse direction scans from ``t = T-1`` down to ``0``. The carry stays at ``h0``
+  through the padded tail and the first step that changes it is ``t = length - 1``: the
+  reverse direction starts at each sequence's *own* last valid element, as packing does;
+* length ``0`` is allowed: all outputs are zero and the final carry is ``h0``.
+
+Lengths are ordinary (traced) arrays, so changing their values never recompiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+__all__ = ["masked_scan"]
+
+
+def masked_scan(
+    cell: Callable[[Any, Any, Array], tuple[Any, Array]],
+    params: Any,
+    carry: Any,
+    xs: Array,
+    lengths: Array | None = None,
+    *,
+    reverse: bool = False,
+    unroll: int = 1,
+) -> tuple[Any, Array]:
+    """Run ``cell`` over the leading (time) axis of ``xs`` with masking by lengths.
+
+    Args:
+      cell: ``cell(params, carry, x_t) -> (carry, y_t)``, e.g. :func:`jaxseq.cells.lstm_cell`.
+      params: passed to ``cell`` unchanged at every step.
+      carry: initial carry, a pytree of (N, ...) arrays.
+      xs: (T, N, ...) time-major inputs.
+      lengths: optional (N,) integer array of valid lengths, ``0 <= lengths <= T``.
+        ``None`` means every row has length T.
+      reverse: scan from ``t = T-1`` down to ``0`` (each row starts at its own last
+        valid element when lengths are given).
+      unroll: passed to ``jax.lax.scan``.
+
+    Returns:
+      ``(final_carry, ys)`` with ys (T, N, H_out); ``ys[t, n] == 0`` where ``t >= lengths[n]``.
+
+    >>> import jax.numpy as jnp
+    >>> add = lambda p, c, x: (c + x, c + x)          # a running sum as a "cell"
+    >>> xs = jnp.ones((4, 2, 1))
+    >>> c, ys = masked_scan(add, None, jnp.zeros((2, 1)), xs, jnp.array([4, 2]))
+    >>> c.ravel().tolist(), ys[..., 0].T.tolist()
+    ([4.0, 2.0], [[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 0.0, 0.0]])
+    """
+    if lengths is None:
+
+        def body(c, x):
+            return cell(params, c, x)
+
+        return jax.lax.scan(body, carry, xs, reverse=reverse, unroll=unroll)
+
+    steps = jnp.arange(xs.shape[0], dtype=lengths.dtype)
+
+    def masked_body(c, inp):
+        t, x = inp
+        new_c, y = cell(params, c, x)
+        valid = (t < lengths)[:, None]  # (N, 1)
+        # Freeze the carry on padded steps; where() also blocks the gradient there.
+        new_c = jax.tree.map(lambda n, o: jnp.where(valid, n, o), new_c, c)
+        y = jnp.where(valid, y, jnp.zeros_like(y))
+        return new_c, y
+
+    return jax.lax.scan(masked_body, carry, (steps, xs), reverse=reverse, unroll=unroll)
