@@ -54,7 +54,8 @@ _NONLINEARITIES: dict[str, Callable[[Array], Array]] = {"tanh": jnp.tanh, "relu"
 def _linear(x: Array, w: Array, b: Array | None) -> Array:
     """``x @ w.T + b`` with w in PyTorch's (out, in) layout."""
     y = x @ w.T
-    return y if b is None else y + b
+    # Explicit rank match: the suite runs with jax_numpy_rank_promotion="raise".
+    return y if b is None else y + b.reshape((1,) * (y.ndim - 1) + b.shape)
 
 
 def input_projection(params: Params, x: Array) -> Array:
