@@ -59,7 +59,24 @@ def _linear(x: Array, w: Array, b: Array | None) -> Array:
 
 
 def input_projection(params: Params, x: Array) -> Array:
-    """The input half of every cell: ``x W_ih^T + b_ih``, shape (..., G*H)."""
+    """The input half of every cell: ``x W_ih^T + b_ih``.
+
+    It does not depend on the carry, so the fast path applies it to all T steps at once
+    (one (T*N, I) x (I, G*H) matmul) before the scan.
+
+    Args:
+      params: ``weight_ih`` (G*H, I) and optional ``bias_ih`` (G*H,).
+      x: (..., I): one step (N, I) or a whole sequence (T, N, I).
+
+    Returns:
+      (..., G*H), the gates' input contributions in the cell's gate order.
+
+    >>> import jax.numpy as jnp
+    >>> p = {"weight_ih": jnp.ones((8, 3)), "bias_ih": jnp.arange(8.0)}
+    >>> gx = input_projection(p, jnp.ones((5, 2, 3)))   # (T, N, I) -> (T, N, 4H)
+    >>> gx.shape, gx[0, 0].tolist()
+    ((5, 2, 8), [3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0])
+    """
     return _linear(x, params["weight_ih"], params.get("bias_ih"))
 
 
@@ -67,6 +84,21 @@ def rnn_step(params: Params, h: Array, gx: Array, nonlinearity: str = "tanh") ->
     """Elman step on a projected input ``gx = x W_ih^T + b_ih``.
 
     ``h' = act(gx + h W_hh^T + b_hh)`` with act = tanh or relu.
+
+    Args:
+      params: ``weight_hh`` (H, H) and optional ``bias_hh`` (H,).
+      h: (N, H) previous hidden state.
+      gx: (N, H) projected input, from :func:`input_projection`.
+      nonlinearity: ``"tanh"`` or ``"relu"``.
+
+    Returns:
+      ``(h', h')``, both (N, H).
+
+    >>> import jax.numpy as jnp
+    >>> p = {"weight_ih": jnp.ones((2, 3)), "weight_hh": jnp.eye(2)}
+    >>> h, x = jnp.ones((1, 2)), jnp.full((1, 3), -0.5)
+    >>> rnn_step(p, h, input_projection(p, x), "relu")[1].tolist()  # relu(-1.5 + 1)
+    [[0.0, 0.0]]
     """
     act = _NONLINEARITIES[nonlinearity]
     h_new = act(gx + _linear(h, params["weight_hh"], params.get("bias_hh")))
@@ -82,6 +114,24 @@ def lstm_step(params: Params, carry: tuple[Array, Array], gx: Array) -> tuple[tu
         c' = sigmoid(f) * c + sigmoid(i) * tanh(g)
         h' = sigmoid(o) * tanh(c')            (no projection)
         h' = (sigmoid(o) * tanh(c')) W_hr^T   (proj_size > 0)
+
+    Args:
+      params: ``weight_hh`` (4H, H_out), optional ``bias_hh`` (4H,), optional
+        ``weight_hr`` (H_out, H).
+      carry: ``(h, c)`` with h (N, H_out), c (N, H).
+      gx: (N, 4H) projected input, from :func:`input_projection`.
+
+    Returns:
+      ``((h', c'), h')``. ``lstm_step(p, carry, input_projection(p, x))`` is
+      :func:`lstm_cell`.
+
+    >>> import jax.numpy as jnp
+    >>> p = {"weight_ih": jnp.full((8, 3), 0.1), "weight_hh": jnp.full((8, 2), -0.2)}
+    >>> carry, x = (jnp.ones((1, 2)), jnp.ones((1, 2))), jnp.ones((1, 3))
+    >>> a = lstm_step(p, carry, input_projection(p, x))
+    >>> b = lstm_cell(p, carry, x)
+    >>> bool(jnp.array_equal(a[1], b[1])) and bool(jnp.array_equal(a[0][1], b[0][1]))
+    True
     """
     h, c = carry
     gates = gx + _linear(h, params["weight_hh"], params.get("bias_hh"))
@@ -102,6 +152,21 @@ def gru_step(params: Params, h: Array, gx: Array) -> tuple[Array, Array]:
         z  = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
         n  = tanh(W_in x + b_in + r * (W_hn h + b_hn))
         h' = (1 - z) * n + z * h
+
+    Args:
+      params: ``weight_hh`` (3H, H) and optional ``bias_hh`` (3H,).
+      h: (N, H) previous hidden state.
+      gx: (N, 3H) projected input ``[W_ir x + b_ir, W_iz x + b_iz, W_in x + b_in]``.
+
+    Returns:
+      ``(h', h')``, both (N, H).
+
+    >>> import jax.numpy as jnp
+    >>> p = {"weight_hh": jnp.zeros((6, 2)), "bias_hh": jnp.ones(6)}
+    >>> h, gx = jnp.ones((1, 2)), jnp.zeros((1, 6))
+    >>> y = gru_step(p, h, gx)[1]  # r = z = sigmoid(1) = 0.7311, n = tanh(r * b_hn) = 0.6237
+    >>> round(float(y[0, 0]), 4)      # h' = (1 - z) * n + z * h
+    0.8988
     """
     gh = _linear(h, params["weight_hh"], params.get("bias_hh"))
     x_r, x_z, x_n = jnp.split(gx, 3, axis=-1)
@@ -197,7 +262,14 @@ def gru_cell(params: Params, h: Array, x: Array) -> tuple[Array, Array]:
 
 
 def get_cell(kind: str, nonlinearity: str = "tanh") -> Callable:
-    """The pure cell ``cell(params, carry, x) -> (carry, y)`` for ``kind``."""
+    """The pure cell ``cell(params, carry, x) -> (carry, y)`` for ``kind``.
+
+    ``kind`` is ``"rnn"`` (with ``nonlinearity`` ``"tanh"`` or ``"relu"``), ``"lstm"``
+    or ``"gru"``; shapes as in :func:`rnn_cell`, :func:`lstm_cell`, :func:`gru_cell`.
+
+    >>> get_cell("gru") is gru_cell
+    True
+    """
     if kind == "rnn":
         return lambda p, h, x: rnn_cell(p, h, x, nonlinearity)
     if kind == "lstm":
@@ -208,7 +280,13 @@ def get_cell(kind: str, nonlinearity: str = "tanh") -> Callable:
 
 
 def get_step(kind: str, nonlinearity: str = "tanh") -> Callable:
-    """The recurrent half ``step(params, carry, gx) -> (carry, y)`` for ``kind``."""
+    """The recurrent half ``step(params, carry, gx) -> (carry, y)`` for ``kind``.
+
+    ``gx`` (N, G*H) is the projected input from :func:`input_projection`.
+
+    >>> get_step("lstm") is lstm_step
+    True
+    """
     if kind == "rnn":
         return lambda p, h, gx: rnn_step(p, h, gx, nonlinearity)
     if kind == "lstm":

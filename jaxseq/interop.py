@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-__all__ = ["load_torch_state_dict", "to_torch_state_dict", "torch_named_params", "LAYOUT"]
+__all__ = ["load_torch_state_dict", "to_torch_state_dict", "torch_named_params", "LAYOUT", "save", "load"]
 
 # (module type, torch name) -> (nnx attribute, to_jax, to_torch). One table for every
 # layout that is not the identity. Extended by the model zoo.
@@ -131,3 +131,41 @@ def to_torch_state_dict(module: nnx.Module) -> dict[str, np.ndarray]:
     for name, (owner, attr, _, to_torch) in torch_named_params(module).items():
         out[name] = np.asarray(to_torch(np.asarray(jax.device_get(getattr(owner, attr)[...]))))
     return out
+
+
+def save(module: nnx.Module, path: Any, metadata: Mapping[str, str] | None = None) -> None:
+    """Write ``module``'s parameters to a safetensors file under their torch names.
+
+    The file is what ``torchseq.checkpoint.save`` writes for the matching torchseq model
+    (``safetensors.torch.load_file`` + ``load_state_dict`` reads it), and what
+    :func:`load` reads. ``metadata`` adds string entries to the file header.
+
+    >>> import os, tempfile, jax.numpy as jnp
+    >>> from flax import nnx
+    >>> import jaxseq
+    >>> a = jaxseq.nn.LSTM(2, 3, rngs=nnx.Rngs(0))
+    >>> b = jaxseq.nn.LSTM(2, 3, rngs=nnx.Rngs(1))
+    >>> path = os.path.join(tempfile.mkdtemp(), "lstm.safetensors")
+    >>> jaxseq.interop.save(a, path)
+    >>> _ = jaxseq.interop.load(b, path)
+    >>> bool(jnp.array_equal(a.weight_hh_l0[...], b.weight_hh_l0[...]))
+    True
+    """
+    from safetensors.numpy import save_file
+
+    tensors = {k: np.ascontiguousarray(v) for k, v in to_torch_state_dict(module).items()}
+    meta = {"format": "pt", "writer": "jaxseq", "model": type(module).__name__}
+    meta.update(dict(metadata or {}))
+    save_file(tensors, str(path), metadata=meta)
+
+
+def load(module: nnx.Module, path: Any, strict: bool = True) -> nnx.Module:
+    """Load a safetensors file with torch names (from :func:`save` or ``torchseq``) in place.
+
+    Values are cast to each parameter's dtype. Names or shapes that do not fit raise one
+    ``ValueError`` listing every missing key, unexpected key and size mismatch (see
+    :func:`load_torch_state_dict`). Returns the module.
+    """
+    from safetensors.numpy import load_file
+
+    return load_torch_state_dict(module, load_file(str(path)), strict=strict)

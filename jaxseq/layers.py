@@ -24,6 +24,7 @@ Shapes of the call (L = num_layers)::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -33,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseq.cells import NUM_GATES, get_cell, get_step, input_projection
+from jaxseq.fused import fused_layer
 from jaxseq.scan import masked_scan
 
 Array = jax.Array
@@ -213,6 +215,7 @@ def init_gru(key: Array, input_size: int, hidden_size: int, num_layers: int = 1,
 
 # A layer implementation runs all directions of one layer:
 #   impl(kind, nonlinearity, dir_params, x, carries, lengths, unroll) -> (out, finals)
+#   (the "fast" impl also takes remat=K: checkpoint chunks of K steps)
 #   dir_params: list (1 or 2) of per-direction dicts (names without the _l{k} suffix)
 #   x (T, N, I); carries: list of per-direction initial carries; lengths (N,) int or None
 #   out (T, N, D*H_out) with forward first; finals: list of per-direction final carries
@@ -242,12 +245,16 @@ def _layer_hoisted(kind, nonlinearity, dir_params, x, carries, lengths, unroll):
     return jnp.concatenate(outs, axis=-1) if len(outs) > 1 else outs[0], finals
 
 
-#: Registered layer implementations; ``"fast"`` is the default.
+#: Registered layer implementations; ``"fast"`` (:func:`jaxseq.fused.fused_layer`: hoisted
+#: projection, fused directions, custom VJP) is the default.
 LAYER_IMPLS: dict[str, LayerImpl] = {
     "reference": _layer_reference,
     "hoisted": _layer_hoisted,
-    "fast": _layer_hoisted,
+    "fast": fused_layer,
 }
+
+#: The implementations that accept ``remat``.
+_REMAT_IMPLS = ("fast",)
 
 
 # --------------------------------------------------------------------------- validation
@@ -322,6 +329,7 @@ def run_stack(
     unroll: int = 1,
     impl: str = "fast",
     dtype: Any = None,
+    remat: int | None = None,
 ) -> tuple[Array, Any]:
     """Shared implementation of :func:`rnn`, :func:`lstm` and :func:`gru`."""
     spec = spec_from_params(kind, params)
@@ -335,6 +343,11 @@ def run_stack(
         raise ValueError(f"Unknown impl {impl!r}; expected one of {sorted(LAYER_IMPLS)}")
     if not isinstance(unroll, (int, bool)) or (not isinstance(unroll, bool) and unroll < 1):
         raise ValueError(f"unroll must be a positive integer or a bool, got {unroll!r}")
+    if remat is not None:
+        if not isinstance(remat, (int, np.integer)) or isinstance(remat, bool) or remat < 1:
+            raise ValueError(f"remat must be None or a positive integer chunk length, got {remat!r}")
+        if impl not in _REMAT_IMPLS:
+            raise ValueError(f"remat is supported by impl in {list(_REMAT_IMPLS)}, got impl={impl!r}")
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"{name}: input must be an array, got {type(x).__name__}")
     if x.ndim not in (2, 3):
@@ -387,6 +400,8 @@ def run_stack(
         raise ValueError(f"{name}: dropout={dropout} in training mode needs a PRNG key (key=...)")
 
     layer_fn = LAYER_IMPLS[impl]
+    if remat is not None:
+        layer_fn = functools.partial(layer_fn, remat=int(remat))
     x = x.astype(dtype)
     h_out, c_out = [], []
     for layer in range(L):
@@ -434,9 +449,14 @@ _CALL_DOC = """
       train: apply dropout (needs ``key`` when ``dropout > 0`` and there are 2+ layers).
       key: PRNG key for dropout.
       unroll: ``jax.lax.scan`` unroll factor.
-      impl: ``"fast"`` (default) or ``"reference"`` (the cell, input matmul included,
-        inside a plain masked scan — slow and obviously correct).
+      impl: ``"fast"`` (default: input projection hoisted out of the scan, directions
+        fused in one scan, custom VJP; see :mod:`jaxseq.fused`), ``"hoisted"`` (projection
+        hoisted, one plain masked scan per direction) or ``"reference"`` (the cell, input
+        matmul included, inside a plain masked scan — slow and obviously correct).
       dtype: computation dtype; default: the promotion of the input and parameter dtypes.
+      remat: None, or a chunk length K (``impl="fast"`` only): checkpoint every K steps
+        and recompute inside each chunk on the backward pass, so training memory grows
+        like T/K + K instead of T (try K about sqrt(T)). Same values and gradients.
 
     Returns:
       {returns_doc}

@@ -56,6 +56,7 @@ class RNNBase(nnx.Module):
         param_dtype: Any = jnp.float32,
         unroll: int = 1,
         impl: str = "fast",
+        remat: int | None = None,
         rngs: nnx.Rngs,
     ):
         spec = RNNSpec(self.kind, input_size, hidden_size, num_layers, bool(bias), bool(bidirectional),
@@ -81,6 +82,7 @@ class RNNBase(nnx.Module):
         self.param_dtype = param_dtype
         self.unroll = unroll
         self.impl = impl
+        self.remat = remat
         self.deterministic = False  # torch modules start in training mode
         bound = 1.0 / np.sqrt(hidden_size)
         self._param_names = tuple(spec.param_shapes())
@@ -111,6 +113,7 @@ class RNNBase(nnx.Module):
             self.kind, self.params_dict(), x, hx, lengths,
             nonlinearity=self.nonlinearity, batch_first=self.batch_first, dropout=self.dropout,
             train=train, key=key, unroll=self.unroll, impl=self.impl, dtype=self.dtype,
+            remat=self.remat,
         )
 
     def extra_repr(self) -> str:
@@ -129,7 +132,7 @@ class RNN(RNNBase):
 
     ``RNN(input_size, hidden_size, num_layers=1, nonlinearity='tanh', bias=True,
     batch_first=False, dropout=0.0, bidirectional=False, *, dtype=None,
-    param_dtype=jnp.float32, unroll=1, impl='fast', rngs)``.
+    param_dtype=jnp.float32, unroll=1, impl='fast', remat=None, rngs)``.
 
     Call: ``out, h_n = rnn(x, hx=None, lengths=None)`` with x (T, N, I) (or (N, T, I)
     with ``batch_first``, or unbatched (T, I)), hx (L*D, N, H); out (T, N, D*H), h_n
@@ -148,6 +151,9 @@ class RNN(RNNBase):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, **kw: Any):
+        if kw.get("proj_size"):
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        kw.pop("proj_size", None)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, 0, nonlinearity=nonlinearity, **kw)
 
@@ -157,7 +163,7 @@ class LSTM(RNNBase):
 
     ``LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
     dropout=0.0, bidirectional=False, proj_size=0, *, dtype=None,
-    param_dtype=jnp.float32, unroll=1, impl='fast', rngs)``.
+    param_dtype=jnp.float32, unroll=1, impl='fast', remat=None, rngs)``.
 
     Call: ``out, (h_n, c_n) = lstm(x, hx=None, lengths=None)``; hx is ``(h0, c0)`` with h0
     (L*D, N, H_out), c0 (L*D, N, H); out (T, N, D*H_out). See :func:`jaxseq.lstm`.
@@ -178,7 +184,7 @@ class GRU(RNNBase):
 
     ``GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
     dropout=0.0, bidirectional=False, *, dtype=None, param_dtype=jnp.float32, unroll=1,
-    impl='fast', rngs)``.
+    impl='fast', remat=None, rngs)``.
 
     Call: ``out, h_n = gru(x, hx=None, lengths=None)``. See :func:`jaxseq.gru`.
 

@@ -1,0 +1,230 @@
+"""Shared helpers of the example programs: CLI, output folder, errors, tables, plots.
+
+Every example is a single file that reads top to bottom; what they all need (the common
+flags, a checked output folder, a clear one-line error instead of a traceback, a
+Markdown table, JSON and PNG output, a progress bar) lives here so the examples stay
+about their model and data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Examples run on CPU and must not grab every core of a shared machine or spam logs.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+class ExampleError(Exception):
+    """A user-facing error (missing data, unwritable output): printed as one line, exit 2."""
+
+
+def base_parser(description: str, *, epochs: int, hidden_size: int, framework: str = "both",
+                out: str = "runs/example") -> argparse.ArgumentParser:
+    """An ``ArgumentParser`` with the flags every example shares.
+
+    ``--epochs``, ``--hidden-size``, ``--framework jax|torch|both``, ``--seed``, ``--out``,
+    ``--tiny`` (a few steps on little data, for tests) and ``--no-progress``.
+    """
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--epochs", type=int, default=epochs, help="training epochs")
+    p.add_argument("--hidden-size", type=int, default=hidden_size, help="hidden units H")
+    p.add_argument("--framework", choices=("jax", "torch", "both"), default=framework,
+                   help="which implementation(s) to train")
+    p.add_argument("--seed", type=int, default=0, help="random seed (data order, init)")
+    p.add_argument("--out", default=out, help="output folder for the table, JSON and PNG")
+    p.add_argument("--tiny", action="store_true",
+                   help="a few steps on a little data (smoke test; numbers are meaningless)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return p
+
+
+def frameworks(choice: str) -> list[str]:
+    """``"both"`` -> ``["jax", "torch"]``, else ``[choice]``."""
+    return ["jax", "torch"] if choice == "both" else [choice]
+
+
+def prepare_out(out: str | os.PathLike) -> Path:
+    """Create the output folder and check that it is writable; ExampleError if not."""
+    path = Path(out)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise ExampleError(f"cannot write to output folder '{out}': {reason}") from None
+    return path
+
+
+def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> None:
+    """Run ``main(argv)``; an :class:`ExampleError` or a failed write ends in one line, exit 2."""
+    prog = Path(sys.argv[0]).name
+    try:
+        main(argv)
+    except ExampleError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # a write that failed after the folder check (disk full, ...)
+        print(f"{prog}: error: {e.strerror or e}: {e.filename or ''}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def progress(iterable: Iterable, *, total: int | None = None, desc: str = "",
+             disable: bool = False):
+    """A tqdm progress bar on stderr (plain iteration when tqdm is missing or disabled)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is in the examples extra
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, disable=disable, leave=False,
+                dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown (GitHub) table; numbers already formatted as strings by the caller."""
+    cells = [[str(c) for c in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([fmt(cells[0]), sep] + [fmt(r) for r in cells[1:]])
+
+
+def mean_spread(values: Sequence[float], fmt: str = "{:.3f}") -> str:
+    """``"0.978"`` for one value, ``"0.978 ± 0.003"`` (mean ± sample std) for several."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 1:
+        return fmt.format(v[0])
+    return f"{fmt.format(v.mean())} ± {fmt.format(v.std(ddof=1))}"
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON (NumPy scalars/arrays converted, NaN/inf -> null)."""
+    path.write_text(json.dumps(_jsonable(obj), indent=2) + "\n")
+    return path
+
+
+def new_figure(nrows: int = 1, ncols: int = 2, size: tuple[float, float] = (11.0, 4.0)):
+    """A matplotlib figure on the non-interactive Agg backend: ``(fig, axes)``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False)
+    return fig, axes
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Save and close ``fig`` as PNG."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+class Timer:
+    """``with Timer() as t: ...`` then ``t.seconds``."""
+
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the numbers were measured: CPU count, library versions."""
+    import platform
+
+    info: dict[str, Any] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                            "platform": platform.platform()}
+    for name in ("jax", "flax", "optax", "torch", "numpy"):
+        try:
+            info[name] = __import__(name).__version__
+        except ImportError:  # pragma: no cover
+            pass
+    return info
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None,
+               tiny: dict[str, Any]) -> argparse.Namespace:
+    """Parse ``argv``; with ``--tiny`` the values in ``tiny`` replace the defaults.
+
+    Flags given explicitly on the command line still win over the tiny defaults.
+    """
+    pre, _ = parser.parse_known_args(argv)
+    if pre.tiny:
+        parser.set_defaults(**tiny)
+    return parser.parse_args(argv)
+
+
+def aeon_data_dir() -> Path:
+    """The folder of data sets bundled with ``aeon`` (read offline; nothing is downloaded)."""
+    try:
+        import aeon.datasets
+    except ImportError:
+        raise ExampleError("the examples need aeon for their data sets: pip install 'jaxseq[examples]'") from None
+    return Path(aeon.datasets.__file__).parent / "data"
+
+
+def load_ts_classification(name: str, data_dir: str | None = None) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+    """Load ``{split: (sequences, labels)}`` of a UEA/UCR ``.ts`` data set, without network.
+
+    Looks for ``DATA_DIR/NAME/NAME_TRAIN.ts`` and ``..._TEST.ts`` (DATA_DIR defaults to
+    aeon's bundled data). Sequences are float32 arrays (T_i, C); labels as in the file.
+    """
+    from aeon.datasets import load_from_ts_file
+
+    root = Path(data_dir) if data_dir else aeon_data_dir()
+    out = {}
+    for split in ("train", "test"):
+        path = root / name / f"{name}_{split.upper()}.ts"
+        if not path.is_file():
+            avail = sorted(p.parent.name for p in root.glob("*/*_TRAIN.ts")) if root.is_dir() else []
+            hint = f" (available in {root}: {', '.join(avail)})" if avail else ""
+            raise ExampleError(f"dataset '{name}' not found: no file {path}; the examples never "
+                               f"download data{hint}")
+        try:
+            X, y = load_from_ts_file(str(path))
+        except Exception as e:  # a malformed file: say which one
+            raise ExampleError(f"could not read {path}: {e}") from None
+        seqs = [np.asarray(x, dtype=np.float32).T for x in X]  # (C, T_i) -> (T_i, C)
+        out[split] = (seqs, np.asarray(y))
+    return out

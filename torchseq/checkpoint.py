@@ -1,0 +1,61 @@
+"""Checkpoints as safetensors files with torch names, shared with ``jaxseq.interop``.
+
+``save(model, path)`` writes ``model.state_dict()``; ``load(model, path)`` reads a file
+written by either framework. Names or shapes that do not fit raise one ``ValueError``
+that lists every missing key, unexpected key and size mismatch.
+
+>>> import os, tempfile, torch
+>>> a, b = torch.nn.GRU(2, 3), torch.nn.GRU(2, 3)
+>>> path = os.path.join(tempfile.mkdtemp(), "gru.safetensors")
+>>> save(a, path)
+>>> _ = load(b, path)
+>>> torch.equal(a.weight_hh_l0, b.weight_hh_l0)
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+__all__ = ["save", "load", "check_state_dict"]
+
+
+def save(model: torch.nn.Module, path: Any, metadata: Mapping[str, str] | None = None) -> None:
+    """Write ``model.state_dict()`` to a safetensors file (tensors made contiguous, on CPU)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": "pt", "writer": "torchseq", "model": type(model).__name__}
+    meta.update(dict(metadata or {}))
+    save_file(tensors, str(path), metadata=meta)
+
+
+def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, Any], strict: bool = True) -> None:
+    """Raise one ``ValueError`` naming every key or shape of ``state_dict`` that does not fit."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    mismatched = [f"{k}: checkpoint has {tuple(state_dict[k].shape)}, module expects {tuple(own[k].shape)}"
+                  for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    parts = []
+    if strict and missing:
+        parts.append(f"Missing key(s) in state_dict: {missing}")
+    if strict and unexpected:
+        parts.append(f"Unexpected key(s) in state_dict: {unexpected}")
+    if mismatched:
+        parts.append("size mismatch: " + "; ".join(mismatched))
+    if parts:
+        raise ValueError(f"Error(s) in loading state_dict for {type(model).__name__}:\n  " + "\n  ".join(parts))
+
+
+def load(model: torch.nn.Module, path: Any, strict: bool = True) -> torch.nn.Module:
+    """Load a safetensors checkpoint (from :func:`save` or ``jaxseq.interop.save``) in place.
+
+    Values are cast to each parameter's dtype. Returns the model.
+    """
+    state_dict = load_file(str(path))
+    check_state_dict(model, state_dict, strict=strict)
+    model.load_state_dict(state_dict, strict=strict)
+    return model
