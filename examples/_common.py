@@ -47,7 +47,17 @@ def base_parser(description: str, *, epochs: int, hidden_size: int, framework: s
     p.add_argument("--tiny", action="store_true",
                    help="a few steps on a little data (smoke test; numbers are meaningless)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument("--torch-threads", type=int, default=1,
+                   help="PyTorch intra-op threads (for these small models more threads mostly "
+                        "spin against JAX's thread pool on a small CPU)")
     return p
+
+
+def configure_torch(threads: int) -> None:
+    """Set PyTorch's intra-op thread count (``torch.set_num_threads``)."""
+    import torch
+
+    torch.set_num_threads(max(int(threads), 1))
 
 
 def frameworks(choice: str) -> list[str]:
@@ -100,7 +110,7 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     """A Markdown (GitHub) table; numbers already formatted as strings by the caller."""
     cells = [[str(c) for c in headers]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([fmt(cells[0]), sep] + [fmt(r) for r in cells[1:]])
 

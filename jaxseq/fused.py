@@ -188,6 +188,17 @@ def _back_step(kind, nonlinearity, w, dcarry, dy, res, valid):
 # --------------------------------------------------------------------------- custom VJP
 
 
+def _contract_tn(a: Array, b: Array) -> Array:
+    """sum over t, n of a[t, d, n, :]^T b[t, d, n, :]: (T, D, N, P), (T, D, N, Q) -> (D, P, Q).
+
+    One (P, T*N) x (T*N, Q) matmul per direction: a weight gradient for all steps at once.
+    """
+    if a.shape[1] == 1:
+        return (a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1]))[None]
+    return jnp.einsum("tdnp,tdnq->dpq", a, b)
+
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 def _recurrence(kind, nonlinearity, unroll, w, gx, valid, carry):
     """The masked recurrence over pre-projected inputs: (final carry, ys (T, D, N, H_out))."""
@@ -213,14 +224,14 @@ def _recurrence_bwd(kind, nonlinearity, unroll, saved, cts):
     h_prev = res[1]  # (T, D, N, H_out)
     # The weight gradients: one big matmul each, contracting over time and batch.
     dw = {
-        "w_hh_t": jnp.einsum("tdnh,tdng->dhg", h_prev, dgh),
+        "w_hh_t": _contract_tn(h_prev, dgh),
         "b_hh": None if w["b_hh"] is None else jnp.sum(dgh, axis=(0, 2)),
         "w_hr": None,
     }
     if kind == "lstm" and w["w_hr"] is not None:
         i, f, g, o = jnp.split(res[0], 4, axis=-1)
         m = o * jnp.tanh(f * res[2] + i * g)  # (T, D, N, H): the pre-projection output
-        dw["w_hr"] = jnp.einsum("tdno,tdnh->doh", emitted[2], m)
+        dw["w_hr"] = _contract_tn(emitted[2], m)
     return dw, dgx, None, d_carry0
 
 

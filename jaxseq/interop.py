@@ -129,7 +129,8 @@ def to_torch_state_dict(module: nnx.Module) -> dict[str, np.ndarray]:
     """
     out = {}
     for name, (owner, attr, _, to_torch) in torch_named_params(module).items():
-        out[name] = np.asarray(to_torch(np.asarray(jax.device_get(getattr(owner, attr)[...]))))
+        # A writable copy: torch.from_numpy warns on (and cannot own) read-only arrays.
+        out[name] = np.array(to_torch(np.asarray(jax.device_get(getattr(owner, attr)[...]))), copy=True)
     return out
 
 

@@ -403,6 +403,11 @@ def run_stack(
     if remat is not None:
         layer_fn = functools.partial(layer_fn, remat=int(remat))
     x = x.astype(dtype)
+    if lengths is not None:
+        # Padding never reaches a layer: a NaN or inf there would otherwise poison the
+        # weight gradients (0 * nan = nan), though outputs and states stay right.
+        valid = jnp.arange(T, dtype=lengths.dtype)[:, None] < lengths[None, :]  # (T, N)
+        x = jnp.where(valid[:, :, None], x, jnp.zeros_like(x))
     h_out, c_out = [], []
     for layer in range(L):
         sfxs = _suffixes(layer, spec.bidirectional)

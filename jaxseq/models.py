@@ -192,7 +192,7 @@ class FeedForwardClassifier(nnx.Module):
         self.param_dtype = param_dtype
         sizes = [max_len * input_size] + [hidden_size] * num_layers
         self.layers = nnx.List([torch_linear(a, b, param_dtype=param_dtype, rngs=rngs)
-                                for a, b in zip(sizes[:-1], sizes[1:])])
+                                for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
         self.dropout = nnx.Dropout(_check_dropout(dropout), rngs=rngs)
         self.head = torch_linear(hidden_size, num_classes, param_dtype=param_dtype, rngs=rngs)
 

@@ -97,33 +97,40 @@ def clip_by_global_norm_torch(max_norm: float) -> optax.GradientTransformation:
 class TrainStep:
     """A jitted train step bound to a model: ``loss = step(*batch)``.
 
-    Holds the optimizer state and the model's state; each call runs one compiled update
-    and writes the new parameters back into the model (so the model can be evaluated or
-    saved at any time). ``step.compiles`` counts compilations (one per batch shape).
+    Holds the optimizer state and the model's state (``params``: the ``nnx.Param``
+    values; ``rest``: everything else, e.g. dropout RNG counters). Each call runs one
+    compiled update; with ``sync_model=True`` (the default) it also writes the new state
+    back into the model, so the model can be evaluated or saved at any time. With
+    ``sync_model=False`` call :meth:`sync` when needed (writing back costs a few ms per
+    call on a small model, more than the step itself). ``step.compiles`` counts
+    compilations (one per distinct batch shape and dtype).
 
     The pure function is ``step.step_fn(params, rest, opt_state, *batch) -> (params, rest,
-    opt_state, loss)`` (jitted), for use inside your own loops or ``lax.scan``.
+    opt_state, loss)`` (jitted), for your own loops or ``lax.scan``.
     """
 
     def __init__(self, model: nnx.Module, tx: optax.GradientTransformation,
-                 loss_fn: Callable[..., Array] = classification_loss):
+                 loss_fn: Callable[..., Array] = classification_loss, *, sync_model: bool = True):
         self.model = model
         self.tx = tx
         self.loss_fn = loss_fn
-        self.graphdef, self.params, self.rest = nnx.split(model, nnx.Param, ...)
-        self.opt_state = tx.init(self.params)
+        self.sync_model = sync_model
         self.compiles = 0
+        self.reset()
         graphdef = self.graphdef
 
         def step_fn(params, rest, opt_state, *batch):
             self.compiles += 1  # runs at trace time only
 
-            def loss_of(p):
-                m = nnx.merge(graphdef, p, rest)
+            def loss_of(p, r):
+                # Fresh Variables at this trace level, so that dropout may advance its RNG
+                # counters here (nnx refuses to mutate Variables of an outer trace).
+                r = jax.tree.map(lambda a: a, r)
+                m = nnx.merge(graphdef, p, r)
                 loss = loss_fn(m, *batch)
                 return loss, nnx.split(m, nnx.Param, ...)[2]
 
-            (loss, rest), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+            (loss, rest), grads = jax.value_and_grad(loss_of, has_aux=True)(params, rest)
             # optax's Adam computes ``b1 ** count`` with an int32 count, which strict dtype
             # promotion rejects; the optimizer update alone runs under standard promotion.
             with jax.numpy_dtype_promotion("standard"):
@@ -133,21 +140,34 @@ class TrainStep:
 
         self.step_fn = jax.jit(step_fn)
 
+    def reset(self) -> None:
+        """Re-read the model's state (e.g. after loading a checkpoint into it) and
+        re-initialise the optimizer state. Compiled code is kept."""
+        self.graphdef, self.params, self.rest = nnx.split(self.model, nnx.Param, ...)
+        self.opt_state = self.tx.init(self.params)
+
+    def sync(self) -> None:
+        """Write the current parameters (and RNG state) back into the model."""
+        nnx.update(self.model, self.params, self.rest)
+
     def __call__(self, *batch: Any) -> Array:
         self.params, self.rest, self.opt_state, loss = self.step_fn(
             self.params, self.rest, self.opt_state, *batch)
-        nnx.update(self.model, self.params, self.rest)
+        if self.sync_model:
+            self.sync()
         return loss
 
 
 def make_train_step(model: nnx.Module, tx: optax.GradientTransformation,
-                    loss_fn: Callable[..., Array] = classification_loss) -> TrainStep:
+                    loss_fn: Callable[..., Array] = classification_loss, *,
+                    sync_model: bool = True) -> TrainStep:
     """A :class:`TrainStep`: ``loss = step(*batch)`` with ``loss_fn(model, *batch)``.
 
     The default loss is :func:`classification_loss` (batch = ``(x, lengths, y)``). Put the
     model in the mode you want (``model.train()`` / ``model.eval()``) before creating it.
+    See :class:`TrainStep` for ``sync_model``.
     """
-    return TrainStep(model, tx, loss_fn)
+    return TrainStep(model, tx, loss_fn, sync_model=sync_model)
 
 
 def fit(model: nnx.Module, batches: Iterable[tuple] | Callable[[int], Iterable[tuple]],
@@ -160,12 +180,13 @@ def fit(model: nnx.Module, batches: Iterable[tuple] | Callable[[int], Iterable[t
     ``epoch -> iterable`` (e.g. ``lambda e: jaxseq.data.batches(..., seed=e)``).
     ``clip_norm`` prepends :func:`clip_by_global_norm_torch`, as ``torchseq.train.fit``
     clips with ``clip_grad_norm_``. ``callback(epoch, step, loss)`` runs after every step.
-    The model is put in training mode.
+    The model is put in training mode; its parameters are written back at the end of
+    every epoch (not every step: see :class:`TrainStep`).
     """
     if clip_norm is not None:
         tx = optax.chain(clip_by_global_norm_torch(clip_norm), tx)
     model.train()
-    step = make_train_step(model, tx, loss_fn)
+    step = make_train_step(model, tx, loss_fn, sync_model=False)
     losses: list[float] = []
     for epoch in range(epochs):
         for batch in (batches(epoch) if callable(batches) else batches):
@@ -173,6 +194,7 @@ def fit(model: nnx.Module, batches: Iterable[tuple] | Callable[[int], Iterable[t
             losses.append(loss)
             if callback is not None:
                 callback(epoch, len(losses), loss)
+        step.sync()
     return losses
 
 

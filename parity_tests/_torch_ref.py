@@ -66,8 +66,13 @@ class Structure:
 def build_torch(s: Structure, dtype: np.dtype) -> torch.nn.Module:
     """The torch module with these constructor arguments (weights still torch's init)."""
     cls_name = KINDS[s.kind][0]
-    kw: dict[str, Any] = dict(num_layers=s.num_layers, bias=s.bias, batch_first=s.batch_first,
-                              bidirectional=s.bidirectional, dtype=TORCH_DTYPE[np.dtype(dtype)])
+    kw: dict[str, Any] = dict(
+        num_layers=s.num_layers,
+        bias=s.bias,
+        batch_first=s.batch_first,
+        bidirectional=s.bidirectional,
+        dtype=TORCH_DTYPE[np.dtype(dtype)],
+    )
     if cls_name == "RNN":
         kw["nonlinearity"] = s.nonlinearity
     if s.proj_size:
@@ -112,8 +117,14 @@ def run_torch(*args: Any, **kw: Any) -> Result:
         return _run_torch(*args, **kw)
 
 
-def _run_torch(s: Structure, params: dict[str, np.ndarray], x: np.ndarray, hx: Any,
-              lengths: np.ndarray | None, cot: dict[str, np.ndarray]) -> Result:
+def _run_torch(
+    s: Structure,
+    params: dict[str, np.ndarray],
+    x: np.ndarray,
+    hx: Any,
+    lengths: np.ndarray | None,
+    cot: dict[str, np.ndarray],
+) -> Result:
     """Run the torch reference forward and backward.
 
     Args:
@@ -147,7 +158,9 @@ def _run_torch(s: Structure, params: dict[str, np.ndarray], x: np.ndarray, hx: A
         out, st = mod(xt, state)
         h_n, c_n = st if is_lstm else (st, None)
     else:
-        out, h_n, c_n = _run_packed(s, mod, xt, h0t, c0t, np.asarray(lengths), unbatched, L * D, H, Hout)
+        out, h_n, c_n = _run_packed(
+            s, mod, xt, h0t, c0t, np.asarray(lengths), unbatched, L * D, H, Hout
+        )
 
     loss = (out * _t(cot["out"])).sum() + (h_n * _t(cot["h"])).sum()
     if is_lstm:

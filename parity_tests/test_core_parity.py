@@ -69,9 +69,15 @@ def _pairwise_cases(seed: int) -> list[dict[str, Any]]:
     uncovered = {((a, va), (b, vb)) for a, b in pairs for va in FACTORS[a] for vb in FACTORS[b]}
     # Triples that matter beyond pairs: the reverse direction with lengths, per kind and
     # for batched and unbatched input.
-    uncovered |= {(("kind", k), ("bidirectional", True), ("lengths", "given")) for k in FACTORS["kind"]}
-    uncovered |= {(("bidirectional", True), ("lengths", "given"), ("unbatched", u)) for u in (False, True)}
-    uncovered |= {(("layers", n), ("bidirectional", True), ("lengths", "given")) for n in FACTORS["layers"]}
+    uncovered |= {
+        (("kind", k), ("bidirectional", True), ("lengths", "given")) for k in FACTORS["kind"]
+    }
+    uncovered |= {
+        (("bidirectional", True), ("lengths", "given"), ("unbatched", u)) for u in (False, True)
+    }
+    uncovered |= {
+        (("layers", n), ("bidirectional", True), ("lengths", "given")) for n in FACTORS["layers"]
+    }
     triples = [tuple(k for k, _ in t) for t in uncovered if len(t) == 3]
     cases = []
     while uncovered:
@@ -94,10 +100,12 @@ NUM_CASES = len(CASES)
 
 
 def _case_id(i: int, c: dict[str, Any]) -> str:
-    return (f"{i:02d}-{c['kind']}-L{c['layers']}-{'bi' if c['bidirectional'] else 'uni'}"
-            f"-{'bf' if c['batch_first'] else 'tm'}-{'bias' if c['bias'] else 'nobias'}"
-            f"-len_{c['lengths']}-{'hx' if c['hx'] else 'nohx'}-{c['dtype']}"
-            f"{'-unbatched' if c['unbatched'] else ''}")
+    return (
+        f"{i:02d}-{c['kind']}-L{c['layers']}-{'bi' if c['bidirectional'] else 'uni'}"
+        f"-{'bf' if c['batch_first'] else 'tm'}-{'bias' if c['bias'] else 'nobias'}"
+        f"-len_{c['lengths']}-{'hx' if c['hx'] else 'nohx'}-{c['dtype']}"
+        f"{'-unbatched' if c['unbatched'] else ''}"
+    )
 
 
 def _lengths(pattern: str, T: int, N: int, rng: np.random.Generator, unbatched: bool):
@@ -117,7 +125,7 @@ def _lengths(pattern: str, T: int, N: int, rng: np.random.Generator, unbatched: 
     return rng.permutation(np.array([0, T, m, m, 0, T][:N])).astype(np.int32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _case_data(index: int):
     """Structure, inputs, cotangents and, per lengths pattern, the torch result of a case.
 
@@ -128,10 +136,16 @@ def _case_data(index: int):
     rng = np.random.default_rng(SEED + index)
     dtype = np.dtype(c["dtype"])
     H = int(rng.integers(3, 6))
-    s = Structure(kind=c["kind"], input_size=int(rng.integers(2, 5)), hidden_size=H,
-                  num_layers=c["layers"], bias=c["bias"], batch_first=c["batch_first"],
-                  bidirectional=c["bidirectional"],
-                  proj_size=int(rng.integers(1, H)) if c["kind"] == "lstm_proj" else 0)
+    s = Structure(
+        kind=c["kind"],
+        input_size=int(rng.integers(2, 5)),
+        hidden_size=H,
+        num_layers=c["layers"],
+        bias=c["bias"],
+        batch_first=c["batch_first"],
+        bidirectional=c["bidirectional"],
+        proj_size=int(rng.integers(1, H)) if c["kind"] == "lstm_proj" else 0,
+    )
     T, N = int(rng.integers(5, 7)), int(rng.integers(4, 6))
     LD, Hout = s.num_layers * s.num_directions, s.output_size
     params = random_params(s, rng, dtype)
@@ -151,8 +165,10 @@ def _case_data(index: int):
             hx = h0
     out_shape = list(x.shape)
     out_shape[-1] = s.num_directions * Hout
-    cot = {"out": rng.standard_normal(out_shape).astype(dtype),
-           "h": rng.standard_normal((LD, *bshape, Hout)).astype(dtype)}
+    cot = {
+        "out": rng.standard_normal(out_shape).astype(dtype),
+        "h": rng.standard_normal((LD, *bshape, Hout)).astype(dtype),
+    }
     if s.jax_kind == "lstm":
         cot["c"] = rng.standard_normal((LD, *bshape, H)).astype(dtype)
     if c["lengths"] == "none":
@@ -163,15 +179,19 @@ def _case_data(index: int):
     return s, params, x, hx, cot, runs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jax_fn(kind: str, nonlinearity: str, batch_first: bool, impl: str):
     """A jitted forward + VJP, shared by every case with these static arguments."""
-    fn = {"rnn": functools.partial(jaxseq.rnn, nonlinearity=nonlinearity),
-          "lstm": jaxseq.lstm, "gru": jaxseq.gru}[kind]
+    fn = {
+        "rnn": functools.partial(jaxseq.rnn, nonlinearity=nonlinearity),
+        "lstm": jaxseq.lstm,
+        "gru": jaxseq.gru,
+    }[kind]
 
     @jax.jit
     def run(params, x, hx, lengths, cot):
         TRACES[(kind, nonlinearity, batch_first, impl)] += 1
+
         def f(params, x, hx):
             return fn(params, x, hx, lengths, batch_first=batch_first, impl=impl)
 
@@ -194,16 +214,20 @@ def _report_worst(request):
     for (impl, dt), err in sorted(WORST.items()):
         lines.append(f"  impl={impl:9s} {dt:8s} {err:.3e}  (tolerance {TOL[np.dtype(dt)]:.0e})")
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line("")
-        for line in lines:
-            reporter.write_line(line)
-    else:  # pragma: no cover - e.g. run under xdist workers
+    capman = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capman is not None:
+        with capman.global_and_fixture_disabled():
+            reporter.write_line("")
+            for line in lines:
+                reporter.write_line(line)
+    else:  # e.g. under xdist workers: the summary goes to the captured output
         print("\n".join(lines))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("index", range(NUM_CASES), ids=[_case_id(i, c) for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    "index", range(NUM_CASES), ids=[_case_id(i, c) for i, c in enumerate(CASES)]
+)
 def test_parity_with_torch(index: int, impl: str):
     s, params, x, hx, cot, runs = _case_data(index)
     is_lstm = s.jax_kind == "lstm"

@@ -45,11 +45,11 @@ def np_lstm(p, h, c, x):
 def np_gru(p, h, x):
     """torch.nn.GRU's documented equations; the reset multiplies (W_hn h + b_hn)."""
     Hc = h.shape[-1]
-    W_i = [p["weight_ih"][k * Hc:(k + 1) * Hc] for k in range(3)]
-    W_h = [p["weight_hh"][k * Hc:(k + 1) * Hc] for k in range(3)]
+    W_i = [p["weight_ih"][k * Hc : (k + 1) * Hc] for k in range(3)]
+    W_h = [p["weight_hh"][k * Hc : (k + 1) * Hc] for k in range(3)]
     zero = np.zeros(Hc)
-    b_i = [p["bias_ih"][k * Hc:(k + 1) * Hc] if "bias_ih" in p else zero for k in range(3)]
-    b_h = [p["bias_hh"][k * Hc:(k + 1) * Hc] if "bias_hh" in p else zero for k in range(3)]
+    b_i = [p["bias_ih"][k * Hc : (k + 1) * Hc] if "bias_ih" in p else zero for k in range(3)]
+    b_h = [p["bias_hh"][k * Hc : (k + 1) * Hc] if "bias_hh" in p else zero for k in range(3)]
     r = _sigmoid(x @ W_i[0].T + b_i[0] + h @ W_h[0].T + b_h[0])
     z = _sigmoid(x @ W_i[1].T + b_i[1] + h @ W_h[1].T + b_h[1])
     n = np.tanh(x @ W_i[2].T + b_i[2] + r * (h @ W_h[2].T + b_h[2]))
@@ -59,7 +59,10 @@ def np_gru(p, h, x):
 def _params(rng, kind, bias=True, proj=0):
     G = cells.NUM_GATES[kind]
     Hout = proj or H
-    p = {"weight_ih": rng.uniform(-1, 1, (G * H, I)), "weight_hh": rng.uniform(-1, 1, (G * H, Hout))}
+    p = {
+        "weight_ih": rng.uniform(-1, 1, (G * H, I)),
+        "weight_hh": rng.uniform(-1, 1, (G * H, Hout)),
+    }
     if bias:
         p["bias_ih"] = rng.uniform(-1, 1, (G * H,))
         p["bias_hh"] = rng.uniform(-1, 1, (G * H,))
@@ -88,7 +91,11 @@ def test_rnn_cell_matches_numpy(act, bias):
 def test_lstm_cell_matches_numpy(bias, proj):
     rng = np.random.default_rng(1)
     p = _params(rng, "lstm", bias, proj)
-    h, c, x = rng.standard_normal((N, proj or H)), rng.standard_normal((N, H)), rng.standard_normal((N, I))
+    h, c, x = (
+        rng.standard_normal((N, proj or H)),
+        rng.standard_normal((N, H)),
+        rng.standard_normal((N, I)),
+    )
     (h2, c2), y = cells.lstm_cell(_j(p), (jnp.asarray(h), jnp.asarray(c)), jnp.asarray(x))
     want_h, want_c = np_lstm(p, h, c, x)
     assert h2.shape == (N, proj or H) and c2.shape == (N, H)
@@ -114,7 +121,7 @@ def test_gru_reset_applies_after_hidden_bias():
     np.testing.assert_allclose(got, np_gru(p, h, x), rtol=0, atol=1e-14)
     q = dict(p)
     q["bias_hh"] = p["bias_hh"].copy()
-    q["bias_hh"][2 * H:] = 0.0  # drop b_hn: must change the result
+    q["bias_hh"][2 * H :] = 0.0  # drop b_hn: must change the result
     assert np.abs(got - np_gru(q, h, x)).max() > 1e-3
 
 
@@ -138,11 +145,16 @@ def test_cell_dtype_in_equals_dtype_out(kind, dtype):
     rng = np.random.default_rng(5)
     p = _params(rng, kind)
     x, h, c = rng.standard_normal((N, I)), rng.standard_normal((N, H)), rng.standard_normal((N, H))
-    carry = (jnp.asarray(h, dtype), jnp.asarray(c, dtype)) if kind == "lstm" else jnp.asarray(h, dtype)
+    carry = (
+        (jnp.asarray(h, dtype), jnp.asarray(c, dtype)) if kind == "lstm" else jnp.asarray(h, dtype)
+    )
     new, y = cells.get_cell(kind)(_j(p, dtype), carry, jnp.asarray(x, dtype))
     assert all(leaf.dtype == dtype for leaf in jax.tree.leaves((new, y)))
-    want = {"rnn": lambda: np_rnn(p, h, x, "tanh"), "lstm": lambda: np_lstm(p, h, c, x)[0],
-            "gru": lambda: np_gru(p, h, x)}[kind]()
+    want = {
+        "rnn": lambda: np_rnn(p, h, x, "tanh"),
+        "lstm": lambda: np_lstm(p, h, c, x)[0],
+        "gru": lambda: np_gru(p, h, x),
+    }[kind]()
     np.testing.assert_allclose(y, want, rtol=0, atol=1e-5 if dtype == jnp.float32 else 1e-14)
 
 

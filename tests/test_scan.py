@@ -28,10 +28,12 @@ FNS = {"rnn": jaxseq.rnn, "lstm": jaxseq.lstm, "gru": jaxseq.gru}
 
 def _cell_params(rng, kind, in_size=I):
     G = cells.NUM_GATES[kind]
-    return {"weight_ih": jnp.asarray(rng.uniform(-0.5, 0.5, (G * H, in_size))),
-            "weight_hh": jnp.asarray(rng.uniform(-0.5, 0.5, (G * H, H))),
-            "bias_ih": jnp.asarray(rng.uniform(-0.5, 0.5, (G * H,))),
-            "bias_hh": jnp.asarray(rng.uniform(-0.5, 0.5, (G * H,)))}
+    return {
+        "weight_ih": jnp.asarray(rng.uniform(-0.5, 0.5, (G * H, in_size))),
+        "weight_hh": jnp.asarray(rng.uniform(-0.5, 0.5, (G * H, H))),
+        "bias_ih": jnp.asarray(rng.uniform(-0.5, 0.5, (G * H,))),
+        "bias_hh": jnp.asarray(rng.uniform(-0.5, 0.5, (G * H,))),
+    }
 
 
 def _carry(rng, kind, n=N):
@@ -40,7 +42,7 @@ def _carry(rng, kind, n=N):
 
 
 def _row(carry, n):
-    return jax.tree.map(lambda a: a[n:n + 1], carry)
+    return jax.tree.map(lambda a: a[n : n + 1], carry)
 
 
 def loop_reference(cell, params, carry, xs, lengths, reverse=False):
@@ -51,8 +53,8 @@ def loop_reference(cell, params, carry, xs, lengths, reverse=False):
     for n in range(xs.shape[1]):
         c = _row(carry, n)
         steps = range(int(lengths[n]))
-        for t in (reversed(steps) if reverse else steps):
-            c, y = cell(params, c, xs[t, n:n + 1])
+        for t in reversed(steps) if reverse else steps:
+            c, y = cell(params, c, xs[t, n : n + 1])
             ys[t, n] = np.asarray(y)[0]
         finals.append(c)
     final = jax.tree.map(lambda *rows: np.concatenate([np.asarray(r) for r in rows]), *finals)
@@ -84,7 +86,9 @@ def test_masked_scan_length_zero_keeps_carry_exactly():
     p, carry = _cell_params(rng, "lstm"), _carry(rng, "lstm")
     xs = jnp.asarray(rng.standard_normal((T, N, I)))
     for reverse in (False, True):
-        final, ys = masked_scan(cells.lstm_cell, p, carry, xs, jnp.asarray(LENGTHS), reverse=reverse)
+        final, ys = masked_scan(
+            cells.lstm_cell, p, carry, xs, jnp.asarray(LENGTHS), reverse=reverse
+        )
         np.testing.assert_array_equal(np.asarray(ys)[:, 1], 0.0)
         for a, b in zip(final, carry, strict=True):
             np.testing.assert_array_equal(np.asarray(a)[1], np.asarray(b)[1])
@@ -107,7 +111,7 @@ def stack_loop_reference(kind, params, x, h0, c0, lengths, layers, bidirectional
         outs = []
         for d in range(D):
             sfx = f"_l{layer}" + ("_reverse" if d else "")
-            p = {k[:-len(sfx)]: v for k, v in params.items() if k.endswith(sfx)}
+            p = {k[: -len(sfx)]: v for k, v in params.items() if k.endswith(sfx)}
             i = layer * D + d
             carry = (h0[i], c0[i]) if kind == "lstm" else h0[i]
             final, ys = loop_reference(cell, p, carry, jnp.asarray(inp), lengths, reverse=d == 1)
@@ -122,8 +126,10 @@ def stack_loop_reference(kind, params, x, h0, c0, lengths, layers, bidirectional
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize(("kind", "layers", "bidirectional"),
-                         [("rnn", 2, True), ("lstm", 2, True), ("gru", 1, True), ("lstm", 3, False)])
+@pytest.mark.parametrize(
+    ("kind", "layers", "bidirectional"),
+    [("rnn", 2, True), ("lstm", 2, True), ("gru", 1, True), ("lstm", 3, False)],
+)
 def test_stack_equals_python_loop(kind, layers, bidirectional, impl):
     rng = np.random.default_rng(2)
     params = _stack_params(rng, kind, layers, bidirectional)
@@ -134,8 +140,9 @@ def test_stack_equals_python_loop(kind, layers, bidirectional, impl):
     hx = (jnp.asarray(h0), jnp.asarray(c0)) if kind == "lstm" else jnp.asarray(h0)
     out, state = FNS[kind](params, jnp.asarray(x), hx, jnp.asarray(LENGTHS), impl=impl)
     h_n, c_n = state if kind == "lstm" else (state, None)
-    want_out, want_h, want_c = stack_loop_reference(kind, params, x, jnp.asarray(h0), jnp.asarray(c0),
-                                                    LENGTHS, layers, bidirectional)
+    want_out, want_h, want_c = stack_loop_reference(
+        kind, params, x, jnp.asarray(h0), jnp.asarray(c0), LENGTHS, layers, bidirectional
+    )
     np.testing.assert_allclose(out, want_out, rtol=0, atol=1e-13)
     np.testing.assert_allclose(h_n, want_h, rtol=0, atol=1e-13)
     if kind == "lstm":
@@ -145,7 +152,7 @@ def test_stack_equals_python_loop(kind, layers, bidirectional, impl):
 # ------------------------------------------------------------------ padding and gradients
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _value_and_grads(kind: str, impl: str):
     """jit(loss and its gradients wrt params, x, hx) of a 2-layer bidirectional stack."""
 
@@ -182,7 +189,9 @@ def test_padding_contents_never_matter(kind, impl):
     (l2, (o2, s2)), g2 = f(params, jnp.asarray(x_garbage), hx, lengths, cot_out, cot_h)
     np.testing.assert_array_equal(o1, o2)
     np.testing.assert_array_equal(np.asarray(o1)[pad], 0.0)
-    for a, b in zip(jax.tree.leaves((s1, g1[0], g1[2])), jax.tree.leaves((s2, g2[0], g2[2])), strict=True):
+    for a, b in zip(
+        jax.tree.leaves((s1, g1[0], g1[2])), jax.tree.leaves((s2, g2[0], g2[2])), strict=True
+    ):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(np.asarray(g1[1])[~pad], np.asarray(g2[1])[~pad])
     assert l1 == l2
@@ -193,7 +202,8 @@ def test_padding_contents_never_matter(kind, impl):
 def test_gradient_into_padding_is_exactly_zero(kind, impl):
     _, params, x, hx, cot_out, cot_h, pad = _padding_case(kind, seed=4)
     (_, _), (_, g_x, g_hx) = _value_and_grads(kind, impl)(
-        params, jnp.asarray(x), hx, jnp.asarray(LENGTHS), cot_out, cot_h)
+        params, jnp.asarray(x), hx, jnp.asarray(LENGTHS), cot_out, cot_h
+    )
     g_x = np.asarray(g_x)
     assert np.all(g_x[pad] == 0.0)
     assert np.all(np.abs(g_x[~pad]).sum(-1) > 0)  # the valid steps do get gradient
@@ -239,6 +249,14 @@ def test_changing_lengths_does_not_recompile(impl):
     assert traces[impl] == 1
     # ... and the lengths really were used: each result equals the loop over valid steps.
     for (out, _), ln in zip(outs, all_lengths, strict=True):
-        want, _, _ = stack_loop_reference("lstm", params, np.asarray(x), jnp.zeros((2, N, H), jnp.float64),
-                                          jnp.zeros((2, N, H), jnp.float64), np.asarray(ln), 1, True)
+        want, _, _ = stack_loop_reference(
+            "lstm",
+            params,
+            np.asarray(x),
+            jnp.zeros((2, N, H), jnp.float64),
+            jnp.zeros((2, N, H), jnp.float64),
+            np.asarray(ln),
+            1,
+            True,
+        )
         np.testing.assert_allclose(out, want, rtol=0, atol=1e-13)

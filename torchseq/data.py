@@ -79,7 +79,7 @@ def collate(batch: Sequence[tuple[Any, Any]]) -> tuple[torch.Tensor, torch.Tenso
     Returns ``(padded (B, T, ...), lengths (B,) int64, labels (B, ...))`` with T the longest
     sequence of the batch.
     """
-    seqs, labels = zip(*batch)
+    seqs, labels = zip(*batch, strict=True)
     x, lengths = pad_sequences(seqs)
     ys = [y if isinstance(y, torch.Tensor) else torch.as_tensor(y) for y in labels]
     return x, lengths, torch.stack(ys)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence
 
 __all__ = ["SequenceClassifier", "FeedForwardClassifier", "Forecaster", "CharLM", "make_rnn",
            "final_hidden"]
@@ -141,7 +141,7 @@ class FeedForwardClassifier(nn.Module):
         self.input_size = input_size
         self.max_len = max_len
         sizes = [max_len * input_size] + [hidden_size] * num_layers
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
         self.dropout = nn.Dropout(_check_dropout(dropout))
         self.head = nn.Linear(hidden_size, num_classes)
 

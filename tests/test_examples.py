@@ -1,0 +1,241 @@
+"""The example programs: each runs end to end in ``--tiny`` mode and writes its outputs.
+
+Every example runs as a subprocess (as a user would run it), from an empty working
+folder, with ``--out`` in a temporary folder; the test checks the printed table, the
+JSON and the PNG, some numbers in the JSON against an independent computation, and that
+nothing was written outside ``--out``. The error paths (missing data, unwritable output
+folder) must end in one clear line and exit status 2, not a traceback. The task
+generators of ``why_recurrence`` are checked against plain Python loops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# example -> (extra tiny-mode flags, the PNG it writes)
+CASES = {
+    "classify": ([], "curves.png"),
+    "forecast": ([], "forecast.png"),
+    "charlm": (["--framework", "both"], "loss.png"),
+    "why_recurrence": (["--framework", "both"], "why_recurrence.png"),
+}
+
+
+def run_example(name: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.setdefault("MPLBACKEND", "Agg")
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def markdown_rows(text: str) -> list[list[str]]:
+    """The rows of the first Markdown table in ``text`` (header and body, no separator)."""
+    lines: list[str] = []
+    for ln in text.splitlines():
+        if ln.startswith("|"):
+            lines.append(ln)
+        elif lines:
+            break
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines if not set(ln) <= set("|-")]
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """Run every example once in tiny mode; shared by the checks below."""
+    runs = {}
+    for name, (flags, png) in CASES.items():
+        base = tmp_path_factory.mktemp(name)
+        out, cwd = base / "out", base / "cwd"
+        proc = run_example(name, "--tiny", "--no-progress", "--out", str(out), *flags, cwd=cwd)
+        runs[name] = (proc, out, cwd, png)
+    return runs
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_tiny_run_writes_table_json_png(tiny_runs, name):
+    proc, out, cwd, png = tiny_runs[name]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    # The table is printed and written, and both agree with the JSON.
+    results = json.loads((out / "results.json").read_text())
+    table = results["table"]
+    expected = [table["headers"]] + table["rows"]
+    assert markdown_rows(proc.stdout) == expected
+    assert markdown_rows((out / "table.md").read_text()) == expected
+    assert len(table["rows"]) >= 2
+    assert (out / png).read_bytes()[:8] == PNG_MAGIC
+    assert (out / png).stat().st_size > 5000
+    # Nothing was written outside --out (the working folder stays empty).
+    assert list(cwd.iterdir()) == []
+
+
+def test_classify_same_checkpoint_gives_same_logits(tiny_runs):
+    proc, out, _, _ = tiny_runs["classify"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert {(r["model"], r["framework"]) for r in runs} == {(m, f) for m in ("gru", "ff")
+                                                           for f in ("jax", "torch")}
+    for r in runs:
+        # One checkpoint loaded into both frameworks: float32 rounding only, at init and
+        # after a single epoch on the same batches.
+        assert r["init_logit_diff"] < 1e-5
+        assert r["logit_diff"] < 1e-3
+        assert 0.0 <= r["test_acc"] <= 1.0
+        assert r["compiles"] <= 2 if r["framework"] == "jax" else r["compiles"] == 0
+    by = {(r["model"], r["framework"]): r for r in runs}
+    for m in ("gru", "ff"):
+        assert by[m, "jax"]["curves"]["loss"] == pytest.approx(by[m, "torch"]["curves"]["loss"], rel=1e-4)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "ff-seed0-init.safetensors", "gru-seed0-init.safetensors"]
+
+
+def test_forecast_baselines_match_numpy(tiny_runs):
+    from aeon.datasets import load_airline
+
+    proc, out, _, _ = tiny_runs["forecast"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    y = np.asarray(load_airline(), dtype=np.float64)
+    test = np.arange(len(y) - 24, len(y))
+    assert res["test_index"] == test.tolist()
+    by = {r["model"]: r for r in res["results"]}
+    naive = np.sqrt(np.mean((y[test - 1] - y[test]) ** 2))
+    seasonal = np.sqrt(np.mean((y[test - 12] - y[test]) ** 2))
+    assert by["naive last value"]["rmse"] == pytest.approx(naive, rel=1e-12)
+    assert by["seasonal naive (t-12)"]["rmse"] == pytest.approx(seasonal, rel=1e-12)
+    learned = [r for r in res["results"] if r["framework"] in ("jax", "torch")]
+    assert len(learned) == 4
+    for r in learned:  # forecasts are positive, finite, and the RMSE is theirs
+        f = np.asarray(r["forecast"])
+        assert np.all(np.isfinite(f)) and np.all(f > 0)
+        assert r["rmse"] == pytest.approx(np.sqrt(np.mean((f - y[test]) ** 2)), rel=1e-12)
+
+
+def test_charlm_perplexity_and_sample(tiny_runs):
+    proc, out, _, _ = tiny_runs["charlm"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert [r["framework"] for r in res["results"]] == ["jax", "torch"]
+    jax_r, torch_r = res["results"]
+    for r in res["results"]:
+        assert r["test_perplexity"] == pytest.approx(np.exp(r["test_nll_per_char"]), rel=1e-12)
+        # Three tiny steps barely move a fresh model: near-uniform, far from degenerate.
+        assert 2.0 < r["test_perplexity"] < 3 * res["vocab_size"]
+        assert r["sample"].startswith(res["config"]["prompt"])
+        assert len(r["sample"]) == len(res["config"]["prompt"]) + res["config"]["sample_chars"]
+    # Same checkpoint, same windows: the two frameworks' losses agree to float32 rounding.
+    assert jax_r["losses"] == pytest.approx(torch_r["losses"], rel=1e-4)
+    assert jax_r["test_perplexity"] == pytest.approx(torch_r["test_perplexity"], rel=1e-4)
+    assert (out / "samples.txt").read_text().count("---") == 4
+
+
+def test_why_recurrence_runs_both_frameworks(tiny_runs):
+    proc, out, _, _ = tiny_runs["why_recurrence"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    keys = {(r["task"], r["T"], r["model"], r["framework"]) for r in res["results"]}
+    assert keys == {(t, T, m, f) for t in ("adding", "parity") for T in (5, 10)
+                    for m in ("gru", "ff") for f in ("jax", "torch")}
+    by = {(r["task"], r["T"], r["model"], r["framework"]): r for r in res["results"]}
+    for (task, T, m, _), r in by.items():  # same init, same batches -> same losses
+        assert r["losses"] == pytest.approx(by[task, T, m, "torch"]["losses"], rel=1e-4, abs=1e-6)
+    grads = res["input_gradient_by_distance_from_end"]
+    assert set(grads) == {"gru/jax/init", "gru/jax/trained", "gru/torch/init", "gru/torch/trained"}
+    np.testing.assert_allclose(grads["gru/jax/init"], grads["gru/torch/init"], rtol=1e-4, atol=1e-7)
+
+
+# --------------------------------------------------------------------------- task generators
+
+
+@pytest.fixture(scope="module")
+def why():
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import why_recurrence
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    return why_recurrence
+
+
+@pytest.mark.parametrize("T", [2, 3, 7, 20])
+def test_adding_problem_targets(why, T):
+    x, lengths, y = why.make_task("adding", 50, T, 25, np.random.default_rng(T))
+    assert x.shape == (50, 25, 2) and x.dtype == np.float32 and y.dtype == np.float32
+    for n in range(50):
+        marked = [t for t in range(25) if x[n, t, 1] == 1.0]
+        assert lengths[n] == T and len(marked) == 2
+        assert marked[0] < max(T // 2, 1) <= marked[1] < T  # one marker in each half
+        assert y[n] == pytest.approx(float(x[n, marked[0], 0]) + float(x[n, marked[1], 0]), abs=1e-6)
+        assert np.all(x[n, T:] == 0)
+
+
+@pytest.mark.parametrize("T", [1, 4, 13])
+def test_parity_targets(why, T):
+    x, lengths, y = why.make_task("parity", 64, T, 16, np.random.default_rng(T))
+    assert x.shape == (64, 16, 1) and y.dtype == np.int32
+    for n in range(64):
+        assert 1 <= lengths[n] <= T
+        bits = [int(b) for b in x[n, : lengths[n], 0]]
+        parity = 0
+        for b in bits:
+            parity ^= b
+        assert y[n] == parity
+        assert np.all(x[n, lengths[n]:] == 0)
+
+
+# --------------------------------------------------------------------------- CLI and errors
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_help(name, tmp_path):
+    proc = run_example(name, "--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for flag in ("--epochs", "--hidden-size", "--framework", "--seed", "--out", "--tiny"):
+        assert flag in proc.stdout
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_unwritable_output_folder(name, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = run_example(name, "--tiny", "--out", str(blocker / "sub"), cwd=tmp_path / "cwd")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert f"{name}.py: error: cannot write to output folder" in proc.stderr
+
+
+@pytest.mark.parametrize("name, flags, message", [
+    ("classify", ["--dataset", "NoSuchDataset"], "dataset 'NoSuchDataset' not found"),
+    ("classify", ["--data-dir", "{tmp}/empty"], "dataset 'JapaneseVowels' not found"),
+    ("forecast", ["--csv", "{tmp}/missing.csv"], "cannot read series"),
+    ("charlm", ["--source-dir", "{tmp}/nowhere"], "does not exist"),
+    ("charlm", ["--heldout", "no_such_file.py"], "held-out file"),
+])
+def test_missing_data_is_a_clear_error(name, flags, message, tmp_path):
+    flags = [f.format(tmp=tmp_path) for f in flags]
+    proc = run_example(name, "--tiny", "--no-progress", "--out", str(tmp_path / "out"), *flags,
+                       cwd=tmp_path / "cwd")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert message in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0  # one line
+
+
+def test_bad_flag_values_are_clear_errors(tmp_path):
+    proc = run_example("why_recurrence", "--models", "lstm,cnn", "--out", str(tmp_path / "o"),
+                       cwd=tmp_path / "cwd")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--models must be a comma-separated subset of rnn,lstm,gru,ff" in proc.stderr
