@@ -29,27 +29,45 @@ class ExampleError(Exception):
     """A user-facing error (missing data, unwritable output): printed as one line, exit 2."""
 
 
-def base_parser(description: str, *, epochs: int, hidden_size: int, framework: str = "both",
-                out: str = "runs/example") -> argparse.ArgumentParser:
+def base_parser(
+    description: str,
+    *,
+    epochs: int,
+    hidden_size: int,
+    framework: str = "both",
+    out: str = "runs/example",
+) -> argparse.ArgumentParser:
     """An ``ArgumentParser`` with the flags every example shares.
 
     ``--epochs``, ``--hidden-size``, ``--framework jax|torch|both``, ``--seed``, ``--out``,
     ``--tiny`` (a few steps on little data, for tests) and ``--no-progress``.
     """
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--epochs", type=int, default=epochs, help="training epochs")
     p.add_argument("--hidden-size", type=int, default=hidden_size, help="hidden units H")
-    p.add_argument("--framework", choices=("jax", "torch", "both"), default=framework,
-                   help="which implementation(s) to train")
+    p.add_argument(
+        "--framework",
+        choices=("jax", "torch", "both"),
+        default=framework,
+        help="which implementation(s) to train",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (data order, init)")
     p.add_argument("--out", default=out, help="output folder for the table, JSON and PNG")
-    p.add_argument("--tiny", action="store_true",
-                   help="a few steps on a little data (smoke test; numbers are meaningless)")
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="a few steps on a little data (smoke test; numbers are meaningless)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    p.add_argument("--torch-threads", type=int, default=1,
-                   help="PyTorch intra-op threads (for these small models more threads mostly "
-                        "spin against JAX's thread pool on a small CPU)")
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="PyTorch intra-op threads (for these small models more threads mostly "
+        "spin against JAX's thread pool on a small CPU)",
+    )
     return p
 
 
@@ -95,15 +113,24 @@ def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = N
         sys.exit(130)
 
 
-def progress(iterable: Iterable, *, total: int | None = None, desc: str = "",
-             disable: bool = False):
+def progress(
+    iterable: Iterable, *, total: int | None = None, desc: str = "", disable: bool = False
+):
     """A tqdm progress bar on stderr (plain iteration when tqdm is missing or disabled)."""
     try:
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover - tqdm is in the examples extra
         return iterable
-    return tqdm(iterable, total=total, desc=desc, disable=disable, leave=False,
-                dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        disable=disable,
+        leave=False,
+        dynamic_ncols=True,
+        mininterval=0.5,
+        file=sys.stderr,
+    )
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -183,8 +210,11 @@ def machine_info() -> dict[str, Any]:
     """Where the numbers were measured: CPU count, library versions."""
     import platform
 
-    info: dict[str, Any] = {"cpus": os.cpu_count(), "python": platform.python_version(),
-                            "platform": platform.platform()}
+    info: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
     for name in ("jax", "flax", "optax", "torch", "numpy"):
         try:
             info[name] = __import__(name).__version__
@@ -193,8 +223,9 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None,
-               tiny: dict[str, Any]) -> argparse.Namespace:
+def parse_args(
+    parser: argparse.ArgumentParser, argv: list[str] | None, tiny: dict[str, Any]
+) -> argparse.Namespace:
     """Parse ``argv``; with ``--tiny`` the values in ``tiny`` replace the defaults.
 
     Flags given explicitly on the command line still win over the tiny defaults.
@@ -207,30 +238,40 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None,
 
 def aeon_data_dir() -> Path:
     """The folder of data sets bundled with ``aeon`` (read offline; nothing is downloaded)."""
-    try:
-        import aeon.datasets
-    except ImportError:
-        raise ExampleError("the examples need aeon for their data sets: pip install 'jaxseq[examples]'") from None
-    return Path(aeon.datasets.__file__).parent / "data"
+    import importlib.util
+
+    spec = importlib.util.find_spec("aeon")  # locate without importing (aeon imports slowly)
+    if spec is None or not spec.submodule_search_locations:
+        raise ExampleError(
+            "the examples need aeon for their data sets: pip install 'jaxseq[examples]'"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
 
 
-def load_ts_classification(name: str, data_dir: str | None = None) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+def load_ts_classification(
+    name: str, data_dir: str | None = None
+) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
     """Load ``{split: (sequences, labels)}`` of a UEA/UCR ``.ts`` data set, without network.
 
     Looks for ``DATA_DIR/NAME/NAME_TRAIN.ts`` and ``..._TEST.ts`` (DATA_DIR defaults to
     aeon's bundled data). Sequences are float32 arrays (T_i, C); labels as in the file.
     """
+    root = Path(data_dir) if data_dir else aeon_data_dir()
+    paths = {split: root / name / f"{name}_{split.upper()}.ts" for split in ("train", "test")}
+    for path in paths.values():
+        if not path.is_file():
+            avail = (
+                sorted(p.parent.name for p in root.glob("*/*_TRAIN.ts")) if root.is_dir() else []
+            )
+            hint = f" (available in {root}: {', '.join(avail)})" if avail else ""
+            raise ExampleError(
+                f"dataset '{name}' not found: no file {path}; the examples never "
+                f"download data{hint}"
+            )
     from aeon.datasets import load_from_ts_file
 
-    root = Path(data_dir) if data_dir else aeon_data_dir()
     out = {}
-    for split in ("train", "test"):
-        path = root / name / f"{name}_{split.upper()}.ts"
-        if not path.is_file():
-            avail = sorted(p.parent.name for p in root.glob("*/*_TRAIN.ts")) if root.is_dir() else []
-            hint = f" (available in {root}: {', '.join(avail)})" if avail else ""
-            raise ExampleError(f"dataset '{name}' not found: no file {path}; the examples never "
-                               f"download data{hint}")
+    for split, path in paths.items():
         try:
             X, y = load_from_ts_file(str(path))
         except Exception as e:  # a malformed file: say which one

@@ -45,8 +45,9 @@ from _common import (
 
 
 def build_parser():
-    p = base_parser(__doc__.split("\n\n")[0], epochs=1, hidden_size=128, framework="jax",
-                    out="runs/charlm")
+    p = base_parser(
+        __doc__.split("\n\n")[0], epochs=1, hidden_size=128, framework="jax", out="runs/charlm"
+    )
     p.add_argument("--steps", type=int, default=300, help="training steps per epoch")
     p.add_argument("--cell", choices=("rnn", "lstm", "gru"), default="lstm")
     p.add_argument("--embed-dim", type=int, default=32)
@@ -54,22 +55,44 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
     p.add_argument("--clip-norm", type=float, default=1.0)
-    p.add_argument("--train-chars", type=int, default=400_000,
-                   help="characters of standard-library source used for training")
-    p.add_argument("--eval-chars", type=int, default=20_000,
-                   help="characters of the held-out file scored for perplexity")
-    p.add_argument("--source-dir", default=None,
-                   help="folder of .py files to train on (default: the standard library)")
-    p.add_argument("--heldout", default="textwrap.py",
-                   help="file in the source folder held out for the perplexity")
+    p.add_argument(
+        "--train-chars",
+        type=int,
+        default=400_000,
+        help="characters of standard-library source used for training",
+    )
+    p.add_argument(
+        "--eval-chars",
+        type=int,
+        default=20_000,
+        help="characters of the held-out file scored for perplexity",
+    )
+    p.add_argument(
+        "--source-dir",
+        default=None,
+        help="folder of .py files to train on (default: the standard library)",
+    )
+    p.add_argument(
+        "--heldout",
+        default="textwrap.py",
+        help="file in the source folder held out for the perplexity",
+    )
     p.add_argument("--prompt", default="def ", help="prompt for the sampled continuation")
     p.add_argument("--sample-chars", type=int, default=300)
     p.add_argument("--temperature", type=float, default=0.8)
     return p
 
 
-TINY = {"steps": 3, "hidden_size": 16, "embed_dim": 8, "seq_len": 16, "batch_size": 4,
-        "train_chars": 20_000, "eval_chars": 500, "sample_chars": 40}
+TINY = {
+    "steps": 3,
+    "hidden_size": 16,
+    "embed_dim": 8,
+    "seq_len": 16,
+    "batch_size": 4,
+    "train_chars": 20_000,
+    "eval_chars": 500,
+    "sample_chars": 40,
+}
 
 
 # --------------------------------------------------------------------------- data
@@ -192,7 +215,7 @@ class JaxLM:
 
         state, total, hx = nnx.state(self.model), 0.0, None
         for s in range(0, len(ids) - 1 - chunk + 1, chunk):
-            x, y = ids[s:s + chunk].reshape(1, -1), ids[s + 1:s + chunk + 1].reshape(1, -1)
+            x, y = ids[s : s + chunk].reshape(1, -1), ids[s + 1 : s + chunk + 1].reshape(1, -1)
             nll, hx = self.chunk_nll(state, x, y, hx)
             total += float(nll)
         return total
@@ -225,7 +248,9 @@ class TorchLM:
         self.model.train()
         self.opt.zero_grad()
         logits, _ = self.model(torch.from_numpy(x).long())  # (N, T, V)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.from_numpy(y).long().reshape(-1))
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), torch.from_numpy(y).long().reshape(-1)
+        )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.clip_norm)
         self.opt.step()
@@ -237,8 +262,8 @@ class TorchLM:
         total, hx = 0.0, None
         with torch.no_grad():
             for s in range(0, len(ids) - 1 - chunk + 1, chunk):
-                x = torch.from_numpy(ids[s:s + chunk].reshape(1, -1)).long()
-                y = torch.from_numpy(ids[s + 1:s + chunk + 1]).long()
+                x = torch.from_numpy(ids[s : s + chunk].reshape(1, -1)).long()
+                y = torch.from_numpy(ids[s + 1 : s + chunk + 1]).long()
                 logits, hx = self.model(x, hx)
                 total += float(F.cross_entropy(logits[0], y, reduction="sum"))
         return total
@@ -275,14 +300,16 @@ def main(argv=None):
     if min(args.steps, args.epochs, args.seq_len, args.batch_size) < 1:
         raise ExampleError("--steps, --epochs, --seq-len and --batch-size must be >= 1")
     out = prepare_out(args.out)
-    configure_torch(args.torch_threads)
     ckpt_dir = prepare_out(out / "checkpoints")
     train_text, test_text, src = load_text(args)
+    configure_torch(args.torch_threads)
     vocab = Vocab(train_text)
     train_ids, test_ids = vocab.encode(train_text), vocab.encode(test_text)
     unk = float(np.mean(test_ids == 0))
-    print(f"text: {len(train_ids):,} training characters from {src}, held-out {args.heldout} "
-          f"({len(test_ids):,} characters, {100 * unk:.2f}% <unk>), vocabulary {len(vocab)}")
+    print(
+        f"text: {len(train_ids):,} training characters from {src}, held-out {args.heldout} "
+        f"({len(test_ids):,} characters, {100 * unk:.2f}% <unk>), vocabulary {len(vocab)}"
+    )
     batches = make_batches(train_ids, args, args.seed)
     eval_chunk = min(256, len(test_ids) - 1)
     scored = (len(test_ids) - 1) // eval_chunk * eval_chunk  # characters predicted
@@ -304,23 +331,60 @@ def main(argv=None):
         steady = len(times) - 1, float(np.sum(times[1:]))
         nll = lm.nll(test_ids, eval_chunk)
         rng = np.random.default_rng(args.seed)
-        sample = vocab.decode(lm.sample(vocab.encode(args.prompt), args.sample_chars, args.temperature, rng))
-        results.append({"framework": fw, "losses": losses, "train_s": train_s,
-                         "steps_per_s": steady[0] / steady[1] if steady[0] else float("nan"), "test_nll_per_char": nll / scored,
-                         "test_perplexity": float(np.exp(nll / scored)),
-                         "train_perplexity_last": float(np.exp(np.mean(losses[-20:]))),
-                         "sample": args.prompt + sample})
+        sample = vocab.decode(
+            lm.sample(vocab.encode(args.prompt), args.sample_chars, args.temperature, rng)
+        )
+        results.append(
+            {
+                "framework": fw,
+                "losses": losses,
+                "train_s": train_s,
+                "steps_per_s": steady[0] / steady[1] if steady[0] else float("nan"),
+                "test_nll_per_char": nll / scored,
+                "test_perplexity": float(np.exp(nll / scored)),
+                "train_perplexity_last": float(np.exp(np.mean(losses[-20:]))),
+                "sample": args.prompt + sample,
+            }
+        )
 
-    headers = ["model", "framework", "held-out perplexity", "bits/char", "train perplexity (last 20 steps)",
-               "train s", "steps/s"]
-    rows = [[f"{args.cell.upper()} {args.hidden_size}", r["framework"], f"{r['test_perplexity']:.2f}",
-             f"{r['test_nll_per_char'] / np.log(2):.2f}", f"{r['train_perplexity_last']:.2f}",
-             f"{r['train_s']:.1f}", f"{r['steps_per_s']:.1f}"] for r in results]
-    rows.append(["uniform over vocabulary", "-", f"{len(vocab):.2f}", f"{np.log2(len(vocab)):.2f}", "-", "-", "-"])
+    headers = [
+        "model",
+        "framework",
+        "held-out perplexity",
+        "bits/char",
+        "train perplexity (last 20 steps)",
+        "train s",
+        "steps/s",
+    ]
+    rows = [
+        [
+            f"{args.cell.upper()} {args.hidden_size}",
+            r["framework"],
+            f"{r['test_perplexity']:.2f}",
+            f"{r['test_nll_per_char'] / np.log(2):.2f}",
+            f"{r['train_perplexity_last']:.2f}",
+            f"{r['train_s']:.1f}",
+            f"{r['steps_per_s']:.1f}",
+        ]
+        for r in results
+    ]
+    rows.append(
+        [
+            "uniform over vocabulary",
+            "-",
+            f"{len(vocab):.2f}",
+            f"{np.log2(len(vocab)):.2f}",
+            "-",
+            "-",
+            "-",
+        ]
+    )
     table = markdown_table(headers, rows)
-    caption = (f"character LM on standard-library source: {len(batches)} steps of {args.batch_size} x "
-               f"{args.seq_len} characters; perplexity on {scored:,} characters of {args.heldout}; "
-               f"train s includes JAX compilation, steps/s excludes the first step")
+    caption = (
+        f"character LM on standard-library source: {len(batches)} steps of {args.batch_size} x "
+        f"{args.seq_len} characters; perplexity on {scored:,} characters of {args.heldout}; "
+        f"train s includes JAX compilation, steps/s excludes the first step"
+    )
     print()
     print(caption)
     print(table)
@@ -329,17 +393,32 @@ def main(argv=None):
 
     fig, axes = new_figure(1, 1, size=(7.0, 4.0))
     for r in results:
-        axes[0, 0].plot(r["losses"], label=r["framework"], linestyle="--" if r["framework"] == "torch" else "-")
-    axes[0, 0].set(xlabel="step", ylabel="train cross-entropy (nats/char)", title="character LM training loss")
+        axes[0, 0].plot(
+            r["losses"], label=r["framework"], linestyle="--" if r["framework"] == "torch" else "-"
+        )
+    axes[0, 0].set(
+        xlabel="step", ylabel="train cross-entropy (nats/char)", title="character LM training loss"
+    )
     axes[0, 0].legend()
     png = save_figure(fig, out / "loss.png")
     (out / "table.md").write_text(caption + "\n\n" + table + "\n")
-    (out / "samples.txt").write_text("\n\n".join(f"--- {r['framework']} ---\n{r['sample']}" for r in results) + "\n")
-    write_json(out / "results.json", {
-        "example": "charlm", "config": vars(args), "vocab_size": len(vocab), "train_chars": len(train_ids),
-        "heldout_chars_scored": scored, "table": {"caption": caption, "headers": headers, "rows": rows},
-        "results": results, "machine": machine_info(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-    })
+    (out / "samples.txt").write_text(
+        "\n\n".join(f"--- {r['framework']} ---\n{r['sample']}" for r in results) + "\n"
+    )
+    write_json(
+        out / "results.json",
+        {
+            "example": "charlm",
+            "config": vars(args),
+            "vocab_size": len(vocab),
+            "train_chars": len(train_ids),
+            "heldout_chars_scored": scored,
+            "table": {"caption": caption, "headers": headers, "rows": rows},
+            "results": results,
+            "machine": machine_info(),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    )
     print(f"\nwrote {out / 'table.md'}, {out / 'results.json'}, {png}, {out / 'samples.txt'}")
 
 

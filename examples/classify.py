@@ -56,21 +56,38 @@ NAMES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU", "ff": "feedforward"}
 
 
 def build_parser():
-    p = base_parser(__doc__.split("\n\n")[0], epochs=40, hidden_size=64, framework="both",
-                    out="runs/classify")
-    p.add_argument("--models", default=",".join(MODELS),
-                   help=f"comma-separated subset of {','.join(MODELS)}")
+    p = base_parser(
+        __doc__.split("\n\n")[0], epochs=40, hidden_size=64, framework="both", out="runs/classify"
+    )
+    p.add_argument(
+        "--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}"
+    )
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (seed, seed+1, ...)")
     p.add_argument("--batch-size", type=int, default=30, help="30 divides the 270 training cases")
-    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (cosine-decayed to 0)")
-    p.add_argument("--noise", type=float, default=0.3,
-                   help="std of the Gaussian jitter added to the standardized training inputs")
+    p.add_argument(
+        "--lr", type=float, default=1e-2, help="Adam learning rate (cosine-decayed to 0)"
+    )
+    p.add_argument(
+        "--noise",
+        type=float,
+        default=0.3,
+        help="std of the Gaussian jitter added to the standardized training inputs",
+    )
     p.add_argument("--clip-norm", type=float, default=1.0, help="gradient clipping by global norm")
-    p.add_argument("--buckets", type=int, default=2,
-                   help="number of time-length buckets (bounds the number of JAX compilations)")
-    p.add_argument("--dataset", default="JapaneseVowels", help="a UEA/UCR multivariate .ts data set")
-    p.add_argument("--data-dir", default=None,
-                   help="folder holding DATASET/DATASET_TRAIN.ts (default: aeon's bundled data)")
+    p.add_argument(
+        "--buckets",
+        type=int,
+        default=2,
+        help="number of time-length buckets (bounds the number of JAX compilations)",
+    )
+    p.add_argument(
+        "--dataset", default="JapaneseVowels", help="a UEA/UCR multivariate .ts data set"
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding DATASET/DATASET_TRAIN.ts (default: aeon's bundled data)",
+    )
     return p
 
 
@@ -80,11 +97,10 @@ TINY = {"epochs": 1, "hidden_size": 8, "models": "gru,ff", "batch_size": 17}  # 
 # --------------------------------------------------------------------------- data
 
 
-def load_data(args):
+def load_data(data, args):
     """Standardized, padded NumPy arrays: X (N, T, C) float32, lengths (N,) int32, y (N,) int32."""
     from jaxseq.data import pad_sequences
 
-    data = load_ts_classification(args.dataset, args.data_dir)
     (tr_seqs, tr_labels), (te_seqs, te_labels) = data["train"], data["test"]
     classes = sorted(set(tr_labels.tolist()))
     index = {c: i for i, c in enumerate(classes)}
@@ -119,8 +135,9 @@ def make_epochs(train, args, seed, buckets):
     epochs = []
     for epoch in range(args.epochs):
         epoch_batches = []
-        for xb, lb, yb in batches(X, lengths, y, args.batch_size, seed=seed * 100_003 + epoch,
-                                  buckets=buckets):
+        for xb, lb, yb in batches(
+            X, lengths, y, args.batch_size, seed=seed * 100_003 + epoch, buckets=buckets
+        ):
             valid = (np.arange(xb.shape[1]).reshape(1, -1) < lb.reshape(-1, 1))[:, :, None]
             noise = rng.standard_normal(xb.shape).astype(np.float32) * np.float32(args.noise)
             epoch_batches.append((xb + noise * valid, lb, yb))  # (B, T_b, C), (B,), (B,)
@@ -148,10 +165,12 @@ def init_models(kind, seed, n_features, n_classes, max_len, args, ckpt_dir):
 
     def build(zoo, **kw):
         if kind == "ff":
-            return zoo.FeedForwardClassifier(n_features, n_classes, max_len=max_len,
-                                             hidden_size=args.hidden_size, **kw)
-        return zoo.SequenceClassifier(n_features, n_classes, hidden_size=args.hidden_size,
-                                      cell=kind, **kw)
+            return zoo.FeedForwardClassifier(
+                n_features, n_classes, max_len=max_len, hidden_size=args.hidden_size, **kw
+            )
+        return zoo.SequenceClassifier(
+            n_features, n_classes, hidden_size=args.hidden_size, cell=kind, **kw
+        )
 
     torch.manual_seed(seed)
     tmodel = build(torchseq.models)
@@ -174,8 +193,10 @@ def train_jax(model, epochs, test, args, bar):
     from jaxseq.train import clip_by_global_norm_torch, make_train_step
 
     total = sum(len(e) for e in epochs)
-    tx = optax.chain(clip_by_global_norm_torch(args.clip_norm),
-                     optax.adam(optax.cosine_decay_schedule(args.lr, total)))
+    tx = optax.chain(
+        clip_by_global_norm_torch(args.clip_norm),
+        optax.adam(optax.cosine_decay_schedule(args.lr, total)),
+    )
     step = make_train_step(model, tx)  # loss = cross_entropy(model(x, lengths), y)
     graphdef = nnx.graphdef(model)
 
@@ -202,9 +223,15 @@ def train_jax(model, epochs, test, args, bar):
         curves["test_acc"].append(float(np.mean(logits.argmax(-1) == yte)))
         bar.set_postfix(loss=f"{curves['loss'][-1]:.3f}", acc=f"{curves['test_acc'][-1]:.3f}")
         bar.update(1)
-    return {"curves": curves, "train_s": wall, "steps": total, "compiles": step.compiles,
-            "steps_per_s": steady_steps / steady_time if steady_time else float("nan"),
-            "test_acc": curves["test_acc"][-1], "logits": logits}
+    return {
+        "curves": curves,
+        "train_s": wall,
+        "steps": total,
+        "compiles": step.compiles,
+        "steps_per_s": steady_steps / steady_time if steady_time else float("nan"),
+        "test_acc": curves["test_acc"][-1],
+        "logits": logits,
+    }
 
 
 def train_torch(model, epochs, test, args, bar):
@@ -239,9 +266,15 @@ def train_torch(model, epochs, test, args, bar):
         curves["test_acc"].append(float(np.mean(logits.argmax(-1) == test[2])))
         bar.set_postfix(loss=f"{curves['loss'][-1]:.3f}", acc=f"{curves['test_acc'][-1]:.3f}")
         bar.update(1)
-    return {"curves": curves, "train_s": wall, "steps": total, "compiles": 0,
-            "steps_per_s": total / wall if wall else float("nan"),
-            "test_acc": curves["test_acc"][-1], "logits": logits}
+    return {
+        "curves": curves,
+        "train_s": wall,
+        "steps": total,
+        "compiles": 0,
+        "steps_per_s": total / wall if wall else float("nan"),
+        "test_acc": curves["test_acc"][-1],
+        "logits": logits,
+    }
 
 
 # --------------------------------------------------------------------------- report
@@ -249,8 +282,16 @@ def train_torch(model, epochs, test, args, bar):
 
 def summarize(runs, kinds, fws):
     """One table row per (model, framework), aggregated over seeds."""
-    headers = ["model", "framework", "test accuracy", "train s", "steps/s", "compiles",
-               "max logit diff jax vs torch", "same prediction"]
+    headers = [
+        "model",
+        "framework",
+        "test accuracy",
+        "train s",
+        "steps/s",
+        "compiles",
+        "max logit diff jax vs torch",
+        "same prediction",
+    ]
     rows = []
     for kind in kinds:
         both = [r for r in runs if r["model"] == kind and "logit_diff" in r]
@@ -258,12 +299,18 @@ def summarize(runs, kinds, fws):
         agree = [r["prediction_agreement"] for r in both]
         for fw in fws:
             rs = [r for r in runs if r["model"] == kind and r["framework"] == fw]
-            rows.append([NAMES[kind], fw, mean_spread([r["test_acc"] for r in rs]),
-                         f"{np.mean([r['train_s'] for r in rs]):.1f}",
-                         f"{np.mean([r['steps_per_s'] for r in rs]):.0f}",
-                         str(max(r["compiles"] for r in rs)) if fw == "jax" else "-",
-                         f"{max(diffs):.2e}" if diffs else "-",
-                         f"{100 * min(agree):.1f}%" if agree else "-"])
+            rows.append(
+                [
+                    NAMES[kind],
+                    fw,
+                    mean_spread([r["test_acc"] for r in rs]),
+                    f"{np.mean([r['train_s'] for r in rs]):.1f}",
+                    f"{np.mean([r['steps_per_s'] for r in rs]):.0f}",
+                    str(max(r["compiles"] for r in rs)) if fw == "jax" else "-",
+                    f"{max(diffs):.2e}" if diffs else "-",
+                    f"{100 * min(agree):.1f}%" if agree else "-",
+                ]
+            )
     return headers, rows
 
 
@@ -280,8 +327,12 @@ def plot(runs, kinds, fws, seed, path):
         kw = {"color": colors[r["model"]], "linestyle": styles[r["framework"]], "label": label}
         axes[0, 0].plot(epochs, c["loss"], **kw)
         axes[0, 1].plot(epochs, c["test_acc"], **kw)
-    axes[0, 0].set(xlabel="epoch", ylabel="train cross-entropy", yscale="log",
-                   title="training loss (solid: JAX, dashed: PyTorch)")
+    axes[0, 0].set(
+        xlabel="epoch",
+        ylabel="train cross-entropy",
+        yscale="log",
+        title="training loss (solid: JAX, dashed: PyTorch)",
+    )
     axes[0, 1].set(xlabel="epoch", ylabel="test accuracy", title=f"test accuracy (seed {seed})")
     axes[0, 1].legend(fontsize=8)
     return save_figure(fig, path)
@@ -292,25 +343,30 @@ def main(argv=None):
     kinds = [m.strip() for m in args.models.split(",") if m.strip()]
     bad = [m for m in kinds if m not in MODELS]
     if bad or not kinds:
-        raise ExampleError(f"--models must be a comma-separated subset of {','.join(MODELS)}, got {args.models!r}")
+        raise ExampleError(
+            f"--models must be a comma-separated subset of {','.join(MODELS)}, got {args.models!r}"
+        )
     if args.epochs < 1 or args.seeds < 1 or args.batch_size < 1:
         raise ExampleError("--epochs, --seeds and --batch-size must be >= 1")
     fws = frameworks(args.framework)
-    out = prepare_out(args.out)
-    configure_torch(args.torch_threads)  # fail early, before any training
+    out = prepare_out(args.out)  # fail early, before any training
     ckpt_dir = prepare_out(out / "checkpoints")
+    raw = load_ts_classification(args.dataset, args.data_dir)  # ExampleError if missing
 
     import torch
 
     from jaxseq.data import make_buckets
 
-    data, n_classes, max_len = load_data(args)
+    configure_torch(args.torch_threads)
+    data, n_classes, max_len = load_data(raw, args)
     train, test = data["train"], data["test"]
     n_features = train[0].shape[2]
     buckets = make_buckets(max_len, num=max(args.buckets, 1))
-    print(f"{args.dataset}: {len(train[2])} train / {len(test[2])} test sequences, {n_features} "
-          f"channels, lengths {int(min(train[1].min(), test[1].min()))}-{max_len}, {n_classes} classes; "
-          f"time buckets {buckets}")
+    print(
+        f"{args.dataset}: {len(train[2])} train / {len(test[2])} test sequences, {n_features} "
+        f"channels, lengths {int(min(train[1].min(), test[1].min()))}-{max_len}, {n_classes} classes; "
+        f"time buckets {buckets}"
+    )
 
     runs = []
     seeds = list(range(args.seed, args.seed + args.seeds))
@@ -319,37 +375,63 @@ def main(argv=None):
         for kind in kinds:
             tmodel, jmodel = init_models(kind, seed, n_features, n_classes, max_len, args, ckpt_dir)
             with torch.no_grad():
-                init_diff = float(np.abs(np.asarray(jmodel(test[0], test[1]))
-                                         - tmodel(*(torch.from_numpy(a) for a in test[:2])).numpy()).max())
+                init_diff = float(
+                    np.abs(
+                        np.asarray(jmodel(test[0], test[1]))
+                        - tmodel(*(torch.from_numpy(a) for a in test[:2])).numpy()
+                    ).max()
+                )
             results = {}
             for fw in fws:
-                with progress(range(args.epochs), desc=f"seed {seed} {NAMES[kind]:>11} {fw:>5}",
-                              disable=args.no_progress) as bar:
+                with progress(
+                    range(args.epochs),
+                    desc=f"seed {seed} {NAMES[kind]:>11} {fw:>5}",
+                    disable=args.no_progress,
+                ) as bar:
                     trainer = train_jax if fw == "jax" else train_torch
-                    results[fw] = trainer(jmodel if fw == "jax" else tmodel, epochs, test, args, bar)
+                    results[fw] = trainer(
+                        jmodel if fw == "jax" else tmodel, epochs, test, args, bar
+                    )
             diff = agree = None
             if len(fws) == 2:
                 jl, tl = results["jax"]["logits"], results["torch"]["logits"]  # (N_test, C)
                 diff = float(np.abs(jl - tl).max())
                 agree = float(np.mean(jl.argmax(-1) == tl.argmax(-1)))
             for fw, res in results.items():
-                run = {"model": kind, "framework": fw, "seed": seed, "init_logit_diff": init_diff,
-                       **{k: v for k, v in res.items() if k != "logits"}}
+                run = {
+                    "model": kind,
+                    "framework": fw,
+                    "seed": seed,
+                    "init_logit_diff": init_diff,
+                    **{k: v for k, v in res.items() if k != "logits"},
+                }
                 if diff is not None:
                     run["logit_diff"], run["prediction_agreement"] = diff, agree
                 runs.append(run)
             line = ", ".join(f"{fw} acc {results[fw]['test_acc']:.3f}" for fw in fws)
-            print(f"seed {seed} {NAMES[kind]}: {line}"
-                  + (f", max |logit diff| {diff:.2e} (at init {init_diff:.1e}), same prediction on "
-                     f"{100 * agree:.1f}% of test cases" if diff is not None else ""))
+            print(
+                f"seed {seed} {NAMES[kind]}: {line}"
+                + (
+                    f", max |logit diff| {diff:.2e} (at init {init_diff:.1e}), same prediction on "
+                    f"{100 * agree:.1f}% of test cases"
+                    if diff is not None
+                    else ""
+                )
+            )
 
     headers, rows = summarize(runs, kinds, fws)
     table = markdown_table(headers, rows)
-    spread = "mean ± std over seeds " + ", ".join(map(str, seeds)) if len(seeds) > 1 else f"seed {seeds[0]}"
-    caption = (f"{args.dataset} test accuracy ({spread}); {args.epochs} epochs, hidden {args.hidden_size}, "
-               f"batch {args.batch_size}; train s includes JAX compilation; steps/s excludes "
-               f"compiling steps; logit diff and same prediction: worst over seeds, on the test set; "
-               f"{os.cpu_count()} CPU cores")
+    spread = (
+        "mean ± std over seeds " + ", ".join(map(str, seeds))
+        if len(seeds) > 1
+        else f"seed {seeds[0]}"
+    )
+    caption = (
+        f"{args.dataset} test accuracy ({spread}); {args.epochs} epochs, hidden {args.hidden_size}, "
+        f"batch {args.batch_size}; train s includes JAX compilation; steps/s excludes "
+        f"compiling steps; logit diff and same prediction: worst over seeds, on the test set; "
+        f"{os.cpu_count()} CPU cores"
+    )
     print()
     print(caption)
     print(table)
@@ -358,17 +440,30 @@ def main(argv=None):
     if goal and not args.tiny:
         worst = min(r["test_acc"] for r in runs if r["model"] in goal)
         goal_met = worst >= 0.97
-        print(f"\ngoal (LSTM/GRU test accuracy >= 0.97 in every run): "
-              f"{'met' if goal_met else 'NOT met'}, lowest {worst:.3f}")
+        print(
+            f"\ngoal (LSTM/GRU test accuracy >= 0.97 in every run): "
+            f"{'met' if goal_met else 'NOT met'}, lowest {worst:.3f}"
+        )
 
     (out / "table.md").write_text(caption + "\n\n" + table + "\n")
     png = plot(runs, kinds, fws, seeds[0], out / "curves.png")
-    write_json(out / "results.json", {
-        "example": "classify", "dataset": args.dataset, "config": vars(args),
-        "buckets": buckets, "n_train": len(train[2]), "n_test": len(test[2]), "classes": n_classes,
-        "table": {"caption": caption, "headers": headers, "rows": rows}, "goal_met": goal_met,
-        "runs": runs, "machine": machine_info(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-    })
+    write_json(
+        out / "results.json",
+        {
+            "example": "classify",
+            "dataset": args.dataset,
+            "config": vars(args),
+            "buckets": buckets,
+            "n_train": len(train[2]),
+            "n_test": len(test[2]),
+            "classes": n_classes,
+            "table": {"caption": caption, "headers": headers, "rows": rows},
+            "goal_met": goal_met,
+            "runs": runs,
+            "machine": machine_info(),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    )
     print(f"\nwrote {out / 'table.md'}, {out / 'results.json'}, {png}")
 
 

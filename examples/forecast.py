@@ -32,6 +32,7 @@ import time
 import numpy as np
 from _common import (
     ExampleError,
+    aeon_data_dir,
     base_parser,
     configure_torch,
     frameworks,
@@ -48,16 +49,24 @@ from _common import (
 
 
 def build_parser():
-    p = base_parser(__doc__.split("\n\n")[0], epochs=400, hidden_size=32, framework="both",
-                    out="runs/forecast")
-    p.add_argument("--cell", choices=("rnn", "lstm", "gru"), default="lstm",
-                   help="recurrent cell of the forecaster")
+    p = base_parser(
+        __doc__.split("\n\n")[0], epochs=400, hidden_size=32, framework="both", out="runs/forecast"
+    )
+    p.add_argument(
+        "--cell",
+        choices=("rnn", "lstm", "gru"),
+        default="lstm",
+        help="recurrent cell of the forecaster",
+    )
     p.add_argument("--window", type=int, default=24, help="months of history per prediction (W)")
     p.add_argument("--test-months", type=int, default=24, help="length of the test period")
     p.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate")
-    p.add_argument("--csv", default=None,
-                   help="forecast a univariate series from this CSV file (last column, one value "
-                        "per row, optional header) instead of Airline")
+    p.add_argument(
+        "--csv",
+        default=None,
+        help="forecast a univariate series from this CSV file (last column, one value "
+        "per row, optional header) instead of Airline",
+    )
     return p
 
 
@@ -70,11 +79,21 @@ TINY = {"epochs": 3, "hidden_size": 8}
 def load_series(args) -> tuple[np.ndarray, str]:
     """The series as float64 (T,) and its name."""
     if args.csv is None:
+        path = aeon_data_dir() / "Airline"
+        if not path.is_dir():
+            raise ExampleError(
+                f"the Airline series is not bundled with this aeon: no folder {path}; "
+                "give a series with --csv (the examples never download data)"
+            )
         from aeon.datasets import load_airline
 
-        return np.asarray(load_airline(), dtype=np.float64), "Airline"
+        try:
+            return np.asarray(load_airline(), dtype=np.float64), "Airline"
+        except Exception as e:
+            raise ExampleError(f"could not read the Airline series from {path}: {e}") from None
     try:
-        rows = [line.strip().split(",")[-1] for line in open(args.csv) if line.strip()]
+        with open(args.csv) as f:
+            rows = [line.strip().split(",")[-1] for line in f if line.strip()]
     except OSError as e:
         raise ExampleError(f"cannot read series '{args.csv}': {e.strerror}") from None
     try:
@@ -95,7 +114,7 @@ def _is_float(s: str) -> bool:
 def make_windows(log_y: np.ndarray, W: int, targets: range):
     """Windows relative to their last value: x (N, W, 1) float32, d (N,) float32, t (N,)."""
     ts = np.array(list(targets))
-    x = np.stack([log_y[t - W:t] - log_y[t - 1] for t in ts])  # (N, W)
+    x = np.stack([log_y[t - W : t] - log_y[t - 1] for t in ts])  # (N, W)
     d = log_y[ts] - log_y[ts - 1]  # (N,)
     return x[:, :, None].astype(np.float32), d.astype(np.float32), ts
 
@@ -115,8 +134,9 @@ def init_models(kind, args, ckpt_dir):
 
     def build(zoo, **kw):
         if kind == "ff":  # an MLP regressor: the feedforward "classifier" with one output
-            return zoo.FeedForwardClassifier(1, 1, max_len=args.window,
-                                             hidden_size=args.hidden_size, **kw)
+            return zoo.FeedForwardClassifier(
+                1, 1, max_len=args.window, hidden_size=args.hidden_size, **kw
+            )
         return zoo.Forecaster(1, hidden_size=args.hidden_size, cell=args.cell, horizon=1, **kw)
 
     torch.manual_seed(args.seed)
@@ -181,55 +201,91 @@ def main(argv=None):
     if args.epochs < 1 or args.window < 1 or args.test_months < 1:
         raise ExampleError("--epochs, --window and --test-months must be >= 1")
     out = prepare_out(args.out)
-    configure_torch(args.torch_threads)
     ckpt_dir = prepare_out(out / "checkpoints")
     y, name = load_series(args)
     if not np.all(y > 0):
         raise ExampleError(f"series '{name}' must be positive (the models work on its logarithm)")
     n_test = args.test_months
     if len(y) < args.window + n_test + 12:
-        raise ExampleError(f"series '{name}' has {len(y)} values; need window + test months + 12 = "
-                           f"{args.window + n_test + 12}")
+        raise ExampleError(
+            f"series '{name}' has {len(y)} values; need window + test months + 12 = "
+            f"{args.window + n_test + 12}"
+        )
     log_y = np.log(y)
     split = len(y) - n_test  # first test month
     x_tr, d_tr, _ = make_windows(log_y, args.window, range(args.window, split))
     x_te, d_te, t_te = make_windows(log_y, args.window, range(split, len(y)))
-    print(f"{name}: {len(y)} values; {len(d_tr)} training windows of {args.window}, "
-          f"test = last {n_test}")
+    print(
+        f"{name}: {len(y)} values; {len(d_tr)} training windows of {args.window}, "
+        f"test = last {n_test}"
+    )
 
     truth = y[t_te]
 
     def scores(forecast):
         err = forecast - truth
-        return {"rmse": float(np.sqrt(np.mean(err ** 2))),
-                "mape_%": float(100 * np.mean(np.abs(err) / truth))}
+        return {
+            "rmse": float(np.sqrt(np.mean(err**2))),
+            "mape_%": float(100 * np.mean(np.abs(err) / truth)),
+        }
 
     results = [
         {"model": "naive last value", "framework": "-", "forecast": y[t_te - 1], "train_s": 0.0},
-        {"model": "seasonal naive (t-12)", "framework": "-", "forecast": y[t_te - 12], "train_s": 0.0},
+        {
+            "model": "seasonal naive (t-12)",
+            "framework": "-",
+            "forecast": y[t_te - 12],
+            "train_s": 0.0,
+        },
     ]
     fws = frameworks(args.framework)
+    configure_torch(args.torch_threads)
     for kind in (args.cell, "ff"):
         tmodel, jmodel = init_models(kind, args, ckpt_dir)
         label = f"{args.cell.upper()} forecaster" if kind != "ff" else "feedforward window MLP"
         for fw in fws:
-            with progress(range(args.epochs), desc=f"{label} {fw}", disable=args.no_progress) as bar:
+            with progress(
+                range(args.epochs), desc=f"{label} {fw}", disable=args.no_progress
+            ) as bar:
                 trainer = train_jax if fw == "jax" else train_torch
-                losses, train_s, d_hat = trainer(jmodel if fw == "jax" else tmodel,
-                                                 x_tr, d_tr, x_te, args, bar)
-            results.append({"model": label, "framework": fw, "forecast": y[t_te - 1] * np.exp(d_hat),
-                            "train_s": train_s, "losses": losses})
+                losses, train_s, d_hat = trainer(
+                    jmodel if fw == "jax" else tmodel, x_tr, d_tr, x_te, args, bar
+                )
+            results.append(
+                {
+                    "model": label,
+                    "framework": fw,
+                    "forecast": y[t_te - 1] * np.exp(d_hat),
+                    "train_s": train_s,
+                    "losses": losses,
+                }
+            )
 
     for r in results:
         r.update(scores(r["forecast"]))
-    headers = ["model", "framework", "test RMSE (passengers)" if name == "Airline" else "test RMSE",
-               "test MAPE %", "train s"]
-    rows = [[r["model"], r["framework"], f"{r['rmse']:.1f}", f"{r['mape_%']:.2f}",
-             f"{r['train_s']:.1f}"] for r in results]
+    headers = [
+        "model",
+        "framework",
+        "test RMSE (passengers)" if name == "Airline" else "test RMSE",
+        "test MAPE %",
+        "train s",
+    ]
+    rows = [
+        [
+            r["model"],
+            r["framework"],
+            f"{r['rmse']:.1f}",
+            f"{r['mape_%']:.2f}",
+            f"{r['train_s']:.1f}",
+        ]
+        for r in results
+    ]
     table = markdown_table(headers, rows)
-    caption = (f"{name}: one-step-ahead forecasts of the last {n_test} values from windows of "
-               f"{args.window}; {args.epochs} full-batch Adam steps, hidden {args.hidden_size}, "
-               f"seed {args.seed}")
+    caption = (
+        f"{name}: one-step-ahead forecasts of the last {n_test} values from windows of "
+        f"{args.window}; {args.epochs} full-batch Adam steps, hidden {args.hidden_size}, "
+        f"seed {args.seed}"
+    )
     print()
     print(caption)
     print(table)
@@ -237,26 +293,51 @@ def main(argv=None):
     fig, axes = new_figure(1, 2, size=(12.0, 4.0))
     ax = axes[0, 0]
     ax.plot(np.arange(len(y)), y, color="black", linewidth=1.5, label="truth")
-    for r, color in zip(results, ("tab:gray", "tab:olive", "tab:blue", "tab:cyan", "tab:red", "tab:orange"), strict=False):
-        ax.plot(t_te, r["forecast"], color=color, linestyle="--" if r["framework"] == "torch" else "-",
-                label=f"{r['model']} ({r['framework']})" if r["framework"] != "-" else r["model"])
+    for r, color in zip(
+        results,
+        ("tab:gray", "tab:olive", "tab:blue", "tab:cyan", "tab:red", "tab:orange"),
+        strict=False,
+    ):
+        ax.plot(
+            t_te,
+            r["forecast"],
+            color=color,
+            linestyle="--" if r["framework"] == "torch" else "-",
+            label=f"{r['model']} ({r['framework']})" if r["framework"] != "-" else r["model"],
+        )
     ax.axvline(split - 0.5, color="gray", linestyle=":", linewidth=1)
-    ax.set(xlabel="month", ylabel="value", title=f"{name}: forecast vs truth (test after the dotted line)")
+    ax.set(
+        xlabel="month",
+        ylabel="value",
+        title=f"{name}: forecast vs truth (test after the dotted line)",
+    )
     ax.legend(fontsize=7)
     ax = axes[0, 1]
     for r in results:
         if "losses" in r:
-            ax.plot(r["losses"], linestyle="--" if r["framework"] == "torch" else "-",
-                    label=f"{r['model']} ({r['framework']})")
+            ax.plot(
+                r["losses"],
+                linestyle="--" if r["framework"] == "torch" else "-",
+                label=f"{r['model']} ({r['framework']})",
+            )
     ax.set(xlabel="Adam step", ylabel="train MSE (log change)", yscale="log", title="training loss")
     ax.legend(fontsize=7)
     png = save_figure(fig, out / "forecast.png")
     (out / "table.md").write_text(caption + "\n\n" + table + "\n")
-    write_json(out / "results.json", {
-        "example": "forecast", "series": name, "config": vars(args), "test_index": t_te,
-        "truth": truth, "table": {"caption": caption, "headers": headers, "rows": rows},
-        "results": results, "machine": machine_info(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-    })
+    write_json(
+        out / "results.json",
+        {
+            "example": "forecast",
+            "series": name,
+            "config": vars(args),
+            "test_index": t_te,
+            "truth": truth,
+            "table": {"caption": caption, "headers": headers, "rows": rows},
+            "results": results,
+            "machine": machine_info(),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    )
     print(f"\nwrote {out / 'table.md'}, {out / 'results.json'}, {png}")
 
 

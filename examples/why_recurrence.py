@@ -57,10 +57,17 @@ TASKS = ("adding", "parity")
 
 
 def build_parser():
-    p = base_parser(__doc__.split("\n\n")[0], epochs=1, hidden_size=32, framework="jax",
-                    out="runs/why_recurrence")
+    p = base_parser(
+        __doc__.split("\n\n")[0],
+        epochs=1,
+        hidden_size=32,
+        framework="jax",
+        out="runs/why_recurrence",
+    )
     p.add_argument("--lengths", default="10,30,60", help="comma-separated sequence lengths T")
-    p.add_argument("--steps", type=int, default=400, help="Adam steps per (task, length, model) and epoch")
+    p.add_argument(
+        "--steps", type=int, default=400, help="Adam steps per (task, length, model) and epoch"
+    )
     p.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
     p.add_argument("--tasks", default=",".join(TASKS), help=f"subset of {','.join(TASKS)}")
     p.add_argument("--batch-size", type=int, default=64)
@@ -70,8 +77,14 @@ def build_parser():
     return p
 
 
-TINY = {"lengths": "5,10", "steps": 3, "hidden_size": 8, "models": "gru,ff", "batch_size": 8,
-        "test_size": 16}
+TINY = {
+    "lengths": "5,10",
+    "steps": 3,
+    "hidden_size": 8,
+    "models": "gru,ff",
+    "batch_size": 8,
+    "test_size": 16,
+}
 
 
 # --------------------------------------------------------------------------- tasks
@@ -96,7 +109,9 @@ def make_task(task: str, n: int, T: int, T_max: int, rng: np.random.Generator):
         y = (x[rows, first, 0] + x[rows, second, 0] * (second != first)).astype(np.float32)
         return x, lengths, y
     lengths = rng.integers(1, T + 1, n).astype(np.int32)
-    bits = rng.integers(0, 2, (n, T_max)) * (np.arange(T_max).reshape(1, -1) < lengths.reshape(-1, 1))
+    bits = rng.integers(0, 2, (n, T_max)) * (
+        np.arange(T_max).reshape(1, -1) < lengths.reshape(-1, 1)
+    )
     x[:, :, 0] = bits
     return x, lengths, (bits.sum(1) % 2).astype(np.int32)
 
@@ -114,7 +129,9 @@ def score(task: str, out: np.ndarray, y: np.ndarray) -> float:
 def build(zoo, kind, task, T_max, args, **kw):
     n_in, n_out = (2, 1) if task == "adding" else (1, 2)
     if kind == "ff":
-        return zoo.FeedForwardClassifier(n_in, n_out, max_len=T_max, hidden_size=args.hidden_size, **kw)
+        return zoo.FeedForwardClassifier(
+            n_in, n_out, max_len=T_max, hidden_size=args.hidden_size, **kw
+        )
     return zoo.SequenceClassifier(n_in, n_out, hidden_size=args.hidden_size, cell=kind, **kw)
 
 
@@ -161,8 +178,9 @@ class JaxRunner:
         from jaxseq.train import clip_by_global_norm_torch, make_train_step
 
         self.tx = optax.chain(clip_by_global_norm_torch(args.clip_norm), optax.adam(args.lr))
-        self.step = make_train_step(model, self.tx,
-                                    loss_fn=lambda m, x, L, y: loss_value(task, m(x, L), y, jnp))
+        self.step = make_train_step(
+            model, self.tx, loss_fn=lambda m, x, L, y: loss_value(task, m(x, L), y, jnp)
+        )
         graphdef = self.step.graphdef
         self.predict = jax.jit(lambda state, x, L: nnx.merge(graphdef, state)(x, L))
 
@@ -208,8 +226,12 @@ class TorchRunner:
         losses = []
         for x, L, y in data:
             opt.zero_grad()
-            loss = loss_value(self.task, model(torch.from_numpy(x), torch.from_numpy(L)),
-                              torch.from_numpy(y), torch)
+            loss = loss_value(
+                self.task,
+                model(torch.from_numpy(x), torch.from_numpy(L)),
+                torch.from_numpy(y),
+                torch,
+            )
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.args.clip_norm)
             opt.step()
@@ -235,7 +257,9 @@ class TorchRunner:
 def _csv(value: str, allowed, flag: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     if not items or any(v not in allowed for v in items):
-        raise ExampleError(f"{flag} must be a comma-separated subset of {','.join(allowed)}, got {value!r}")
+        raise ExampleError(
+            f"{flag} must be a comma-separated subset of {','.join(allowed)}, got {value!r}"
+        )
     return items
 
 
@@ -246,17 +270,27 @@ def main(argv=None):
     try:
         lengths = sorted({int(v) for v in args.lengths.split(",") if v.strip()})
     except ValueError:
-        raise ExampleError(f"--lengths must be comma-separated integers, got {args.lengths!r}") from None
-    if not lengths or lengths[0] < 2 or min(args.steps, args.epochs, args.batch_size, args.test_size) < 1:
-        raise ExampleError("--lengths must be >= 2; --steps, --epochs, --batch-size, --test-size >= 1")
+        raise ExampleError(
+            f"--lengths must be comma-separated integers, got {args.lengths!r}"
+        ) from None
+    if (
+        not lengths
+        or lengths[0] < 2
+        or min(args.steps, args.epochs, args.batch_size, args.test_size) < 1
+    ):
+        raise ExampleError(
+            "--lengths must be >= 2; --steps, --epochs, --batch-size, --test-size >= 1"
+        )
     out = prepare_out(args.out)
     configure_torch(args.torch_threads)
     ckpt_dir = prepare_out(out / "checkpoints")
     T_max = lengths[-1]
     fws = frameworks(args.framework)
     n_steps = args.steps * args.epochs
-    print(f"tasks {', '.join(tasks)} at lengths {lengths} (padded to {T_max}); {n_steps} Adam steps "
-          f"of batch {args.batch_size} per run; hidden {args.hidden_size}")
+    print(
+        f"tasks {', '.join(tasks)} at lengths {lengths} (padded to {T_max}); {n_steps} Adam steps "
+        f"of batch {args.batch_size} per run; hidden {args.hidden_size}"
+    )
 
     results = []  # one dict per (task, T, model, framework)
     grad_curves = {}  # (model, framework, "init"/"trained") -> mean ||dy/dx_t|| over t
@@ -268,7 +302,9 @@ def main(argv=None):
                 tmodel, jmodel = init_models(kind, task, T_max, seed, args, ckpt_dir)
                 rng = np.random.default_rng([seed, TASKS.index(task), T])
                 data = [make_task(task, args.batch_size, T, T_max, rng) for _ in range(n_steps)]
-                test = make_task(task, args.test_size, T, T_max, np.random.default_rng([seed, 99, T]))
+                test = make_task(
+                    task, args.test_size, T, T_max, np.random.default_rng([seed, 99, T])
+                )
                 probe = test[0][:256], test[1][:256]
                 for fw in fws:
                     model = jmodel if fw == "jax" else tmodel
@@ -277,39 +313,66 @@ def main(argv=None):
                     runner = runners[fw]
                     track = task == "adding" and T == T_max and kind != "ff"
                     if track:
-                        grad_curves[(kind, fw, "init")] = np.abs(runner.grads(model, *probe)).sum(-1).mean(0)
+                        grad_curves[(kind, fw, "init")] = (
+                            np.abs(runner.grads(model, *probe)).sum(-1).mean(0)
+                        )
                     t0 = time.perf_counter()
-                    with progress(range(n_steps), desc=f"{task} T={T} {NAMES[kind]} {fw}",
-                                  disable=args.no_progress) as bar:
+                    with progress(
+                        range(n_steps),
+                        desc=f"{task} T={T} {NAMES[kind]} {fw}",
+                        disable=args.no_progress,
+                    ) as bar:
                         losses = runner.train(model, data, bar)
                     train_s = time.perf_counter() - t0
                     if track:
-                        grad_curves[(kind, fw, "trained")] = np.abs(runner.grads(model, *probe)).sum(-1).mean(0)
+                        grad_curves[(kind, fw, "trained")] = (
+                            np.abs(runner.grads(model, *probe)).sum(-1).mean(0)
+                        )
                     metric = score(task, runner.outputs(model, test[0], test[1]), test[2])
-                    results.append({"task": task, "T": T, "model": kind, "framework": fw,
-                                    "metric": metric, "train_s": train_s, "losses": losses[::10]})
-                    print(f"{task:6} T={T:<4} {NAMES[kind]:>11} {fw:>5}: "
-                          f"{'test MSE' if task == 'adding' else 'test accuracy'} {metric:.3f} "
-                          f"({train_s:.1f} s)")
+                    results.append(
+                        {
+                            "task": task,
+                            "T": T,
+                            "model": kind,
+                            "framework": fw,
+                            "metric": metric,
+                            "train_s": train_s,
+                            "losses": losses,
+                        }
+                    )
+                    print(
+                        f"{task:6} T={T:<4} {NAMES[kind]:>11} {fw:>5}: "
+                        f"{'test MSE' if task == 'adding' else 'test accuracy'} {metric:.3f} "
+                        f"({train_s:.1f} s)"
+                    )
 
     # Table: one row per (model, framework), one column per (task, T).
-    headers = ["model", "framework"] + [f"{'adding MSE' if t == 'adding' else 'parity acc'} T={T}"
-                                        for t in tasks for T in lengths]
+    headers = ["model", "framework"] + [
+        f"{'adding MSE' if t == 'adding' else 'parity acc'} T={T}" for t in tasks for T in lengths
+    ]
     rows = []
     for kind in kinds:
         for fw in fws:
             row = [NAMES[kind], fw]
             for t in tasks:
                 for T in lengths:
-                    r = next(r for r in results if (r["task"], r["T"], r["model"], r["framework"]) == (t, T, kind, fw))
+                    r = next(
+                        r
+                        for r in results
+                        if (r["task"], r["T"], r["model"], r["framework"]) == (t, T, kind, fw)
+                    )
                     row.append(f"{r['metric']:.3f}")
             rows.append(row)
-    rows.append(["chance / predict the mean", "-"] + [("0.167" if t == "adding" else "0.500")
-                                                      for t in tasks for T in lengths])
+    rows.append(
+        ["chance / predict the mean", "-"]
+        + [("0.167" if t == "adding" else "0.500") for t in tasks for T in lengths]
+    )
     table = markdown_table(headers, rows)
-    caption = (f"test MSE (adding; lower is better) and accuracy (parity; higher is better) after "
-               f"{n_steps} Adam steps (batch {args.batch_size}, lr {args.lr}, hidden {args.hidden_size}, "
-               f"seed {args.seed}); every model sees the same batches")
+    caption = (
+        f"test MSE (adding; lower is better) and accuracy (parity; higher is better) after "
+        f"{n_steps} Adam steps (batch {args.batch_size}, lr {args.lr}, hidden {args.hidden_size}, "
+        f"seed {args.seed}); every model sees the same batches"
+    )
     print()
     print(caption)
     print(table)
@@ -320,14 +383,34 @@ def main(argv=None):
         ax = axes[0, i]
         for kind in kinds:
             for fw in fws:
-                ys = [next(r["metric"] for r in results if (r["task"], r["T"], r["model"], r["framework"])
-                           == (t, T, kind, fw)) for T in lengths]
-                ax.plot(lengths, ys, marker="o", color=colors[kind], linestyle="--" if fw == "torch" else "-",
-                        label=f"{NAMES[kind]} ({fw})")
-        ax.axhline(0.167 if t == "adding" else 0.5, color="black", linestyle=":", linewidth=1,
-                   label="predict the mean" if t == "adding" else "chance")
-        ax.set(xlabel="sequence length T", ylabel="test MSE" if t == "adding" else "test accuracy",
-               title=f"{t}: {'lower' if t == 'adding' else 'higher'} is better")
+                ys = [
+                    next(
+                        r["metric"]
+                        for r in results
+                        if (r["task"], r["T"], r["model"], r["framework"]) == (t, T, kind, fw)
+                    )
+                    for T in lengths
+                ]
+                ax.plot(
+                    lengths,
+                    ys,
+                    marker="o",
+                    color=colors[kind],
+                    linestyle="--" if fw == "torch" else "-",
+                    label=f"{NAMES[kind]} ({fw})",
+                )
+        ax.axhline(
+            0.167 if t == "adding" else 0.5,
+            color="black",
+            linestyle=":",
+            linewidth=1,
+            label="predict the mean" if t == "adding" else "chance",
+        )
+        ax.set(
+            xlabel="sequence length T",
+            ylabel="test MSE" if t == "adding" else "test accuracy",
+            title=f"{t}: {'lower' if t == 'adding' else 'higher'} is better",
+        )
         if t == "adding":
             ax.set_yscale("log")
         ax.legend(fontsize=7)
@@ -336,19 +419,37 @@ def main(argv=None):
         if fw != fws[0]:
             continue
         dist = np.arange(T_max)[::-1]  # distance T - 1 - t from the last step
-        ax.plot(dist, np.maximum(g, 1e-30), color=colors[kind], linestyle="-" if when == "trained" else ":",
-                label=f"{NAMES[kind]} {when}")
-    ax.set(xlabel="steps before the end (T - 1 - t)", ylabel="mean |d y / d x_t|", yscale="log",
-           title=f"gradient reaching step t (adding, T={T_max}, {fws[0]})")
+        ax.plot(
+            dist,
+            np.maximum(g, 1e-30),
+            color=colors[kind],
+            linestyle="-" if when == "trained" else ":",
+            label=f"{NAMES[kind]} {when}",
+        )
+    ax.set(
+        xlabel="steps before the end (T - 1 - t)",
+        ylabel="mean |d y / d x_t|",
+        yscale="log",
+        title=f"gradient reaching step t (adding, T={T_max}, {fws[0]})",
+    )
     ax.legend(fontsize=7)
     png = save_figure(fig, out / "why_recurrence.png")
     (out / "table.md").write_text(caption + "\n\n" + table + "\n")
-    write_json(out / "results.json", {
-        "example": "why_recurrence", "config": vars(args), "lengths": lengths,
-        "table": {"caption": caption, "headers": headers, "rows": rows}, "results": results,
-        "input_gradient_by_distance_from_end": {f"{k}/{fw}/{w}": g[::-1] for (k, fw, w), g in grad_curves.items()},
-        "machine": machine_info(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-    })
+    write_json(
+        out / "results.json",
+        {
+            "example": "why_recurrence",
+            "config": vars(args),
+            "lengths": lengths,
+            "table": {"caption": caption, "headers": headers, "rows": rows},
+            "results": results,
+            "input_gradient_by_distance_from_end": {
+                f"{k}/{fw}/{w}": g[::-1] for (k, fw, w), g in grad_curves.items()
+            },
+            "machine": machine_info(),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    )
     print(f"\nwrote {out / 'table.md'}, {out / 'results.json'}, {png}")
 
 

@@ -23,12 +23,19 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["pad_sequences", "lengths_to_mask", "bucket_length", "make_buckets", "batches",
-           "batch_order"]
+__all__ = [
+    "pad_sequences",
+    "lengths_to_mask",
+    "bucket_length",
+    "make_buckets",
+    "batches",
+    "batch_order",
+]
 
 
-def pad_sequences(seqs: Sequence[Any], max_len: int | None = None, dtype: Any = None,
-                  value: float = 0) -> tuple[np.ndarray, np.ndarray]:
+def pad_sequences(
+    seqs: Sequence[Any], max_len: int | None = None, dtype: Any = None, value: float = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Stack sequences of shape (T_i, ...) into one zero-padded (N, T, ...) array.
 
     Args:
@@ -47,8 +54,10 @@ def pad_sequences(seqs: Sequence[Any], max_len: int | None = None, dtype: Any = 
         if a.ndim == 0:
             raise ValueError(f"sequence {i} is a scalar; expected shape (T_i, ...)")
         if a.shape[1:] != arrs[0].shape[1:]:
-            raise ValueError(f"sequences must share their trailing shape: sequence 0 has "
-                             f"{arrs[0].shape[1:]}, sequence {i} has {a.shape[1:]}")
+            raise ValueError(
+                f"sequences must share their trailing shape: sequence 0 has "
+                f"{arrs[0].shape[1:]}, sequence {i} has {a.shape[1:]}"
+            )
     lengths = np.array([a.shape[0] for a in arrs], dtype=np.int32)
     T = int(lengths.max()) if max_len is None else int(max_len)
     if lengths.max() > T:
@@ -95,8 +104,9 @@ def bucket_length(T: int, buckets: Sequence[int] | None) -> int:
     return int(fits[0])
 
 
-def batch_order(n: int, batch_size: int, *, seed: int | None = 0, shuffle: bool = True,
-                drop_last: bool = False) -> list[np.ndarray]:
+def batch_order(
+    n: int, batch_size: int, *, seed: int | None = 0, shuffle: bool = True, drop_last: bool = False
+) -> list[np.ndarray]:
     """The index arrays of each batch: a permutation from ``np.random.default_rng(seed)``.
 
     ``torchseq.data.batches`` uses the same function, so the same seed gives the same
@@ -106,12 +116,21 @@ def batch_order(n: int, batch_size: int, *, seed: int | None = 0, shuffle: bool 
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
     stop = n - n % batch_size if drop_last else n
-    return [order[i: i + batch_size] for i in range(0, stop, batch_size)]
+    return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
 
 
-def batches(X: Any, lengths: Any, y: Any, batch_size: int, *, seed: int | None = 0,
-            key: Any = None, shuffle: bool = True, buckets: Sequence[int] | None = None,
-            drop_last: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def batches(
+    X: Any,
+    lengths: Any,
+    y: Any,
+    batch_size: int,
+    *,
+    seed: int | None = 0,
+    key: Any = None,
+    shuffle: bool = True,
+    buckets: Sequence[int] | None = None,
+    drop_last: bool = False,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield ``(x (B, T_b, ...), lengths (B,) int32, y (B, ...))`` NumPy batches.
 
     ``X`` is a padded (N, T, ...) array (or a list of (T_i, ...) sequences, padded here).
@@ -133,8 +152,10 @@ def batches(X: Any, lengths: Any, y: Any, batch_size: int, *, seed: int | None =
     lengths = np.asarray(lengths).astype(np.int32)
     y = np.asarray(y)
     if X.ndim < 2 or lengths.shape != (X.shape[0],) or y.shape[:1] != (X.shape[0],):
-        raise ValueError(f"X (N, T, ...), lengths (N,) and y (N, ...) must share N; got X "
-                         f"{X.shape}, lengths {lengths.shape}, y {y.shape}")
+        raise ValueError(
+            f"X (N, T, ...), lengths (N,) and y (N, ...) must share N; got X "
+            f"{X.shape}, lengths {lengths.shape}, y {y.shape}"
+        )
     if key is not None:
         import jax
 

@@ -153,9 +153,9 @@ def _back_step(kind, nonlinearity, w, dcarry, dy, res, valid):
         d_o = dm * tc * o * (1.0 - o)
         dG = jnp.concatenate([d_i, d_f, d_g, d_o], axis=-1)
         dG = _where(valid, dG, jnp.zeros_like(dG))
-        dh_prev = _where(valid, _bmm(dG, jnp.swapaxes(w["w_hh_t"], 1, 2)), dh)
+        dh_prev = _where(valid, _bmm(dG, w["w_hh"]), dh)
         dc_prev = _where(valid, dc_tot * f, dc)
-        emit = (dG, dG)
+        emit = (dG,)  # the gate gradients are those of gx and of h W_hh^T + b_hh alike
         if w["w_hr"] is not None:
             emit = emit + (_where(valid, dh_new, jnp.zeros_like(dh_new)),)
         return (dh_prev, dc_prev), emit
@@ -171,7 +171,7 @@ def _back_step(kind, nonlinearity, w, dcarry, dy, res, valid):
         dgh = jnp.concatenate([dr, dz, dn * r], axis=-1)
         dgx = _where(valid, dgx, jnp.zeros_like(dgx))
         dgh = _where(valid, dgh, jnp.zeros_like(dgh))
-        dh_prev = _where(valid, dh_new * z + _bmm(dgh, jnp.swapaxes(w["w_hh_t"], 1, 2)), dh)
+        dh_prev = _where(valid, dh_new * z + _bmm(dgh, w["w_hh"]), dh)
         return dh_prev, (dgx, dgh)
     dh = dcarry
     a, h_prev = res
@@ -181,8 +181,8 @@ def _back_step(kind, nonlinearity, w, dcarry, dy, res, valid):
     else:
         dpre = jnp.where(a > 0, dh_new, jnp.zeros_like(dh_new))
     dpre = _where(valid, dpre, jnp.zeros_like(dpre))
-    dh_prev = _where(valid, _bmm(dpre, jnp.swapaxes(w["w_hh_t"], 1, 2)), dh)
-    return dh_prev, (dpre, dpre)
+    dh_prev = _where(valid, _bmm(dpre, w["w_hh"]), dh)
+    return dh_prev, (dpre,)
 
 
 # --------------------------------------------------------------------------- custom VJP
@@ -214,13 +214,17 @@ def _recurrence_bwd(kind, nonlinearity, unroll, saved, cts):
     w, valid, res = saved
     d_final, dys = cts
 
+    # W_hh in its (D, G*H, H_out) layout, transposed once outside the loop.
+    wb = dict(w, w_hh=jnp.swapaxes(w["w_hh_t"], 1, 2))
+
     def body(dc, inp):
         dy, r, v = inp
-        return _back_step(kind, nonlinearity, w, dc, dy, r, v)
+        return _back_step(kind, nonlinearity, wb, dc, dy, r, v)
 
     d_carry0, emitted = jax.lax.scan(body, d_final, (dys, res, valid), reverse=True,
                                      unroll=unroll)
-    dgx, dgh = emitted[0], emitted[1]  # (T, D, N, G*H)
+    dgx = emitted[0]  # (T, D, N, G*H)
+    dgh = emitted[1] if kind == "gru" else dgx
     h_prev = res[1]  # (T, D, N, H_out)
     # The weight gradients: one big matmul each, contracting over time and batch.
     dw = {
@@ -231,7 +235,7 @@ def _recurrence_bwd(kind, nonlinearity, unroll, saved, cts):
     if kind == "lstm" and w["w_hr"] is not None:
         i, f, g, o = jnp.split(res[0], 4, axis=-1)
         m = o * jnp.tanh(f * res[2] + i * g)  # (T, D, N, H): the pre-projection output
-        dw["w_hr"] = _contract_tn(emitted[2], m)
+        dw["w_hr"] = _contract_tn(emitted[1], m)
     return dw, dgx, None, d_carry0
 
 

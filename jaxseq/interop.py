@@ -4,6 +4,9 @@ Because jaxseq keeps torch's parameter names and layouts, a torch ``state_dict``
 onto a jaxseq module with no transposes for the recurrent layers. Layouts that differ
 between the frameworks (e.g. ``nnx.Linear`` stores ``kernel`` as (in, out) where torch's
 ``weight`` is (out, in)) are listed once, in :data:`LAYOUT`.
+
+Checkpoints: :func:`save` / :func:`load` write and read safetensors files under the torch
+names, the same files that ``torchseq.checkpoint.save`` / ``load`` write and read.
 """
 
 from __future__ import annotations

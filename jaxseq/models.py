@@ -46,8 +46,16 @@ from jaxseq import nn as jnn
 
 Array = jax.Array
 
-__all__ = ["SequenceClassifier", "FeedForwardClassifier", "Forecaster", "CharLM", "make_rnn",
-           "final_hidden", "torch_linear", "torch_embed"]
+__all__ = [
+    "SequenceClassifier",
+    "FeedForwardClassifier",
+    "Forecaster",
+    "CharLM",
+    "make_rnn",
+    "final_hidden",
+    "torch_linear",
+    "torch_embed",
+]
 
 _CELLS = {"rnn": jnn.RNN, "lstm": jnn.LSTM, "gru": jnn.GRU}
 
@@ -59,26 +67,50 @@ def _uniform(bound: float):
     return init
 
 
-def torch_linear(in_features: int, out_features: int, *, param_dtype: Any, rngs: nnx.Rngs) -> nnx.Linear:
+def torch_linear(
+    in_features: int, out_features: int, *, param_dtype: Any, rngs: nnx.Rngs
+) -> nnx.Linear:
     """``nnx.Linear`` initialised as ``torch.nn.Linear``: weight and bias U(-1/sqrt(in), 1/sqrt(in)).
 
     Its ``kernel`` is (in, out), torch's ``weight`` transposed (see ``interop.LAYOUT``).
     """
     bound = 1.0 / np.sqrt(in_features) if in_features > 0 else 0.0
-    return nnx.Linear(in_features, out_features, kernel_init=_uniform(bound), bias_init=_uniform(bound),
-                      param_dtype=param_dtype, rngs=rngs)
+    return nnx.Linear(
+        in_features,
+        out_features,
+        kernel_init=_uniform(bound),
+        bias_init=_uniform(bound),
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
 
 
-def torch_embed(num_embeddings: int, features: int, *, param_dtype: Any, rngs: nnx.Rngs) -> nnx.Embed:
+def torch_embed(
+    num_embeddings: int, features: int, *, param_dtype: Any, rngs: nnx.Rngs
+) -> nnx.Embed:
     """``nnx.Embed`` initialised as ``torch.nn.Embedding``: N(0, 1)."""
-    return nnx.Embed(num_embeddings, features, embedding_init=nnx.initializers.normal(1.0),
-                     param_dtype=param_dtype, rngs=rngs)
+    return nnx.Embed(
+        num_embeddings,
+        features,
+        embedding_init=nnx.initializers.normal(1.0),
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
 
 
-def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int = 1, *,
-             bidirectional: bool = False, dropout: float = 0.0, proj_size: int = 0,
-             nonlinearity: str = "tanh", param_dtype: Any = jnp.float32,
-             rngs: nnx.Rngs) -> jnn.RNNBase:
+def make_rnn(
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    *,
+    bidirectional: bool = False,
+    dropout: float = 0.0,
+    proj_size: int = 0,
+    nonlinearity: str = "tanh",
+    param_dtype: Any = jnp.float32,
+    rngs: nnx.Rngs,
+) -> jnn.RNNBase:
     """A batch-first :class:`jaxseq.nn.RNN` / ``LSTM`` / ``GRU`` chosen by ``cell``.
 
     Mirrors ``torchseq.models.make_rnn``: inter-layer dropout only when ``num_layers > 1``.
@@ -87,9 +119,13 @@ def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int = 1, 
         raise ValueError(f"cell must be one of 'rnn', 'lstm', 'gru', got {cell!r}")
     if proj_size and cell != "lstm":
         raise ValueError(f"proj_size is only supported for cell='lstm', got cell={cell!r}")
-    kw: dict[str, Any] = {"batch_first": True, "bidirectional": bidirectional,
-                          "dropout": dropout if num_layers > 1 else 0.0,
-                          "param_dtype": param_dtype, "rngs": rngs}
+    kw: dict[str, Any] = {
+        "batch_first": True,
+        "bidirectional": bidirectional,
+        "dropout": dropout if num_layers > 1 else 0.0,
+        "param_dtype": param_dtype,
+        "rngs": rngs,
+    }
     if cell == "lstm":
         kw["proj_size"] = proj_size
     if cell == "rnn":
@@ -145,23 +181,47 @@ class SequenceClassifier(nnx.Module):
     Call: ``model(x, lengths=None)`` -> logits (N, C); lengths (N,) ints in [0, T].
     """
 
-    def __init__(self, input_size: int, num_classes: int, hidden_size: int = 64,
-                 cell: str = "lstm", num_layers: int = 1, bidirectional: bool = False,
-                 dropout: float = 0.0, proj_size: int = 0, nonlinearity: str = "tanh",
-                 vocab_size: int | None = None, *, param_dtype: Any = jnp.float32,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self,
+        input_size: int,
+        num_classes: int,
+        hidden_size: int = 64,
+        cell: str = "lstm",
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        proj_size: int = 0,
+        nonlinearity: str = "tanh",
+        vocab_size: int | None = None,
+        *,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
         dropout = _check_dropout(dropout)
         self.cell = cell
         self.param_dtype = param_dtype
-        self.embedding = (torch_embed(vocab_size, input_size, param_dtype=param_dtype, rngs=rngs)
-                          if vocab_size is not None else None)
-        self.rnn = make_rnn(cell, input_size, hidden_size, num_layers, bidirectional=bidirectional,
-                            dropout=dropout, proj_size=proj_size, nonlinearity=nonlinearity,
-                            param_dtype=param_dtype, rngs=rngs)
+        self.embedding = (
+            torch_embed(vocab_size, input_size, param_dtype=param_dtype, rngs=rngs)
+            if vocab_size is not None
+            else None
+        )
+        self.rnn = make_rnn(
+            cell,
+            input_size,
+            hidden_size,
+            num_layers,
+            bidirectional=bidirectional,
+            dropout=dropout,
+            proj_size=proj_size,
+            nonlinearity=nonlinearity,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
         D = 2 if bidirectional else 1
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.head = torch_linear(D * (proj_size or hidden_size), num_classes,
-                                 param_dtype=param_dtype, rngs=rngs)
+        self.head = torch_linear(
+            D * (proj_size or hidden_size), num_classes, param_dtype=param_dtype, rngs=rngs
+        )
 
     def __call__(self, x: Array, lengths: Array | None = None) -> Array:
         if self.embedding is not None:
@@ -182,17 +242,30 @@ class FeedForwardClassifier(nnx.Module):
     Call: ``model(x, lengths=None)`` -> logits (N, C).
     """
 
-    def __init__(self, input_size: int, num_classes: int, max_len: int, hidden_size: int = 64,
-                 num_layers: int = 2, dropout: float = 0.0, *, param_dtype: Any = jnp.float32,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self,
+        input_size: int,
+        num_classes: int,
+        max_len: int,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        dropout: float = 0.0,
+        *,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         self.input_size = input_size
         self.max_len = max_len
         self.param_dtype = param_dtype
         sizes = [max_len * input_size] + [hidden_size] * num_layers
-        self.layers = nnx.List([torch_linear(a, b, param_dtype=param_dtype, rngs=rngs)
-                                for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
+        self.layers = nnx.List(
+            [
+                torch_linear(a, b, param_dtype=param_dtype, rngs=rngs)
+                for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+            ]
+        )
         self.dropout = nnx.Dropout(_check_dropout(dropout), rngs=rngs)
         self.head = torch_linear(hidden_size, num_classes, param_dtype=param_dtype, rngs=rngs)
 
@@ -222,18 +295,36 @@ class Forecaster(nnx.Module):
     O = output_size or input_size.
     """
 
-    def __init__(self, input_size: int = 1, hidden_size: int = 64, cell: str = "lstm",
-                 num_layers: int = 1, horizon: int = 1, output_size: int | None = None,
-                 dropout: float = 0.0, *, param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        input_size: int = 1,
+        hidden_size: int = 64,
+        cell: str = "lstm",
+        num_layers: int = 1,
+        horizon: int = 1,
+        output_size: int | None = None,
+        dropout: float = 0.0,
+        *,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
         dropout = _check_dropout(dropout)
         self.horizon = horizon
         self.output_size = output_size if output_size is not None else input_size
         self.param_dtype = param_dtype
-        self.rnn = make_rnn(cell, input_size, hidden_size, num_layers, dropout=dropout,
-                            param_dtype=param_dtype, rngs=rngs)
+        self.rnn = make_rnn(
+            cell,
+            input_size,
+            hidden_size,
+            num_layers,
+            dropout=dropout,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.head = torch_linear(hidden_size, horizon * self.output_size, param_dtype=param_dtype,
-                                 rngs=rngs)
+        self.head = torch_linear(
+            hidden_size, horizon * self.output_size, param_dtype=param_dtype, rngs=rngs
+        )
 
     def __call__(self, x: Array, lengths: Array | None = None) -> Array:
         x = _as_float(x, self.param_dtype)
@@ -250,13 +341,29 @@ class CharLM(nnx.Module):
     state is h_n (L, N, H), or (h_n, c_n) for LSTM; pass it back as ``hx`` to continue.
     """
 
-    def __init__(self, vocab_size: int, embed_dim: int = 64, hidden_size: int = 256,
-                 cell: str = "lstm", num_layers: int = 1, dropout: float = 0.0, *,
-                 param_dtype: Any = jnp.float32, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 64,
+        hidden_size: int = 256,
+        cell: str = "lstm",
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        *,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
         dropout = _check_dropout(dropout)
         self.embedding = torch_embed(vocab_size, embed_dim, param_dtype=param_dtype, rngs=rngs)
-        self.rnn = make_rnn(cell, embed_dim, hidden_size, num_layers, dropout=dropout,
-                            param_dtype=param_dtype, rngs=rngs)
+        self.rnn = make_rnn(
+            cell,
+            embed_dim,
+            hidden_size,
+            num_layers,
+            dropout=dropout,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
         self.dropout = nnx.Dropout(dropout, rngs=rngs)
         self.head = torch_linear(hidden_size, vocab_size, param_dtype=param_dtype, rngs=rngs)
 

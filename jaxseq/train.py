@@ -43,8 +43,15 @@ from flax import nnx
 
 Array = jax.Array
 
-__all__ = ["cross_entropy", "classification_loss", "clip_by_global_norm_torch", "TrainStep",
-           "make_train_step", "fit", "evaluate"]
+__all__ = [
+    "cross_entropy",
+    "classification_loss",
+    "clip_by_global_norm_torch",
+    "TrainStep",
+    "make_train_step",
+    "fit",
+    "evaluate",
+]
 
 
 def cross_entropy(logits: Array, labels: Array) -> Array:
@@ -109,8 +116,14 @@ class TrainStep:
     opt_state, loss)`` (jitted), for your own loops or ``lax.scan``.
     """
 
-    def __init__(self, model: nnx.Module, tx: optax.GradientTransformation,
-                 loss_fn: Callable[..., Array] = classification_loss, *, sync_model: bool = True):
+    def __init__(
+        self,
+        model: nnx.Module,
+        tx: optax.GradientTransformation,
+        loss_fn: Callable[..., Array] = classification_loss,
+        *,
+        sync_model: bool = True,
+    ):
         self.model = model
         self.tx = tx
         self.loss_fn = loss_fn
@@ -152,15 +165,20 @@ class TrainStep:
 
     def __call__(self, *batch: Any) -> Array:
         self.params, self.rest, self.opt_state, loss = self.step_fn(
-            self.params, self.rest, self.opt_state, *batch)
+            self.params, self.rest, self.opt_state, *batch
+        )
         if self.sync_model:
             self.sync()
         return loss
 
 
-def make_train_step(model: nnx.Module, tx: optax.GradientTransformation,
-                    loss_fn: Callable[..., Array] = classification_loss, *,
-                    sync_model: bool = True) -> TrainStep:
+def make_train_step(
+    model: nnx.Module,
+    tx: optax.GradientTransformation,
+    loss_fn: Callable[..., Array] = classification_loss,
+    *,
+    sync_model: bool = True,
+) -> TrainStep:
     """A :class:`TrainStep`: ``loss = step(*batch)`` with ``loss_fn(model, *batch)``.
 
     The default loss is :func:`classification_loss` (batch = ``(x, lengths, y)``). Put the
@@ -170,10 +188,16 @@ def make_train_step(model: nnx.Module, tx: optax.GradientTransformation,
     return TrainStep(model, tx, loss_fn, sync_model=sync_model)
 
 
-def fit(model: nnx.Module, batches: Iterable[tuple] | Callable[[int], Iterable[tuple]],
-        tx: optax.GradientTransformation, *, epochs: int = 1, clip_norm: float | None = None,
-        loss_fn: Callable[..., Array] = classification_loss,
-        callback: Callable[[int, int, float], None] | None = None) -> list[float]:
+def fit(
+    model: nnx.Module,
+    batches: Iterable[tuple] | Callable[[int], Iterable[tuple]],
+    tx: optax.GradientTransformation,
+    *,
+    epochs: int = 1,
+    clip_norm: float | None = None,
+    loss_fn: Callable[..., Array] = classification_loss,
+    callback: Callable[[int, int, float], None] | None = None,
+) -> list[float]:
     """Train ``model`` in place; return the loss of every step (Python floats).
 
     ``batches`` is a re-iterable of batch tuples (e.g. a list) or a function
@@ -189,7 +213,7 @@ def fit(model: nnx.Module, batches: Iterable[tuple] | Callable[[int], Iterable[t
     step = make_train_step(model, tx, loss_fn, sync_model=False)
     losses: list[float] = []
     for epoch in range(epochs):
-        for batch in (batches(epoch) if callable(batches) else batches):
+        for batch in batches(epoch) if callable(batches) else batches:
             loss = float(step(*batch))
             losses.append(loss)
             if callback is not None:

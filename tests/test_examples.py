@@ -32,13 +32,21 @@ CASES = {
 }
 
 
-def run_example(name: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_example(
+    name: str, *args: str, cwd: Path, timeout: float = 300
+) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.setdefault("MPLBACKEND", "Agg")
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / f"{name}.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def markdown_rows(text: str) -> list[list[str]]:
@@ -49,24 +57,19 @@ def markdown_rows(text: str) -> list[list[str]]:
             lines.append(ln)
         elif lines:
             break
-    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines if not set(ln) <= set("|-")]
+    return [
+        [c.strip() for c in ln.strip("|").split("|")] for ln in lines if not set(ln) <= set("|-")
+    ]
 
 
-@pytest.fixture(scope="module")
-def tiny_runs(tmp_path_factory):
-    """Run every example once in tiny mode; shared by the checks below."""
-    runs = {}
-    for name, (flags, png) in CASES.items():
-        base = tmp_path_factory.mktemp(name)
-        out, cwd = base / "out", base / "cwd"
-        proc = run_example(name, "--tiny", "--no-progress", "--out", str(out), *flags, cwd=cwd)
-        runs[name] = (proc, out, cwd, png)
-    return runs
+def run_tiny(name: str, tmp_path: Path) -> dict:
+    """Run ``name`` in tiny mode; check its table, JSON and PNG; return the JSON.
 
-
-@pytest.mark.parametrize("name", list(CASES))
-def test_tiny_run_writes_table_json_png(tiny_runs, name):
-    proc, out, cwd, png = tiny_runs[name]
+    Each example runs in exactly one test, so pytest-xdist spreads them over workers.
+    """
+    flags, png = CASES[name]
+    out, cwd = tmp_path / "out", tmp_path / "cwd"
+    proc = run_example(name, "--tiny", "--no-progress", "--out", str(out), *flags, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     # The table is printed and written, and both agree with the JSON.
@@ -80,34 +83,38 @@ def test_tiny_run_writes_table_json_png(tiny_runs, name):
     assert (out / png).stat().st_size > 5000
     # Nothing was written outside --out (the working folder stays empty).
     assert list(cwd.iterdir()) == []
+    results["_out"] = out
+    return results
 
 
-def test_classify_same_checkpoint_gives_same_logits(tiny_runs):
-    proc, out, _, _ = tiny_runs["classify"]
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = json.loads((out / "results.json").read_text())["runs"]
-    assert {(r["model"], r["framework"]) for r in runs} == {(m, f) for m in ("gru", "ff")
-                                                           for f in ("jax", "torch")}
+def test_classify_tiny_same_checkpoint_gives_same_logits(tmp_path):
+    res = run_tiny("classify", tmp_path)
+    runs = res["runs"]
+    assert {(r["model"], r["framework"]) for r in runs} == {
+        (m, f) for m in ("gru", "ff") for f in ("jax", "torch")
+    }
     for r in runs:
         # One checkpoint loaded into both frameworks: float32 rounding only, at init and
         # after a single epoch on the same batches.
         assert r["init_logit_diff"] < 1e-5
         assert r["logit_diff"] < 1e-3
+        assert r["prediction_agreement"] == 1.0
         assert 0.0 <= r["test_acc"] <= 1.0
         assert r["compiles"] <= 2 if r["framework"] == "jax" else r["compiles"] == 0
     by = {(r["model"], r["framework"]): r for r in runs}
     for m in ("gru", "ff"):
-        assert by[m, "jax"]["curves"]["loss"] == pytest.approx(by[m, "torch"]["curves"]["loss"], rel=1e-4)
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
-        "ff-seed0-init.safetensors", "gru-seed0-init.safetensors"]
+        jax_loss, torch_loss = by[m, "jax"]["curves"]["loss"], by[m, "torch"]["curves"]["loss"]
+        assert jax_loss == pytest.approx(torch_loss, rel=1e-4)
+    assert sorted(p.name for p in (res["_out"] / "checkpoints").iterdir()) == [
+        "ff-seed0-init.safetensors",
+        "gru-seed0-init.safetensors",
+    ]
 
 
-def test_forecast_baselines_match_numpy(tiny_runs):
+def test_forecast_tiny_baselines_match_numpy(tmp_path):
     from aeon.datasets import load_airline
 
-    proc, out, _, _ = tiny_runs["forecast"]
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads((out / "results.json").read_text())
+    res = run_tiny("forecast", tmp_path)
     y = np.asarray(load_airline(), dtype=np.float64)
     test = np.arange(len(y) - 24, len(y))
     assert res["test_index"] == test.tolist()
@@ -122,12 +129,14 @@ def test_forecast_baselines_match_numpy(tiny_runs):
         f = np.asarray(r["forecast"])
         assert np.all(np.isfinite(f)) and np.all(f > 0)
         assert r["rmse"] == pytest.approx(np.sqrt(np.mean((f - y[test]) ** 2)), rel=1e-12)
+    # Same checkpoint, same full batch: the frameworks agree to float32 rounding.
+    for model in {r["model"] for r in learned}:
+        jax_r, torch_r = (r for r in learned if r["model"] == model)
+        assert jax_r["losses"] == pytest.approx(torch_r["losses"], rel=1e-4)
 
 
-def test_charlm_perplexity_and_sample(tiny_runs):
-    proc, out, _, _ = tiny_runs["charlm"]
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads((out / "results.json").read_text())
+def test_charlm_tiny_perplexity_and_sample(tmp_path):
+    res = run_tiny("charlm", tmp_path)
     assert [r["framework"] for r in res["results"]] == ["jax", "torch"]
     jax_r, torch_r = res["results"]
     for r in res["results"]:
@@ -139,16 +148,19 @@ def test_charlm_perplexity_and_sample(tiny_runs):
     # Same checkpoint, same windows: the two frameworks' losses agree to float32 rounding.
     assert jax_r["losses"] == pytest.approx(torch_r["losses"], rel=1e-4)
     assert jax_r["test_perplexity"] == pytest.approx(torch_r["test_perplexity"], rel=1e-4)
-    assert (out / "samples.txt").read_text().count("---") == 4
+    assert (res["_out"] / "samples.txt").read_text().count("---") == 4
 
 
-def test_why_recurrence_runs_both_frameworks(tiny_runs):
-    proc, out, _, _ = tiny_runs["why_recurrence"]
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads((out / "results.json").read_text())
+def test_why_recurrence_tiny_both_frameworks(tmp_path):
+    res = run_tiny("why_recurrence", tmp_path)
     keys = {(r["task"], r["T"], r["model"], r["framework"]) for r in res["results"]}
-    assert keys == {(t, T, m, f) for t in ("adding", "parity") for T in (5, 10)
-                    for m in ("gru", "ff") for f in ("jax", "torch")}
+    assert keys == {
+        (t, T, m, f)
+        for t in ("adding", "parity")
+        for T in (5, 10)
+        for m in ("gru", "ff")
+        for f in ("jax", "torch")
+    }
     by = {(r["task"], r["T"], r["model"], r["framework"]): r for r in res["results"]}
     for (task, T, m, _), r in by.items():  # same init, same batches -> same losses
         assert r["losses"] == pytest.approx(by[task, T, m, "torch"]["losses"], rel=1e-4, abs=1e-6)
@@ -178,7 +190,9 @@ def test_adding_problem_targets(why, T):
         marked = [t for t in range(25) if x[n, t, 1] == 1.0]
         assert lengths[n] == T and len(marked) == 2
         assert marked[0] < max(T // 2, 1) <= marked[1] < T  # one marker in each half
-        assert y[n] == pytest.approx(float(x[n, marked[0], 0]) + float(x[n, marked[1], 0]), abs=1e-6)
+        assert y[n] == pytest.approx(
+            float(x[n, marked[0], 0]) + float(x[n, marked[1], 0]), abs=1e-6
+        )
         assert np.all(x[n, T:] == 0)
 
 
@@ -193,7 +207,7 @@ def test_parity_targets(why, T):
         for b in bits:
             parity ^= b
         assert y[n] == parity
-        assert np.all(x[n, lengths[n]:] == 0)
+        assert np.all(x[n, lengths[n] :] == 0)
 
 
 # --------------------------------------------------------------------------- CLI and errors
@@ -217,17 +231,27 @@ def test_unwritable_output_folder(name, tmp_path):
     assert f"{name}.py: error: cannot write to output folder" in proc.stderr
 
 
-@pytest.mark.parametrize("name, flags, message", [
-    ("classify", ["--dataset", "NoSuchDataset"], "dataset 'NoSuchDataset' not found"),
-    ("classify", ["--data-dir", "{tmp}/empty"], "dataset 'JapaneseVowels' not found"),
-    ("forecast", ["--csv", "{tmp}/missing.csv"], "cannot read series"),
-    ("charlm", ["--source-dir", "{tmp}/nowhere"], "does not exist"),
-    ("charlm", ["--heldout", "no_such_file.py"], "held-out file"),
-])
+@pytest.mark.parametrize(
+    "name, flags, message",
+    [
+        ("classify", ["--dataset", "NoSuchDataset"], "dataset 'NoSuchDataset' not found"),
+        ("classify", ["--data-dir", "{tmp}/empty"], "dataset 'JapaneseVowels' not found"),
+        ("forecast", ["--csv", "{tmp}/missing.csv"], "cannot read series"),
+        ("charlm", ["--source-dir", "{tmp}/nowhere"], "does not exist"),
+        ("charlm", ["--heldout", "no_such_file.py"], "held-out file"),
+    ],
+)
 def test_missing_data_is_a_clear_error(name, flags, message, tmp_path):
     flags = [f.format(tmp=tmp_path) for f in flags]
-    proc = run_example(name, "--tiny", "--no-progress", "--out", str(tmp_path / "out"), *flags,
-                       cwd=tmp_path / "cwd")
+    proc = run_example(
+        name,
+        "--tiny",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "out"),
+        *flags,
+        cwd=tmp_path / "cwd",
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert message in proc.stderr
@@ -235,7 +259,8 @@ def test_missing_data_is_a_clear_error(name, flags, message, tmp_path):
 
 
 def test_bad_flag_values_are_clear_errors(tmp_path):
-    proc = run_example("why_recurrence", "--models", "lstm,cnn", "--out", str(tmp_path / "o"),
-                       cwd=tmp_path / "cwd")
+    proc = run_example(
+        "why_recurrence", "--models", "lstm,cnn", "--out", str(tmp_path / "o"), cwd=tmp_path / "cwd"
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--models must be a comma-separated subset of rnn,lstm,gru,ff" in proc.stderr

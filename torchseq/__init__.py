@@ -10,5 +10,13 @@ reads and writes.
 from torchseq import checkpoint, data, models, train
 from torchseq.models import CharLM, FeedForwardClassifier, Forecaster, SequenceClassifier
 
-__all__ = ["models", "data", "train", "checkpoint", "SequenceClassifier",
-           "FeedForwardClassifier", "Forecaster", "CharLM"]
+__all__ = [
+    "models",
+    "data",
+    "train",
+    "checkpoint",
+    "SequenceClassifier",
+    "FeedForwardClassifier",
+    "Forecaster",
+    "CharLM",
+]

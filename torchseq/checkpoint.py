@@ -32,13 +32,18 @@ def save(model: torch.nn.Module, path: Any, metadata: Mapping[str, str] | None =
     save_file(tensors, str(path), metadata=meta)
 
 
-def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, Any], strict: bool = True) -> None:
+def check_state_dict(
+    model: torch.nn.Module, state_dict: Mapping[str, Any], strict: bool = True
+) -> None:
     """Raise one ``ValueError`` naming every key or shape of ``state_dict`` that does not fit."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
-    mismatched = [f"{k}: checkpoint has {tuple(state_dict[k].shape)}, module expects {tuple(own[k].shape)}"
-                  for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    mismatched = [
+        f"{k}: checkpoint has {tuple(state_dict[k].shape)}, module expects {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
     parts = []
     if strict and missing:
         parts.append(f"Missing key(s) in state_dict: {missing}")
@@ -47,7 +52,9 @@ def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, Any], stri
     if mismatched:
         parts.append("size mismatch: " + "; ".join(mismatched))
     if parts:
-        raise ValueError(f"Error(s) in loading state_dict for {type(model).__name__}:\n  " + "\n  ".join(parts))
+        raise ValueError(
+            f"Error(s) in loading state_dict for {type(model).__name__}:\n  " + "\n  ".join(parts)
+        )
 
 
 def load(model: torch.nn.Module, path: Any, strict: bool = True) -> torch.nn.Module:

@@ -24,8 +24,9 @@ import torch
 __all__ = ["pad_sequences", "lengths_to_mask", "collate", "batches", "batch_order"]
 
 
-def batch_order(n: int, batch_size: int, *, seed: int | None = 0, shuffle: bool = True,
-                drop_last: bool = False) -> list[np.ndarray]:
+def batch_order(
+    n: int, batch_size: int, *, seed: int | None = 0, shuffle: bool = True, drop_last: bool = False
+) -> list[np.ndarray]:
     """The index arrays of each batch (a permutation from ``np.random.default_rng(seed)``).
 
     Identical to ``jaxseq.data.batch_order``.
@@ -34,11 +35,15 @@ def batch_order(n: int, batch_size: int, *, seed: int | None = 0, shuffle: bool 
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
     stop = n - n % batch_size if drop_last else n
-    return [order[i: i + batch_size] for i in range(0, stop, batch_size)]
+    return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
 
 
-def pad_sequences(seqs: Sequence[Any], max_len: int | None = None, dtype: torch.dtype | None = None,
-                  value: float = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_sequences(
+    seqs: Sequence[Any],
+    max_len: int | None = None,
+    dtype: torch.dtype | None = None,
+    value: float = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack sequences of shape (T_i, ...) into one padded (N, T, ...) tensor.
 
     Args: seqs (tensors or array-likes, trailing shape shared), max_len (default the
@@ -53,8 +58,10 @@ def pad_sequences(seqs: Sequence[Any], max_len: int | None = None, dtype: torch.
         if t.ndim == 0:
             raise ValueError(f"sequence {i} is a scalar; expected shape (T_i, ...)")
         if t.shape[1:] != ts[0].shape[1:]:
-            raise ValueError(f"sequences must share their trailing shape: sequence 0 has "
-                             f"{tuple(ts[0].shape[1:])}, sequence {i} has {tuple(t.shape[1:])}")
+            raise ValueError(
+                f"sequences must share their trailing shape: sequence 0 has "
+                f"{tuple(ts[0].shape[1:])}, sequence {i} has {tuple(t.shape[1:])}"
+            )
     lengths = torch.tensor([t.shape[0] for t in ts], dtype=torch.int64)
     T = int(lengths.max()) if max_len is None else int(max_len)
     if int(lengths.max()) > T:
@@ -85,9 +92,17 @@ def collate(batch: Sequence[tuple[Any, Any]]) -> tuple[torch.Tensor, torch.Tenso
     return x, lengths, torch.stack(ys)
 
 
-def batches(X: Any, lengths: Any, y: Any, batch_size: int, *, seed: int | None = 0,
-            shuffle: bool = True, buckets: Sequence[int] | None = None,
-            drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def batches(
+    X: Any,
+    lengths: Any,
+    y: Any,
+    batch_size: int,
+    *,
+    seed: int | None = 0,
+    shuffle: bool = True,
+    buckets: Sequence[int] | None = None,
+    drop_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yield ``(x (B, T_b, ...), lengths (B,) int64, y (B, ...))`` tensors.
 
     The same batches, in the same order and with the same T_b, as
@@ -95,20 +110,30 @@ def batches(X: Any, lengths: Any, y: Any, batch_size: int, *, seed: int | None =
     buckets=buckets, drop_last=drop_last)``.
     """
     X = X.numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
-    lengths = (lengths.numpy() if isinstance(lengths, torch.Tensor) else np.asarray(lengths)).astype(np.int64)
+    lengths = (
+        lengths.numpy() if isinstance(lengths, torch.Tensor) else np.asarray(lengths)
+    ).astype(np.int64)
     y = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
     if X.ndim < 2 or lengths.shape != (X.shape[0],) or y.shape[:1] != (X.shape[0],):
-        raise ValueError(f"X (N, T, ...), lengths (N,) and y (N, ...) must share N; got X "
-                         f"{X.shape}, lengths {lengths.shape}, y {y.shape}")
+        raise ValueError(
+            f"X (N, T, ...), lengths (N,) and y (N, ...) must share N; got X "
+            f"{X.shape}, lengths {lengths.shape}, y {y.shape}"
+        )
     for idx in batch_order(X.shape[0], batch_size, seed=seed, shuffle=shuffle, drop_last=drop_last):
         lb = lengths[idx]
         T_b = X.shape[1]
         if buckets is not None:
             fits = [b for b in sorted(buckets) if b >= int(lb.max())]
             if not fits:
-                raise ValueError(f"length {int(lb.max())} exceeds the largest bucket {max(buckets)}")
+                raise ValueError(
+                    f"length {int(lb.max())} exceeds the largest bucket {max(buckets)}"
+                )
             T_b = fits[0]
         xb = X[idx, :T_b]
         if xb.shape[1] < T_b:
             xb = np.pad(xb, [(0, 0), (0, T_b - xb.shape[1])] + [(0, 0)] * (X.ndim - 2))
-        yield torch.from_numpy(np.ascontiguousarray(xb)), torch.from_numpy(lb), torch.from_numpy(y[idx])
+        yield (
+            torch.from_numpy(np.ascontiguousarray(xb)),
+            torch.from_numpy(lb),
+            torch.from_numpy(y[idx]),
+        )

@@ -31,15 +31,29 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-__all__ = ["SequenceClassifier", "FeedForwardClassifier", "Forecaster", "CharLM", "make_rnn",
-           "final_hidden"]
+__all__ = [
+    "SequenceClassifier",
+    "FeedForwardClassifier",
+    "Forecaster",
+    "CharLM",
+    "make_rnn",
+    "final_hidden",
+]
 
 _CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
-def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int = 1, *,
-             bidirectional: bool = False, dropout: float = 0.0, proj_size: int = 0,
-             nonlinearity: str = "tanh") -> nn.RNNBase:
+def make_rnn(
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    *,
+    bidirectional: bool = False,
+    dropout: float = 0.0,
+    proj_size: int = 0,
+    nonlinearity: str = "tanh",
+) -> nn.RNNBase:
     """A batch-first ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` chosen by ``cell``.
 
     Dropout between layers is passed on only when ``num_layers > 1`` (torch warns that it
@@ -49,8 +63,11 @@ def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int = 1, 
         raise ValueError(f"cell must be one of 'rnn', 'lstm', 'gru', got {cell!r}")
     if proj_size and cell != "lstm":
         raise ValueError(f"proj_size is only supported for cell='lstm', got cell={cell!r}")
-    kw: dict = {"batch_first": True, "bidirectional": bidirectional,
-                "dropout": dropout if num_layers > 1 else 0.0}
+    kw: dict = {
+        "batch_first": True,
+        "bidirectional": bidirectional,
+        "dropout": dropout if num_layers > 1 else 0.0,
+    }
     if cell == "lstm":
         kw["proj_size"] = proj_size
     if cell == "rnn":
@@ -64,8 +81,9 @@ def _check_dropout(dropout: float) -> float:
     return float(dropout)
 
 
-def final_hidden(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor | None,
-                 hx=None) -> torch.Tensor:
+def final_hidden(
+    rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor | None, hx=None
+) -> torch.Tensor:
     """Run ``rnn`` (batch-first) on ``x`` and return the last layer's final hidden state.
 
     With ``lengths`` the batch is packed (``enforce_sorted=False``), so the state is the
@@ -77,8 +95,9 @@ def final_hidden(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor | None,
         lengths = torch.as_tensor(lengths)
         if lengths.ndim != 1 or lengths.shape[0] != x.shape[0]:
             raise ValueError(f"lengths must have shape ({x.shape[0]},), got {tuple(lengths.shape)}")
-        x = pack_padded_sequence(x, lengths.cpu().to(torch.int64), batch_first=True,
-                                 enforce_sorted=False)
+        x = pack_padded_sequence(
+            x, lengths.cpu().to(torch.int64), batch_first=True, enforce_sorted=False
+        )
     _, h_n = rnn(x, hx)
     if isinstance(h_n, tuple):  # LSTM: (h_n, c_n)
         h_n = h_n[0]
@@ -102,16 +121,33 @@ class SequenceClassifier(nn.Module):
     Call: ``model(x, lengths=None)`` -> logits (N, C); lengths (N,) ints in [1, T].
     """
 
-    def __init__(self, input_size: int, num_classes: int, hidden_size: int = 64,
-                 cell: str = "lstm", num_layers: int = 1, bidirectional: bool = False,
-                 dropout: float = 0.0, proj_size: int = 0, nonlinearity: str = "tanh",
-                 vocab_size: int | None = None):
+    def __init__(
+        self,
+        input_size: int,
+        num_classes: int,
+        hidden_size: int = 64,
+        cell: str = "lstm",
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        proj_size: int = 0,
+        nonlinearity: str = "tanh",
+        vocab_size: int | None = None,
+    ):
         super().__init__()
         dropout = _check_dropout(dropout)
         self.cell = cell
         self.embedding = nn.Embedding(vocab_size, input_size) if vocab_size is not None else None
-        self.rnn = make_rnn(cell, input_size, hidden_size, num_layers, bidirectional=bidirectional,
-                            dropout=dropout, proj_size=proj_size, nonlinearity=nonlinearity)
+        self.rnn = make_rnn(
+            cell,
+            input_size,
+            hidden_size,
+            num_layers,
+            bidirectional=bidirectional,
+            dropout=dropout,
+            proj_size=proj_size,
+            nonlinearity=nonlinearity,
+        )
         D = 2 if bidirectional else 1
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(D * (proj_size or hidden_size), num_classes)
@@ -133,21 +169,32 @@ class FeedForwardClassifier(nn.Module):
     Call: ``model(x, lengths=None)`` -> logits (N, C).
     """
 
-    def __init__(self, input_size: int, num_classes: int, max_len: int, hidden_size: int = 64,
-                 num_layers: int = 2, dropout: float = 0.0):
+    def __init__(
+        self,
+        input_size: int,
+        num_classes: int,
+        max_len: int,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         self.input_size = input_size
         self.max_len = max_len
         sizes = [max_len * input_size] + [hidden_size] * num_layers
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
         self.dropout = nn.Dropout(_check_dropout(dropout))
         self.head = nn.Linear(hidden_size, num_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim != 3 or x.shape[2] != self.input_size:
-            raise ValueError(f"expected input of shape (N, T, {self.input_size}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected input of shape (N, T, {self.input_size}), got {tuple(x.shape)}"
+            )
         N, T, _ = x.shape
         if T > self.max_len:
             raise ValueError(f"sequence length T={T} exceeds max_len={self.max_len}")
@@ -170,9 +217,16 @@ class Forecaster(nn.Module):
     O = output_size or input_size.
     """
 
-    def __init__(self, input_size: int = 1, hidden_size: int = 64, cell: str = "lstm",
-                 num_layers: int = 1, horizon: int = 1, output_size: int | None = None,
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        input_size: int = 1,
+        hidden_size: int = 64,
+        cell: str = "lstm",
+        num_layers: int = 1,
+        horizon: int = 1,
+        output_size: int | None = None,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         dropout = _check_dropout(dropout)
         self.horizon = horizon
@@ -195,8 +249,15 @@ class CharLM(nn.Module):
     state is h_n (L, N, H), or (h_n, c_n) for LSTM; pass it back as ``hx`` to continue.
     """
 
-    def __init__(self, vocab_size: int, embed_dim: int = 64, hidden_size: int = 256,
-                 cell: str = "lstm", num_layers: int = 1, dropout: float = 0.0):
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 64,
+        hidden_size: int = 256,
+        cell: str = "lstm",
+        num_layers: int = 1,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         dropout = _check_dropout(dropout)
         self.embedding = nn.Embedding(vocab_size, embed_dim)

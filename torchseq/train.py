@@ -25,15 +25,21 @@ import torch.nn.functional as F
 __all__ = ["classification_loss", "train_step", "fit", "evaluate"]
 
 
-def classification_loss(model: torch.nn.Module, x: torch.Tensor, lengths: torch.Tensor,
-                        y: torch.Tensor) -> torch.Tensor:
+def classification_loss(
+    model: torch.nn.Module, x: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
     """The default loss: mean ``F.cross_entropy(model(x, lengths), y)``."""
     return F.cross_entropy(model(x, lengths), y)
 
 
-def train_step(model: torch.nn.Module, batch: tuple, optimizer: torch.optim.Optimizer, *,
-               clip_norm: float | None = None,
-               loss_fn: Callable[..., torch.Tensor] = classification_loss) -> float:
+def train_step(
+    model: torch.nn.Module,
+    batch: tuple,
+    optimizer: torch.optim.Optimizer,
+    *,
+    clip_norm: float | None = None,
+    loss_fn: Callable[..., torch.Tensor] = classification_loss,
+) -> float:
     """One update on ``batch`` (a tuple passed as ``loss_fn(model, *batch)``); the loss."""
     optimizer.zero_grad()
     loss = loss_fn(model, *batch)
@@ -44,10 +50,16 @@ def train_step(model: torch.nn.Module, batch: tuple, optimizer: torch.optim.Opti
     return float(loss.detach())
 
 
-def fit(model: torch.nn.Module, batches: Iterable[tuple] | Callable[[int], Iterable[tuple]],
-        optimizer: torch.optim.Optimizer, *, epochs: int = 1, clip_norm: float | None = None,
-        loss_fn: Callable[..., torch.Tensor] = classification_loss,
-        callback: Callable[[int, int, float], Any] | None = None) -> list[float]:
+def fit(
+    model: torch.nn.Module,
+    batches: Iterable[tuple] | Callable[[int], Iterable[tuple]],
+    optimizer: torch.optim.Optimizer,
+    *,
+    epochs: int = 1,
+    clip_norm: float | None = None,
+    loss_fn: Callable[..., torch.Tensor] = classification_loss,
+    callback: Callable[[int, int, float], Any] | None = None,
+) -> list[float]:
     """Train ``model`` in place; return the loss of every step.
 
     ``batches`` is a re-iterable of batch tuples (a list, a ``DataLoader``) or a function
@@ -57,7 +69,7 @@ def fit(model: torch.nn.Module, batches: Iterable[tuple] | Callable[[int], Itera
     model.train()
     losses: list[float] = []
     for epoch in range(epochs):
-        for batch in (batches(epoch) if callable(batches) else batches):
+        for batch in batches(epoch) if callable(batches) else batches:
             losses.append(train_step(model, batch, optimizer, clip_norm=clip_norm, loss_fn=loss_fn))
             if callback is not None:
                 callback(epoch, len(losses), losses[-1])
