@@ -34,9 +34,11 @@ def child(T: int, B: int, I: int, H: int, remat: int | None, unroll: int) -> dic
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     classes = 4
     k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
-    params = {"lstm": jaxseq.init_lstm(k1, I, H),
-              "head_w": jax.random.normal(k2, (classes, H), jnp.float32) * 0.01,
-              "head_b": jnp.zeros((classes,), jnp.float32)}
+    params = {
+        "lstm": jaxseq.init_lstm(k1, I, H),
+        "head_w": jax.random.normal(k2, (classes, H), jnp.float32) * 0.01,
+        "head_b": jnp.zeros((classes,), jnp.float32),
+    }
     x = jax.random.normal(k3, (T, B, I), jnp.float32)
     labels = jnp.arange(B, dtype=jnp.int32) % classes
     lengths = jnp.asarray([T - 997 * b for b in range(B)], jnp.int32)
@@ -61,18 +63,49 @@ def child(T: int, B: int, I: int, H: int, remat: int | None, unroll: int) -> dic
     jax.block_until_ready(new)
     step_s = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"T": T, "B": B, "I": I, "H": H, "remat": remat, "unroll": unroll,
-            "loss": float(loss), "compile_s": compile_s, "step_s": step_s,
-            "peak_rss_mib": rss / 1024, "rss_after_imports_mib": rss0 / 1024,
-            "xla_temp_mib": ma.temp_size_in_bytes / 2**20,
-            "gates_if_stored_mib": T * B * 4 * H * 4 / 2**20}
+    return {
+        "T": T,
+        "B": B,
+        "I": I,
+        "H": H,
+        "remat": remat,
+        "unroll": unroll,
+        "loss": float(loss),
+        "compile_s": compile_s,
+        "step_s": step_s,
+        "peak_rss_mib": rss / 1024,
+        "rss_after_imports_mib": rss0 / 1024,
+        "xla_temp_mib": ma.temp_size_in_bytes / 2**20,
+        "gates_if_stored_mib": T * B * 4 * H * 4 / 2**20,
+    }
 
 
-def measure(T: int, remat: int | None, B: int = 8, I: int = 16, H: int = 256,
-            unroll: int = 1, timeout: float = 1800) -> dict:
+def measure(
+    T: int,
+    remat: int | None,
+    B: int = 8,
+    I: int = 16,
+    H: int = 256,
+    unroll: int = 1,
+    timeout: float = 1800,
+) -> dict:
     """Run :func:`child` in a fresh interpreter and return its report."""
-    cmd = [sys.executable, "-m", "benchmarks.long_sequence", "--child", "--T", str(T),
-           "--B", str(B), "--I", str(I), "--H", str(H), "--unroll", str(unroll)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.long_sequence",
+        "--child",
+        "--T",
+        str(T),
+        "--B",
+        str(B),
+        "--I",
+        str(I),
+        "--H",
+        str(H),
+        "--unroll",
+        str(unroll),
+    ]
     cmd += ["--remat", str(remat)] if remat else ["--no-remat"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
@@ -87,8 +120,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--I", type=int, default=16)
     ap.add_argument("--H", type=int, default=256)
     ap.add_argument("--remat", type=int, default=500, help="chunk length (default 500)")
-    ap.add_argument("--no-remat", action="store_true", help="measure without checkpointing "
-                    "(needs several GB at the default T)")
+    ap.add_argument(
+        "--no-remat",
+        action="store_true",
+        help="measure without checkpointing (needs several GB at the default T)",
+    )
     ap.add_argument("--unroll", type=int, default=1)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=None)
@@ -101,7 +137,9 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(r, indent=1))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"long_sequence_T{args.T}_remat{remat}.json").write_text(json.dumps(r, indent=1))
+        (args.out / f"long_sequence_T{args.T}_remat{remat}.json").write_text(
+            json.dumps(r, indent=1)
+        )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -67,8 +66,13 @@ CONFIGS = {
     "tiny_long": Config(1, 1000, 4, 8),
     "smoke": Config(3, 6, 4, 5),  # for the smoke test only
 }
-DEFAULT_PLAN = [("target", "lstm"), ("target", "gru"), ("target", "rnn"),
-                ("target_l2_bi", "lstm"), ("long", "lstm")]
+DEFAULT_PLAN = [
+    ("target", "lstm"),
+    ("target", "gru"),
+    ("target", "rnn"),
+    ("target_l2_bi", "lstm"),
+    ("long", "lstm"),
+]
 FULL_CONFIGS = ["target", "target_l2_bi", "long", "wide", "tiny_long"]
 FRAMEWORKS = ["jaxseq", "jaxseq_ref", "torch_padded", "torch_packed", "flax_linen"]
 BASELINES = ["torch_padded", "torch_packed", "flax_linen", "jaxseq_ref"]
@@ -176,8 +180,9 @@ def _compile_info(jitted, args) -> dict[str, Any]:
     return {"compile_s": secs, "temp_plus_output_bytes": mem}
 
 
-def build_jaxseq(kind: str, cfg: Config, x_np, lengths_np, impl: str, torch_module=None,
-                 unroll: int = 1):
+def build_jaxseq(
+    kind: str, cfg: Config, x_np, lengths_np, impl: str, torch_module=None, unroll: int = 1
+):
     import jax
     import jax.numpy as jnp
 
@@ -205,15 +210,19 @@ def build_jaxseq(kind: str, cfg: Config, x_np, lengths_np, impl: str, torch_modu
     fwd_j = jax.jit(loss_fn)
     infer_j = jax.jit(lambda p, x, lengths: run(p, x, lengths=lengths, impl=impl, unroll=unroll)[0])
 
-    info = {"compile": _compile_info(train_j, (params, x, lengths)),
-            "compile_fwd": _compile_info(fwd_j, (params, x, lengths))}
+    info = {
+        "compile": _compile_info(train_j, (params, x, lengths)),
+        "compile_fwd": _compile_info(fwd_j, (params, x, lengths)),
+    }
     # Compile count when only the lengths change: must stay 1.
     for seed in range(3):
         _, other = _data(cfg, seed=seed + 1)
         jax.block_until_ready(train_j(params, x, jnp.asarray(other, jnp.int32)))
     info["compile_count_lengths_change"] = len(traces)
-    info["memory_bytes"] = {"train": info["compile"]["temp_plus_output_bytes"],
-                            "kind": "XLA temp + output"}
+    info["memory_bytes"] = {
+        "train": info["compile"]["temp_plus_output_bytes"],
+        "kind": "XLA temp + output",
+    }
 
     def train():
         loss, _ = train_j(params, x, lengths)
@@ -254,7 +263,7 @@ def build_linen(kind: str, cfg: Config, x_np, lengths_np):
     x = jnp.asarray(np.swapaxes(x_np, 0, 1))  # linen's native (B, T, I)
     lengths = jnp.asarray(lengths_np, jnp.int32)
     params = model.init(jax.random.key(0), x, lengths)
-    mask = (jnp.arange(cfg.T).reshape(1, cfg.T, 1) < lengths.reshape(cfg.B, 1, 1))
+    mask = jnp.arange(cfg.T).reshape(1, cfg.T, 1) < lengths.reshape(cfg.B, 1, 1)
 
     def loss_fn(p, x, lengths):
         out = model.apply(p, x, lengths)
@@ -269,8 +278,10 @@ def build_linen(kind: str, cfg: Config, x_np, lengths_np):
     fwd_j = jax.jit(loss_fn)
     infer_j = jax.jit(lambda p, x, lengths: model.apply(p, x, lengths))
     info = {"compile": _compile_info(train_step, (params, x, lengths))}
-    info["memory_bytes"] = {"train": info["compile"]["temp_plus_output_bytes"],
-                            "kind": "XLA temp + output"}
+    info["memory_bytes"] = {
+        "train": info["compile"]["temp_plus_output_bytes"],
+        "kind": "XLA temp + output",
+    }
 
     def train():
         return float(train_step(params, x, lengths)[0])
@@ -314,12 +325,20 @@ def matmul_peak(n: int = 1024, repeats: int = 10) -> dict[str, float]:
 
 def _stats(ts: list[float]) -> dict[str, float]:
     q = np.percentile(np.asarray(ts), [25, 50, 75])
-    return {"median_ms": float(q[1] * 1e3), "iqr_ms": float((q[2] - q[0]) * 1e3),
-            "min_ms": float(min(ts) * 1e3), "n": len(ts)}
+    return {
+        "median_ms": float(q[1] * 1e3),
+        "iqr_ms": float((q[2] - q[0]) * 1e3),
+        "min_ms": float(min(ts) * 1e3),
+        "n": len(ts),
+    }
 
 
-def time_interleaved(fns: dict[str, Callable[[], float]], repeats: int, warmup: int = 2,
-                     budget_s: float | None = None) -> dict[str, dict[str, float]]:
+def time_interleaved(
+    fns: dict[str, Callable[[], float]],
+    repeats: int,
+    warmup: int = 2,
+    budget_s: float | None = None,
+) -> dict[str, dict[str, float]]:
     """Round-robin over frameworks: each repeat times every framework once."""
     for _ in range(warmup):
         for f in fns.values():
@@ -340,8 +359,14 @@ def time_interleaved(fns: dict[str, Callable[[], float]], repeats: int, warmup: 
 # --------------------------------------------------------------------------- driver
 
 
-def bench_one(kind: str, cfg_name: str, frameworks: list[str], repeats: int, peak: float,
-              budget_s: float | None) -> dict[str, Any]:
+def bench_one(
+    kind: str,
+    cfg_name: str,
+    frameworks: list[str],
+    repeats: int,
+    peak: float,
+    budget_s: float | None,
+) -> dict[str, Any]:
     cfg = CONFIGS[cfg_name]
     x, lengths = _data(cfg)
     tmod = _torch_module(kind, cfg)
@@ -350,8 +375,9 @@ def bench_one(kind: str, cfg_name: str, frameworks: list[str], repeats: int, pea
     check: dict[str, float] = {}
     for fw in frameworks:
         if fw in ("jaxseq", "jaxseq_ref"):
-            f, info, loss_nl = build_jaxseq(kind, cfg, x, lengths,
-                                            "fast" if fw == "jaxseq" else "reference", tmod)
+            f, info, loss_nl = build_jaxseq(
+                kind, cfg, x, lengths, "fast" if fw == "jaxseq" else "reference", tmod
+            )
             if fw == "jaxseq":
                 check["jaxseq_loss_no_lengths"] = loss_nl()
         elif fw in ("torch_padded", "torch_packed"):
@@ -364,20 +390,29 @@ def bench_one(kind: str, cfg_name: str, frameworks: list[str], repeats: int, pea
             raise ValueError(f"unknown framework {fw!r}; expected one of {FRAMEWORKS}")
         fns[fw] = f
         infos[fw] = info
-    results: dict[str, Any] = {"kind": kind, "config": cfg_name, "shape": dataclasses.asdict(cfg),
-                               "label": cfg.label(), "flops": flops(kind, cfg), "info": infos,
-                               "loss_check": check, "modes": {}}
+    results: dict[str, Any] = {
+        "kind": kind,
+        "config": cfg_name,
+        "shape": dataclasses.asdict(cfg),
+        "label": cfg.label(),
+        "flops": flops(kind, cfg),
+        "info": infos,
+        "loss_check": check,
+        "modes": {},
+    }
     for mode in MODES:
-        stats = time_interleaved({fw: fns[fw][mode] for fw in frameworks}, repeats,
-                                 budget_s=budget_s)
-        for fw, s in stats.items():
+        stats = time_interleaved(
+            {fw: fns[fw][mode] for fw in frameworks}, repeats, budget_s=budget_s
+        )
+        for s in stats.values():
             s["gflops"] = results["flops"][mode] / (s["median_ms"] / 1e3) / 1e9
             s["frac_of_peak"] = s["gflops"] / peak
         if "jaxseq" in stats:
             for base in BASELINES:
                 if base in stats:
-                    stats["jaxseq"][f"ratio_vs_{base}"] = (stats["jaxseq"]["median_ms"]
-                                                           / stats[base]["median_ms"])
+                    stats["jaxseq"][f"ratio_vs_{base}"] = (
+                        stats["jaxseq"]["median_ms"] / stats[base]["median_ms"]
+                    )
         results["modes"][mode] = stats
     return results
 
@@ -411,18 +446,25 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines.append("")
         js = r["modes"]["train"].get("jaxseq")
         if js:
-            ratios = ", ".join(f"{b}: {js[f'ratio_vs_{b}']:.2f}x" for b in BASELINES
-                               if f"ratio_vs_{b}" in js)
+            ratios = ", ".join(
+                f"{b}: {js[f'ratio_vs_{b}']:.2f}x" for b in BASELINES if f"ratio_vs_{b}" in js
+            )
             lines.append(f"Training-step ratio jaxseq / baseline: {ratios}.")
             info = r["info"]["jaxseq"]
-            lines.append(f"jaxseq compile: train step {info['compile']['compile_s']:.2f} s, "
-                         f"forward {info['compile_fwd']['compile_s']:.2f} s; compiles when only "
-                         f"lengths change: {info['compile_count_lengths_change']}.")
-        mem = ", ".join(f"{fw} {v['memory_bytes']['train'] / 2**20:.2f} MiB"
-                        for fw, v in r["info"].items()
-                        if v.get("memory_bytes", {}).get("train") is not None)
-        lines += [f"Training-step memory (JAX: XLA temp + output; torch: autograd saved "
-                  f"tensors): {mem}.", ""]
+            lines.append(
+                f"jaxseq compile: train step {info['compile']['compile_s']:.2f} s, "
+                f"forward {info['compile_fwd']['compile_s']:.2f} s; compiles when only "
+                f"lengths change: {info['compile_count_lengths_change']}."
+            )
+        mem = ", ".join(
+            f"{fw} {v['memory_bytes']['train'] / 2**20:.2f} MiB"
+            for fw, v in r["info"].items()
+            if v.get("memory_bytes", {}).get("train") is not None
+        )
+        lines += [
+            f"Training-step memory (JAX: XLA temp + output; torch: autograd saved tensors): {mem}.",
+            "",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -435,8 +477,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=None)
     ap.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=None)
     ap.add_argument("--repeats", type=int, default=None)
-    ap.add_argument("--budget-s", type=float, default=None,
-                    help="stop a (mode, config) after this many seconds of timing")
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="stop a (mode, config) after this many seconds of timing",
+    )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
 
@@ -461,11 +507,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     peak = matmul_peak()
     report: dict[str, Any] = {
-        "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(), "jax": jax.__version__,
-                    "torch": torch.__version__, "python": platform.python_version()},
-        "matmul_peak": peak, "results": [],
+        "command": "python -m benchmarks.run "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "jax": jax.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "matmul_peak": peak,
+        "results": [],
     }
     for cfg_name, kind in plan:
         t0 = time.perf_counter()
@@ -473,11 +526,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         r["wall_s"] = time.perf_counter() - t0
         report["results"].append(r)
         js = r["modes"]["train"].get("jaxseq", {})
-        print(f"{kind:4s} {cfg_name:14s} train: " + ", ".join(
-            f"{fw} {s['median_ms']:.1f} ms" for fw, s in r["modes"]["train"].items())
-            + (f" | ratios " + ", ".join(f"{b} {js[f'ratio_vs_{b}']:.2f}" for b in BASELINES
-                                           if f"ratio_vs_{b}" in js) if js else ""),
-            flush=True)
+        print(
+            f"{kind:4s} {cfg_name:14s} train: "
+            + ", ".join(f"{fw} {s['median_ms']:.1f} ms" for fw, s in r["modes"]["train"].items())
+            + (
+                " | ratios "
+                + ", ".join(
+                    f"{b} {js[f'ratio_vs_{b}']:.2f}" for b in BASELINES if f"ratio_vs_{b}" in js
+                )
+                if js
+                else ""
+            ),
+            flush=True,
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(report, indent=1))
     (args.out / "results.md").write_text(to_markdown(report))

@@ -293,11 +293,9 @@ def main(argv=None):
     fig, axes = new_figure(1, 2, size=(12.0, 4.0))
     ax = axes[0, 0]
     ax.plot(np.arange(len(y)), y, color="black", linewidth=1.5, label="truth")
-    for r, color in zip(
-        results,
-        ("tab:gray", "tab:olive", "tab:blue", "tab:cyan", "tab:red", "tab:orange"),
-        strict=False,
-    ):
+    palette = ("tab:gray", "tab:olive", "tab:blue", "tab:cyan", "tab:red", "tab:orange")
+    for r, color in zip(results, palette, strict=False):
+        r["color"] = color  # the same color in both panels
         ax.plot(
             t_te,
             r["forecast"],
@@ -317,6 +315,7 @@ def main(argv=None):
         if "losses" in r:
             ax.plot(
                 r["losses"],
+                color=r["color"],
                 linestyle="--" if r["framework"] == "torch" else "-",
                 label=f"{r['model']} ({r['framework']})",
             )

@@ -92,8 +92,11 @@ def _step(kind: str, nonlinearity: str, w: dict[str, Any], carry: Any, gx: Array
         c_new = f * c + i * g
         h_new = o * jnp.tanh(c_new)
         if w["w_hr"] is not None:
-            h_new = jnp.einsum("dnh,doh->dno", h_new, w["w_hr"]) if h.shape[0] > 1 else (
-                (h_new[0] @ w["w_hr"][0].T)[None])
+            h_new = (
+                jnp.einsum("dnh,doh->dno", h_new, w["w_hr"])
+                if h.shape[0] > 1
+                else ((h_new[0] @ w["w_hr"][0].T)[None])
+            )
         new = (_where(valid, h_new, h), _where(valid, c_new, c))
         res = (jnp.concatenate([i, f, g, o], axis=-1), h, c)
     elif kind == "gru":
@@ -198,7 +201,6 @@ def _contract_tn(a: Array, b: Array) -> Array:
     return jnp.einsum("tdnp,tdnq->dpq", a, b)
 
 
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 def _recurrence(kind, nonlinearity, unroll, w, gx, valid, carry):
     """The masked recurrence over pre-projected inputs: (final carry, ys (T, D, N, H_out))."""
@@ -221,8 +223,7 @@ def _recurrence_bwd(kind, nonlinearity, unroll, saved, cts):
         dy, r, v = inp
         return _back_step(kind, nonlinearity, wb, dc, dy, r, v)
 
-    d_carry0, emitted = jax.lax.scan(body, d_final, (dys, res, valid), reverse=True,
-                                     unroll=unroll)
+    d_carry0, emitted = jax.lax.scan(body, d_final, (dys, res, valid), reverse=True, unroll=unroll)
     dgx = emitted[0]  # (T, D, N, G*H)
     dgh = emitted[1] if kind == "gru" else dgx
     h_prev = res[1]  # (T, D, N, H_out)
@@ -262,9 +263,16 @@ def _project(x_steps: Array, w_ih_t: Array, b_ih: Array | None) -> Array:
     return gx
 
 
-def fused_layer(kind: str, nonlinearity: str, dir_params: Sequence[Mapping[str, Array]], x: Array,
-                carries: Sequence[Any], lengths: Array | None, unroll: int = 1,
-                remat: int | None = None) -> tuple[Array, list[Any]]:
+def fused_layer(
+    kind: str,
+    nonlinearity: str,
+    dir_params: Sequence[Mapping[str, Array]],
+    x: Array,
+    carries: Sequence[Any],
+    lengths: Array | None,
+    unroll: int = 1,
+    remat: int | None = None,
+) -> tuple[Array, list[Any]]:
     """One layer, all directions, fused (see the module docstring).
 
     Args:
@@ -287,8 +295,9 @@ def fused_layer(kind: str, nonlinearity: str, dir_params: Sequence[Mapping[str, 
     >>> from jaxseq.layers import init_lstm
     >>> p = init_lstm(jax.random.key(0), 3, 4)
     >>> dp = [{k[:-3]: v for k, v in p.items()}]
-    >>> c0 = (jnp.zeros((2, 4)), jnp.zeros((2, 4)))
-    >>> out, [(h, c)] = fused_layer("lstm", "tanh", dp, jnp.ones((5, 2, 3)), [c0], jnp.array([5, 2]))
+    >>> c0 = (jnp.zeros((2, 4), jnp.float32), jnp.zeros((2, 4), jnp.float32))
+    >>> x = jnp.ones((5, 2, 3), jnp.float32)
+    >>> out, [(h, c)] = fused_layer("lstm", "tanh", dp, x, [c0], jnp.array([5, 2]))
     >>> out.shape, bool((out[2:, 1] == 0).all()), bool((h[1] == out[1, 1]).all())
     ((5, 2, 4), True, True)
     """

@@ -11,6 +11,9 @@ names, the same files that ``torchseq.checkpoint.save`` / ``load`` write and rea
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -102,14 +105,19 @@ def load_torch_state_dict(module: nnx.Module, state_dict: Mapping[str, Any], str
     missing = sorted(set(targets) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(targets))
     mismatched, updates = [], []
-    for name, (owner, attr, to_jax, _) in targets.items():
+    for name, (owner, attr, to_jax, to_torch) in targets.items():
         if name not in state_dict:
             continue
-        value = to_jax(_to_numpy(state_dict[name]))
+        raw = _to_numpy(state_dict[name])
         param = getattr(owner, attr)
-        if tuple(value.shape) != tuple(param.shape):
-            mismatched.append(f"{name}: checkpoint has {tuple(value.shape)}, module expects {tuple(param.shape)}")
+        # Compare in torch's layout: the message names torch names, so it shows torch shapes.
+        expected = tuple(to_torch(np.empty(param.shape, dtype=np.bool_)).shape)
+        if tuple(raw.shape) != expected:
+            mismatched.append(
+                f"{name}: checkpoint has {tuple(raw.shape)}, module expects {expected}"
+            )
             continue
+        value = to_jax(raw)
         updates.append((param, jnp.asarray(value, dtype=param.dtype)))
     if mismatched or (strict and (missing or unexpected)):
         parts = []
@@ -137,12 +145,101 @@ def to_torch_state_dict(module: nnx.Module) -> dict[str, np.ndarray]:
     return out
 
 
+# --- safetensors files -------------------------------------------------------------------
+# The same ~40 lines live in ``torchseq.checkpoint`` (which must not import jax); the tests
+# check that both frameworks write byte-identical files for equal tensors and metadata.
+#
+# Two things the plain safetensors writer does not give, added here:
+# * Byte-identical output: safetensors writes ``__metadata__`` in a random (hash map) order,
+#   so the header is rewritten with its metadata sorted.
+# * Corruption is detected: the header's metadata gets ``sha256``, the hash of the rest of
+#   the header (names, dtypes, shapes, offsets, metadata; as canonical JSON) and of the
+#   data section. A file whose ``writer`` is jaxseq or torchseq must carry a matching hash;
+#   files from other writers (e.g. ``safetensors.torch.save_file``) load unchecked.
+_WRITERS = ("jaxseq", "torchseq")
+
+
+def _split(blob: bytes) -> tuple[dict, bytes]:
+    n = int.from_bytes(blob[:8], "little")
+    return json.loads(blob[8 : 8 + n].decode("utf-8")), blob[8 + n :]
+
+
+def _digest(header: dict, data: bytes) -> str:
+    header = dict(header)
+    meta = {k: v for k, v in (header.pop("__metadata__", None) or {}).items() if k != "sha256"}
+    canon = json.dumps({"__metadata__": meta, **header}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canon.encode("utf-8") + data).hexdigest()
+
+
+def _finalize(blob: bytes) -> bytes:
+    """Sort the metadata, add ``sha256`` and re-pad the header (to 8 bytes, with spaces)."""
+    header, data = _split(blob)
+    meta = dict(header.pop("__metadata__", None) or {})
+    meta["sha256"] = _digest({"__metadata__": meta, **header}, data)
+    head = json.dumps(
+        {"__metadata__": dict(sorted(meta.items())), **header},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode("utf-8")
+    head += b" " * (-len(head) % 8)
+    return len(head).to_bytes(8, "little") + head + data
+
+
+def _write_atomic(blob: bytes, path: Any) -> None:
+    # Write a temporary file and rename it: an interrupted save never leaves a truncated file.
+    tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(blob)
+    os.replace(tmp, path)
+
+
+def _read_checked(path: Any, load_bytes: Callable[[bytes], dict]) -> dict:
+    """Read a safetensors file with ``load_bytes``; any invalid or corrupted file raises a
+    ``ValueError`` naming it (never a raw safetensors error)."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{os.fspath(path)} is a directory, expected a safetensors file")
+    with open(path, "rb") as f:
+        blob = f.read()
+    try:
+        tensors = load_bytes(blob)
+        header, data = _split(blob)
+    except Exception as e:  # safetensors' Rust errors have no common Python base class
+        raise ValueError(f"{os.fspath(path)} is not a valid safetensors file: {e}") from e
+    meta = header.get("__metadata__") or {}
+    if "sha256" in meta or meta.get("writer") in _WRITERS:
+        expected, actual = meta.get("sha256"), _digest(header, data)
+        if expected != actual:
+            raise ValueError(
+                f"{os.fspath(path)} is corrupted: its header records sha256 {expected}, "
+                f"its contents hash to {actual}"
+            )
+    return tensors
+
+
+def _check_dtypes(
+    module: Any, own: Mapping[str, Any], tensors: Mapping[str, Any], path: Any
+) -> None:
+    """Refuse non-floating tensors for floating parameters (a silent cast would hide them)."""
+    bad = [
+        f"{k}: checkpoint has {tensors[k].dtype}, module expects a floating point dtype ({own[k]})"
+        for k in sorted(own)
+        if k in tensors and not jnp.issubdtype(tensors[k].dtype, jnp.floating)
+    ]
+    if bad:
+        raise ValueError(
+            f"Error(s) in loading {os.fspath(path)} into {type(module).__name__}:\n  dtype mismatch: "
+            + "; ".join(bad)
+        )
+
+
 def save(module: nnx.Module, path: Any, metadata: Mapping[str, str] | None = None) -> None:
     """Write ``module``'s parameters to a safetensors file under their torch names.
 
     The file is what ``torchseq.checkpoint.save`` writes for the matching torchseq model
     (``safetensors.torch.load_file`` + ``load_state_dict`` reads it), and what
-    :func:`load` reads. ``metadata`` adds string entries to the file header.
+    :func:`load` reads. ``metadata`` adds string entries to the file header, with
+    ``sha256`` (a hash of the rest of the file) added last; the same module and metadata
+    always give the same bytes. The file is written to a temporary name, then renamed.
 
     >>> import os, tempfile, jax.numpy as jnp
     >>> from flax import nnx
@@ -155,21 +252,26 @@ def save(module: nnx.Module, path: Any, metadata: Mapping[str, str] | None = Non
     >>> bool(jnp.array_equal(a.weight_hh_l0[...], b.weight_hh_l0[...]))
     True
     """
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save as serialize
 
     tensors = {k: np.ascontiguousarray(v) for k, v in to_torch_state_dict(module).items()}
     meta = {"format": "pt", "writer": "jaxseq", "model": type(module).__name__}
     meta.update(dict(metadata or {}))
-    save_file(tensors, str(path), metadata=meta)
+    _write_atomic(_finalize(serialize(tensors, metadata=meta)), path)
 
 
 def load(module: nnx.Module, path: Any, strict: bool = True) -> nnx.Module:
     """Load a safetensors file with torch names (from :func:`save` or ``torchseq``) in place.
 
-    Values are cast to each parameter's dtype. Names or shapes that do not fit raise one
-    ``ValueError`` listing every missing key, unexpected key and size mismatch (see
-    :func:`load_torch_state_dict`). Returns the module.
+    Floating values are cast to each parameter's dtype. Names or shapes that do not fit
+    raise one ``ValueError`` listing every missing key, unexpected key and size mismatch
+    (see :func:`load_torch_state_dict`); so do non-floating tensors. A file that is not
+    valid safetensors (empty, truncated, another format) or whose ``sha256`` does not match
+    its contents (corrupted) raises a ``ValueError`` naming the file. Returns the module.
     """
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load as deserialize
 
-    return load_torch_state_dict(module, load_file(str(path)), strict=strict)
+    tensors = _read_checked(path, deserialize)
+    own = {k: getattr(o, a).dtype for k, (o, a, _, _) in torch_named_params(module).items()}
+    _check_dtypes(module, own, tensors, path)
+    return load_torch_state_dict(module, tensors, strict=strict)

@@ -5,10 +5,14 @@ bidirectional x batch_first x bias x lengths (none, unsorted, duplicates with 0 
 all T) x hx given or not x float64 / float32 x unbatched, and every case runs with each
 registered layer implementation (``"reference"`` and ``"fast"``).
 
-The full product has 7,680 structures, so the grid is a seeded pairwise covering array:
-every pair of factor values occurs in at least one case. Each case compares the output,
-``h_n`` (and ``c_n``), the gradient into ``x``, into every parameter and into ``hx`` (when
-given) under random cotangents on the output and final states, against torch with
+The full product has 3,840 cases per implementation and JAX compilation dominates each,
+so the grid is a seeded covering array: every pair of factor values occurs in some case,
+and so does every kind x layers x directions triple and the reverse direction with
+lengths for every kind and layer count. Lengths are traced values, so a case with
+lengths runs all three patterns through one compiled program (and checks that it did
+not recompile). Each case compares the output, ``h_n`` (and ``c_n``), the gradient into
+``x``, into every parameter and into ``hx`` (when given) under random cotangents on the
+output and final states, against torch with
 ``pack_padded_sequence(..., enforce_sorted=False)`` (rows of length 0, which torch
 refuses, are run without them; see ``_torch_ref``). float64 must agree to 1e-12 and
 float32 to 1e-5, absolute. The worst errors are printed at the end of the module.
@@ -77,6 +81,13 @@ def _pairwise_cases(seed: int) -> list[dict[str, Any]]:
     }
     uncovered |= {
         (("layers", n), ("bidirectional", True), ("lengths", "given")) for n in FACTORS["layers"]
+    }
+    # Every stack shape of every kind: kind x layers x directions.
+    uncovered |= {
+        (("kind", k), ("layers", n), ("bidirectional", b))
+        for k in FACTORS["kind"]
+        for n in FACTORS["layers"]
+        for b in (False, True)
     }
     triples = [tuple(k for k, _ in t) for t in uncovered if len(t) == 3]
     cases = []

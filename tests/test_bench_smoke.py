@@ -19,17 +19,37 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_bench_harness_smoke(tmp_path):
-    cmd = [sys.executable, "-m", "benchmarks.run", "--configs", "smoke", "--kinds", "gru",
-           "--frameworks", "jaxseq", "torch_padded", "torch_packed", "--repeats", "2",
-           "--out", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.run",
+        "--configs",
+        "smoke",
+        "--kinds",
+        "gru",
+        "--frameworks",
+        "jaxseq",
+        "torch_padded",
+        "torch_packed",
+        "--repeats",
+        "2",
+        "--out",
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "results.json").read_text())
     assert (tmp_path / "results.md").read_text().startswith("# jaxseq benchmarks")
     assert report["matmul_peak"]["peak"] > 0
     (r,) = report["results"]
-    assert r["kind"] == "gru" and r["shape"] == {"B": 3, "T": 6, "I": 4, "H": 5, "layers": 1,
-                                                 "bidirectional": False}
+    assert r["kind"] == "gru" and r["shape"] == {
+        "B": 3,
+        "T": 6,
+        "I": 4,
+        "H": 5,
+        "layers": 1,
+        "bidirectional": False,
+    }
     for mode in ("train", "fwd", "infer"):
         stats = r["modes"][mode]
         assert set(stats) == {"jaxseq", "torch_padded", "torch_packed"}
@@ -37,12 +57,14 @@ def test_bench_harness_smoke(tmp_path):
             assert s["n"] == 2 and s["median_ms"] > 0 and s["gflops"] > 0
         ratio = stats["jaxseq"]["ratio_vs_torch_padded"]
         np.testing.assert_allclose(
-            ratio, stats["jaxseq"]["median_ms"] / stats["torch_padded"]["median_ms"])
+            ratio, stats["jaxseq"]["median_ms"] / stats["torch_padded"]["median_ms"]
+        )
     info = r["info"]["jaxseq"]
     assert info["compile_count_lengths_change"] == 1
     assert info["compile"]["compile_s"] > 0
     # Same weights, same input, no lengths: the losses agree (float32).
     check = r["loss_check"]
     assert check["torch_padded_loss"] > 0
-    np.testing.assert_allclose(check["jaxseq_loss_no_lengths"], check["torch_padded_loss"],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        check["jaxseq_loss_no_lengths"], check["torch_padded_loss"], rtol=1e-5
+    )

@@ -26,14 +26,22 @@ _FULL = [
     (kind, nl, layers, bidir, bias, proj, lens, hx, bf)
     for kind, nl in (("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh"))
     for layers, bidir, bias, lens, hx, bf in itertools.product(
-        (1, 2), (False, True), (True, False), ("none", "zeros"), (False, True), (False, True))
+        (1, 2), (False, True), (True, False), ("none", "zeros"), (False, True), (False, True)
+    )
     for proj in ((0, 2) if kind == "lstm" else (0,))
 ]
 _RNG = random.Random(0)
 # Stratified by kind so that every kind and nonlinearity is covered.
-CASES = sorted(c for group, n in ((("rnn", "tanh"), 2), (("rnn", "relu"), 1), (("lstm", "tanh"), 4),
-                                  (("gru", "tanh"), 3))
-               for c in _RNG.sample([c for c in _FULL if c[:2] == group], n))
+CASES = sorted(
+    c
+    for group, n in (
+        (("rnn", "tanh"), 2),
+        (("rnn", "relu"), 1),
+        (("lstm", "tanh"), 4),
+        (("gru", "tanh"), 3),
+    )
+    for c in _RNG.sample([c for c in _FULL if c[:2] == group], n)
+)
 # float32 and remat on subsets: compile time dominates this file.
 CASES_F32 = CASES[::3]
 CASES_REMAT = [(c, 4) for c in CASES[1::3]] + [(CASES[2], 1)]  # 4 does not divide T = 6
@@ -44,8 +52,17 @@ _LENGTHS = {"none": None, "zeros": np.array([3, 0, T, 1], np.int32)}
 def _inputs(case, dtype):
     kind, nl, layers, bidir, bias, proj, lens, hx, bf = case
     D = 2 if bidir else 1
-    params = jaxseq.init_params(jax.random.key(1), kind, I, H, layers, bias=bias,
-                                bidirectional=bidir, proj_size=proj, dtype=dtype)
+    params = jaxseq.init_params(
+        jax.random.key(1),
+        kind,
+        I,
+        H,
+        layers,
+        bias=bias,
+        bidirectional=bidir,
+        proj_size=proj,
+        dtype=dtype,
+    )
     k1, k2, k3 = jax.random.split(jax.random.key(2), 3)
     x = jax.random.normal(k1, (N, T, I) if bf else (T, N, I), dtype)
     h0 = None
@@ -62,8 +79,9 @@ def _loss_fn(case, impl, remat=None):
 
     @jax.jit
     def loss(params, x, h0, lengths):
-        out, fin = run_stack(kind, params, x, h0, lengths, nonlinearity=nl, batch_first=bf,
-                             impl=impl, remat=remat)
+        out, fin = run_stack(
+            kind, params, x, h0, lengths, nonlinearity=nl, batch_first=bf, impl=impl, remat=remat
+        )
         total = jnp.sum(out * jnp.cos(out))
         for k, a in enumerate(jax.tree.leaves(fin)):
             total = total + jnp.sum(jnp.sin(a)) * (k + 2)
@@ -83,7 +101,8 @@ def _assert_close(a, b, tol):
 @pytest.mark.parametrize(
     "case,dtype,tol",
     [(c, jnp.float64, 1e-12) for c in CASES] + [(c, jnp.float32, 1e-5) for c in CASES_F32],
-    ids=lambda v: "-".join(map(str, v)) if isinstance(v, tuple) else None)
+    ids=lambda v: "-".join(map(str, v)) if isinstance(v, tuple) else None,
+)
 def test_fast_matches_reference(case, dtype, tol):
     args = _inputs(case, dtype)
     got = _loss_fn(case, "fast")(*args)
@@ -99,8 +118,9 @@ def test_fast_matches_reference(case, dtype, tol):
         assert np.all(out[pad] == 0)
 
 
-@pytest.mark.parametrize("case,remat", CASES_REMAT,
-                         ids=lambda v: "-".join(map(str, v)) if isinstance(v, tuple) else None)
+@pytest.mark.parametrize(
+    "case,remat", CASES_REMAT, ids=lambda v: "-".join(map(str, v)) if isinstance(v, tuple) else None
+)
 def test_remat_equals_no_remat(case, remat):
     args = _inputs(case, jnp.float64)
     _assert_close(_loss_fn(case, "fast", remat)(*args), _loss_fn(case, "fast")(*args), 1e-12)
@@ -108,14 +128,15 @@ def test_remat_equals_no_remat(case, remat):
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
 def test_no_gradient_into_padding_and_length_zero(kind):
-    params = jaxseq.init_params(jax.random.key(0), kind, I, H, 2, bidirectional=True,
-                                dtype=jnp.float64)
+    params = jaxseq.init_params(
+        jax.random.key(0), kind, I, H, 2, bidirectional=True, dtype=jnp.float64
+    )
     x = jax.random.normal(jax.random.key(1), (T, N, I), jnp.float64)
     lengths = jnp.array([3, 0, T, 1], jnp.int32)
 
     def loss(x):
         out, fin = run_stack(kind, params, x, None, lengths)
-        return jnp.sum(out ** 2) + sum(jnp.sum(a ** 2) for a in jax.tree.leaves(fin))
+        return jnp.sum(out**2) + sum(jnp.sum(a**2) for a in jax.tree.leaves(fin))
 
     gx = np.asarray(jax.grad(loss)(x))
     pad = np.arange(T)[:, None] >= np.asarray(lengths)[None, :]
@@ -149,8 +170,9 @@ def test_remat_module_and_errors():
     m = jaxseq.nn.GRU(I, H, remat=2, rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(3), (T, N, I), jnp.float32)
     out, h = m(x, lengths=jnp.array([6, 2, 0, 5], jnp.int32))
-    want, h_want = jaxseq.gru(m.params_dict(), x, lengths=jnp.array([6, 2, 0, 5], jnp.int32),
-                              impl="reference")
+    want, h_want = jaxseq.gru(
+        m.params_dict(), x, lengths=jnp.array([6, 2, 0, 5], jnp.int32), impl="reference"
+    )
     np.testing.assert_allclose(np.asarray(out), np.asarray(want), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(np.asarray(h), np.asarray(h_want), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="remat"):

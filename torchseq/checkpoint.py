@@ -15,21 +15,95 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as deserialize
+from safetensors.torch import save as serialize
 
 __all__ = ["save", "load", "check_state_dict"]
 
 
+# --- file format: the same lines as in ``jaxseq.interop`` (this package must not import
+# jax); the tests check that both frameworks write byte-identical files. safetensors writes
+# ``__metadata__`` in a random order, so the header is rewritten with it sorted, and
+# ``sha256`` (a hash of the rest of the header as canonical JSON and of the data section)
+# is added, so a corrupted file raises instead of loading wrong values. A file whose
+# ``writer`` is jaxseq or torchseq must carry a matching hash; other files load unchecked.
+_WRITERS = ("jaxseq", "torchseq")
+
+
+def _split(blob: bytes) -> tuple[dict, bytes]:
+    n = int.from_bytes(blob[:8], "little")
+    return json.loads(blob[8 : 8 + n].decode("utf-8")), blob[8 + n :]
+
+
+def _digest(header: dict, data: bytes) -> str:
+    header = dict(header)
+    meta = {k: v for k, v in (header.pop("__metadata__", None) or {}).items() if k != "sha256"}
+    canon = json.dumps({"__metadata__": meta, **header}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canon.encode("utf-8") + data).hexdigest()
+
+
+def _finalize(blob: bytes) -> bytes:
+    """Sort the metadata, add ``sha256`` and re-pad the header (to 8 bytes, with spaces)."""
+    header, data = _split(blob)
+    meta = dict(header.pop("__metadata__", None) or {})
+    meta["sha256"] = _digest({"__metadata__": meta, **header}, data)
+    head = json.dumps(
+        {"__metadata__": dict(sorted(meta.items())), **header},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode("utf-8")
+    head += b" " * (-len(head) % 8)
+    return len(head).to_bytes(8, "little") + head + data
+
+
+def _write_atomic(blob: bytes, path: Any) -> None:
+    # Write a temporary file and rename it: an interrupted save never leaves a truncated file.
+    tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(blob)
+    os.replace(tmp, path)
+
+
+def _read_checked(path: Any, load_bytes: Callable[[bytes], dict]) -> dict:
+    """Read a safetensors file; an invalid or corrupted one raises a ValueError naming it."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{os.fspath(path)} is a directory, expected a safetensors file")
+    with open(path, "rb") as f:
+        blob = f.read()
+    try:
+        tensors = load_bytes(blob)
+        header, data = _split(blob)
+    except Exception as e:  # safetensors' Rust errors have no common Python base class
+        raise ValueError(f"{os.fspath(path)} is not a valid safetensors file: {e}") from e
+    meta = header.get("__metadata__") or {}
+    if "sha256" in meta or meta.get("writer") in _WRITERS:
+        expected, actual = meta.get("sha256"), _digest(header, data)
+        if expected != actual:
+            raise ValueError(
+                f"{os.fspath(path)} is corrupted: its header records sha256 {expected}, "
+                f"its contents hash to {actual}"
+            )
+    return tensors
+
+
 def save(model: torch.nn.Module, path: Any, metadata: Mapping[str, str] | None = None) -> None:
-    """Write ``model.state_dict()`` to a safetensors file (tensors made contiguous, on CPU)."""
+    """Write ``model.state_dict()`` to a safetensors file (tensors made contiguous, on CPU).
+
+    ``metadata`` adds string entries to the header, with ``sha256`` (a hash of the rest of
+    the file) added last; the same tensors and metadata always give the same bytes, the
+    same bytes as ``jaxseq.interop.save``. Written to a temporary name, then renamed.
+    """
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": "pt", "writer": "torchseq", "model": type(model).__name__}
     meta.update(dict(metadata or {}))
-    save_file(tensors, str(path), metadata=meta)
+    _write_atomic(_finalize(serialize(tensors, metadata=meta)), path)
 
 
 def check_state_dict(
@@ -60,9 +134,24 @@ def check_state_dict(
 def load(model: torch.nn.Module, path: Any, strict: bool = True) -> torch.nn.Module:
     """Load a safetensors checkpoint (from :func:`save` or ``jaxseq.interop.save``) in place.
 
-    Values are cast to each parameter's dtype. Returns the model.
+    Floating values are cast to each parameter's dtype; non-floating tensors for floating
+    parameters raise a ``ValueError``. A file that is not valid safetensors (empty,
+    truncated, another format) or whose ``sha256`` does not match its contents (corrupted)
+    raises a ``ValueError`` naming the file. Returns the model.
     """
-    state_dict = load_file(str(path))
+    state_dict = _read_checked(path, deserialize)
+    own = model.state_dict()
+    bad = [
+        f"{k}: checkpoint has {state_dict[k].dtype}, module expects a floating point dtype "
+        f"({own[k].dtype})"
+        for k in sorted(own)
+        if k in state_dict and own[k].is_floating_point() and not state_dict[k].is_floating_point()
+    ]
+    if bad:
+        raise ValueError(
+            f"Error(s) in loading {os.fspath(path)} into {type(model).__name__}:\n  "
+            "dtype mismatch: " + "; ".join(bad)
+        )
     check_state_dict(model, state_dict, strict=strict)
     model.load_state_dict(state_dict, strict=strict)
     return model
