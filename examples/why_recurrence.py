@@ -342,7 +342,7 @@ def main(argv=None):
                     )
                     print(
                         f"{task:6} T={T:<4} {NAMES[kind]:>11} {fw:>5}: "
-                        f"{'test MSE' if task == 'adding' else 'test accuracy'} {metric:.3f} "
+                        f"{'test MSE' if task == 'adding' else 'test accuracy'} {metric:.3g} "
                         f"({train_s:.1f} s)"
                     )
 
@@ -361,7 +361,7 @@ def main(argv=None):
                         for r in results
                         if (r["task"], r["T"], r["model"], r["framework"]) == (t, T, kind, fw)
                     )
-                    row.append(f"{r['metric']:.3f}")
+                    row.append(f"{r['metric']:.3g}" if t == "adding" else f"{r['metric']:.3f}")
             rows.append(row)
     rows.append(
         ["chance / predict the mean", "-"]

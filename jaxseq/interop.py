@@ -216,6 +216,25 @@ def _read_checked(path: Any, load_bytes: Callable[[bytes], dict]) -> dict:
     return tensors
 
 
+def _deserialize_numpy(blob: bytes) -> dict[str, np.ndarray]:
+    """``safetensors.numpy.load`` plus the dtypes it lacks (bfloat16, float8: ml_dtypes)."""
+    import ml_dtypes
+    from safetensors import deserialize
+
+    types = {
+        "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+        "F8_E4M3": ml_dtypes.float8_e4m3fn, "F8_E5M2": ml_dtypes.float8_e5m2,
+        "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
+        "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_,
+    }  # fmt: skip
+    out = {}
+    for name, t in deserialize(blob):
+        if t["dtype"] not in types:
+            raise ValueError(f"tensor {name!r} has dtype {t['dtype']}, which cannot be read")
+        out[name] = np.frombuffer(t["data"], dtype=types[t["dtype"]]).reshape(t["shape"])
+    return out
+
+
 def _check_dtypes(
     module: Any, own: Mapping[str, Any], tensors: Mapping[str, Any], path: Any
 ) -> None:
@@ -269,9 +288,7 @@ def load(module: nnx.Module, path: Any, strict: bool = True) -> nnx.Module:
     valid safetensors (empty, truncated, another format) or whose ``sha256`` does not match
     its contents (corrupted) raises a ``ValueError`` naming the file. Returns the module.
     """
-    from safetensors.numpy import load as deserialize
-
-    tensors = _read_checked(path, deserialize)
+    tensors = _read_checked(path, _deserialize_numpy)
     own = {k: getattr(o, a).dtype for k, (o, a, _, _) in torch_named_params(module).items()}
     _check_dtypes(module, own, tensors, path)
     return load_torch_state_dict(module, tensors, strict=strict)

@@ -277,3 +277,13 @@ def test_failed_loads_leave_the_model_untouched(tmp_path):
             load(model, path)
         assert_same_bits(params_of(model), before)
         assert before["head.bias"].tobytes() != ref["head.bias"].tobytes()  # would have changed
+
+
+def test_bfloat16_checkpoint_loads_into_float32_models_of_both(tmp_path):
+    """A torch bfloat16 file (a dtype NumPy lacks) loads, exactly widened to float32."""
+    src = torch_model(seed=0).to(torch.bfloat16)
+    path = tmp_path / "bf16.safetensors"
+    torchseq.checkpoint.save(src, path)
+    ref = {k: v.float().numpy() for k, v in src.state_dict().items()}
+    for make, load in FRAMEWORKS.values():
+        assert_same_bits(params_of(load(make(), path)), ref)

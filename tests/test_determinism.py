@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -100,7 +101,7 @@ def test_same_seed_same_bits_after_training(fw):
 def make(fw: str, seed: int, dtype: str):
     """A model of framework ``fw`` with seed-dependent values and the given float dtype."""
     if fw == "jax":
-        return jm.SequenceClassifier(**KW, param_dtype=np.dtype(dtype), rngs=nnx.Rngs(seed))
+        return jm.SequenceClassifier(**KW, param_dtype=jnp.dtype(dtype), rngs=nnx.Rngs(seed))
     torch.manual_seed(seed)
     return tm.SequenceClassifier(**KW).to(getattr(torch, dtype))
 
@@ -129,7 +130,7 @@ def test_save_load_save_is_byte_identical(fw, dtype, tmp_path):
     assert second.read_bytes() != first.read_bytes()
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
 @pytest.mark.parametrize(("src", "dst"), [("torch", "jax"), ("jax", "torch")])
 def test_files_are_byte_identical_across_frameworks(src, dst, dtype, tmp_path):
     """torch file -> jax model -> jax file is the torch file, byte for byte (when the

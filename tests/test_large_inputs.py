@@ -5,7 +5,6 @@ training on fully padded batches."""
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -57,8 +56,8 @@ def first_state(state):
 
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_a_single_step_matches_torch(cell):
-    """T=1, two bidirectional layers; a length-0 row gives zeros and the initial state."""
-    tmod, jmod = pair(cell, num_layers=2, bidirectional=True)
+    """T=1, bidirectional; a length-0 row gives zeros and the initial state."""
+    tmod, jmod = pair(cell, bidirectional=True)
     x = np.random.default_rng(1).normal(size=(1, 3, I))  # (T=1, N, I)
     with torch.no_grad():
         t_out, t_state = tmod(torch.from_numpy(x))
@@ -69,10 +68,6 @@ def test_a_single_step_matches_torch(cell):
     np.testing.assert_allclose(j_h[:, [0, 2]], t_h[:, [0, 2]], rtol=0, atol=1e-12)
     np.testing.assert_array_equal(j_out[:, 1], np.zeros_like(j_out[:, 1]))
     np.testing.assert_array_equal(j_h[:, 1], np.zeros_like(j_h[:, 1]))
-    # Unbatched (T=1, I) input, without lengths.
-    with torch.no_grad():
-        u_out, _ = tmod(torch.from_numpy(x[:, 0]))
-    np.testing.assert_allclose(jmod(jnp.asarray(x[:, 0]))[0], u_out.numpy(), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -111,11 +106,11 @@ def test_compile_count_is_bounded_by_the_buckets():
     model = jm.SequenceClassifier(
         I, 3, hidden_size=H, cell="gru", param_dtype=jnp.float64, rngs=nnx.Rngs(0)
     )
-    init = nnx.state(model)
+    init = to_torch_state_dict(model)  # a copy, by torch name
     step = make_train_step(model, optax.sgd(0.1), sync_model=False)
 
     def run(buckets):
-        nnx.update(step.model, init)
+        load_torch_state_dict(step.model, init)
         step.reset()
         shapes, maxima = set(), set()
         for epoch in range(3):
@@ -142,4 +137,4 @@ def test_compile_count_is_bounded_by_the_buckets():
     assert full_shapes == {(BATCH, MAX_LEN, I)} and step.compiles == len(shapes)
     for k in full:
         np.testing.assert_allclose(bucketed[k], full[k], rtol=1e-10, atol=1e-12, err_msg=k)
-    assert not np.allclose(full["head.weight"], jax.device_get(init["head"]["kernel"][...]).T)
+    assert not np.allclose(full["head.weight"], init["head.weight"])  # it did train
