@@ -468,6 +468,12 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _write(out: Path, report: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(report, indent=1))
+    (out / "results.md").write_text(to_markdown(report))
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     g = ap.add_mutually_exclusive_group()
@@ -525,6 +531,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         r = bench_one(kind, cfg_name, frameworks, repeats, peak["peak"], budget)
         r["wall_s"] = time.perf_counter() - t0
         report["results"].append(r)
+        _write(args.out, report)
         js = r["modes"]["train"].get("jaxseq", {})
         print(
             f"{kind:4s} {cfg_name:14s} train: "
@@ -539,9 +546,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ),
             flush=True,
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(report, indent=1))
-    (args.out / "results.md").write_text(to_markdown(report))
+    _write(args.out, report)  # also when the plan is empty
     print(f"wrote {args.out / 'results.md'} and {args.out / 'results.json'}")
     return report
 

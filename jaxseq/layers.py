@@ -125,7 +125,11 @@ def _suffixes(layer: int, bidirectional: bool) -> list[str]:
 
 def param_shapes(kind: str, input_size: int, hidden_size: int, num_layers: int = 1, *,
                  bias: bool = True, bidirectional: bool = False, proj_size: int = 0) -> dict[str, tuple[int, ...]]:
-    """torch name -> shape for a stack with these constructor arguments."""
+    """``{torch name: shape}`` for a stack with these constructor arguments, in torch's order.
+
+    >>> param_shapes("lstm", 3, 4, proj_size=2)
+    {'weight_ih_l0': (16, 3), 'weight_hh_l0': (16, 2), 'bias_ih_l0': (16,), 'bias_hh_l0': (16,), 'weight_hr_l0': (2, 4)}
+    """
     spec = RNNSpec(kind, input_size, hidden_size, num_layers, bias, bidirectional, proj_size)
     spec.validate()
     return spec.param_shapes()
@@ -187,7 +191,16 @@ def spec_from_params(kind: str, params: Mapping[str, Any]) -> RNNSpec:
 def init_params(key: Array, kind: str, input_size: int, hidden_size: int, num_layers: int = 1, *,
                 bias: bool = True, bidirectional: bool = False, proj_size: int = 0,
                 dtype: Any = jnp.float32) -> dict[str, Array]:
-    """torch's init: every parameter ~ U(-1/sqrt(H), 1/sqrt(H)), one key per parameter."""
+    """Parameters of a ``kind`` stack with torch's init: every one ~ U(-1/sqrt(H), 1/sqrt(H)).
+
+    Returns a flat dict ``{torch name: array}`` (see :func:`param_shapes` for the shapes),
+    one PRNG key per parameter.
+
+    >>> import jax, jaxseq
+    >>> p = jaxseq.init_params(jax.random.key(0), "gru", 3, 4, bidirectional=True)
+    >>> sorted(p)[:3], p["weight_ih_l0_reverse"].shape
+    (['bias_hh_l0', 'bias_hh_l0_reverse', 'bias_ih_l0'], (12, 3))
+    """
     shapes = param_shapes(kind, input_size, hidden_size, num_layers, bias=bias,
                           bidirectional=bidirectional, proj_size=proj_size)
     bound = 1.0 / np.sqrt(hidden_size)
@@ -197,17 +210,41 @@ def init_params(key: Array, kind: str, input_size: int, hidden_size: int, num_la
 
 
 def init_rnn(key: Array, input_size: int, hidden_size: int, num_layers: int = 1, **kw: Any) -> dict[str, Array]:
-    """Parameters of ``torch.nn.RNN(input_size, hidden_size, num_layers, ...)``, torch's init."""
+    """Parameters of ``torch.nn.RNN(input_size, hidden_size, num_layers, ...)``, torch's init.
+
+    Keyword arguments as :func:`init_params` (``bias``, ``bidirectional``, ``dtype``).
+
+    >>> import jax, jaxseq
+    >>> p = jaxseq.init_rnn(jax.random.key(0), 3, 4)
+    >>> p["weight_ih_l0"].shape, p["weight_hh_l0"].shape   # (1*H, I), (1*H, H)
+    ((4, 3), (4, 4))
+    """
     return init_params(key, "rnn", input_size, hidden_size, num_layers, **kw)
 
 
 def init_lstm(key: Array, input_size: int, hidden_size: int, num_layers: int = 1, **kw: Any) -> dict[str, Array]:
-    """Parameters of ``torch.nn.LSTM(input_size, hidden_size, num_layers, ...)``, torch's init."""
+    """Parameters of ``torch.nn.LSTM(input_size, hidden_size, num_layers, ...)``, torch's init.
+
+    Keyword arguments as :func:`init_params` (``bias``, ``bidirectional``, ``proj_size``, ``dtype``).
+
+    >>> import jax, jaxseq
+    >>> p = jaxseq.init_lstm(jax.random.key(0), 3, 4)
+    >>> p["weight_ih_l0"].shape, p["weight_hh_l0"].shape   # (4*H, I), (4*H, H)
+    ((16, 3), (16, 4))
+    """
     return init_params(key, "lstm", input_size, hidden_size, num_layers, **kw)
 
 
 def init_gru(key: Array, input_size: int, hidden_size: int, num_layers: int = 1, **kw: Any) -> dict[str, Array]:
-    """Parameters of ``torch.nn.GRU(input_size, hidden_size, num_layers, ...)``, torch's init."""
+    """Parameters of ``torch.nn.GRU(input_size, hidden_size, num_layers, ...)``, torch's init.
+
+    Keyword arguments as :func:`init_params` (``bias``, ``bidirectional``, ``dtype``).
+
+    >>> import jax, jaxseq
+    >>> p = jaxseq.init_gru(jax.random.key(0), 3, 4)
+    >>> p["weight_ih_l0"].shape, p["weight_hh_l0"].shape   # (3*H, I), (3*H, H)
+    ((12, 3), (12, 4))
+    """
     return init_params(key, "gru", input_size, hidden_size, num_layers, **kw)
 
 
@@ -360,7 +397,10 @@ def run_stack(
 
     pdtype = jnp.dtype(params["weight_ih_l0"].dtype)
     if dtype is None:
-        dtype = jnp.promote_types(x.dtype, pdtype)
+        # An explicit, documented choice (as Flax): compute in the promotion of the input
+        # and parameter dtypes, even when the caller runs with strict promotion.
+        with jax.numpy_dtype_promotion("standard"):
+            dtype = jnp.promote_types(x.dtype, pdtype)
     dtype = jnp.dtype(dtype)
 
     unbatched = x.ndim == 2
@@ -469,18 +509,30 @@ _CALL_DOC = """
 
 
 def rnn(params: Mapping[str, Any], x: Any, hx: Any = None, lengths: Any = None, *,
-        nonlinearity: str = "tanh", **kw: Any) -> tuple[Array, Array]:
-    return run_stack("rnn", params, x, hx, lengths, nonlinearity=nonlinearity, **kw)
+        nonlinearity: str = "tanh", batch_first: bool = False, dropout: float = 0.0, train: bool = False,
+        key: Array | None = None, unroll: int = 1, impl: str = "fast", dtype: Any = None,
+        remat: int | None = None) -> tuple[Array, Array]:
+    return run_stack("rnn", params, x, hx, lengths, nonlinearity=nonlinearity,
+                     batch_first=batch_first, dropout=dropout, train=train, key=key,
+                     unroll=unroll, impl=impl, dtype=dtype, remat=remat)
 
 
-def lstm(params: Mapping[str, Any], x: Any, hx: Any = None, lengths: Any = None,
-         **kw: Any) -> tuple[Array, tuple[Array, Array]]:
-    return run_stack("lstm", params, x, hx, lengths, **kw)
+def lstm(params: Mapping[str, Any], x: Any, hx: Any = None, lengths: Any = None, *,
+         batch_first: bool = False, dropout: float = 0.0, train: bool = False,
+         key: Array | None = None, unroll: int = 1, impl: str = "fast", dtype: Any = None,
+         remat: int | None = None) -> tuple[Array, tuple[Array, Array]]:
+    return run_stack("lstm", params, x, hx, lengths,
+                     batch_first=batch_first, dropout=dropout, train=train, key=key,
+                     unroll=unroll, impl=impl, dtype=dtype, remat=remat)
 
 
-def gru(params: Mapping[str, Any], x: Any, hx: Any = None, lengths: Any = None,
-        **kw: Any) -> tuple[Array, Array]:
-    return run_stack("gru", params, x, hx, lengths, **kw)
+def gru(params: Mapping[str, Any], x: Any, hx: Any = None, lengths: Any = None, *,
+        batch_first: bool = False, dropout: float = 0.0, train: bool = False,
+        key: Array | None = None, unroll: int = 1, impl: str = "fast", dtype: Any = None,
+        remat: int | None = None) -> tuple[Array, Array]:
+    return run_stack("gru", params, x, hx, lengths,
+                     batch_first=batch_first, dropout=dropout, train=train, key=key,
+                     unroll=unroll, impl=impl, dtype=dtype, remat=remat)
 
 
 rnn.__doc__ = """Multi-layer Elman RNN, as ``torch.nn.RNN`` (``h' = act(W_ih x + b_ih + W_hh h + b_hh)``).
@@ -497,8 +549,11 @@ rnn.__doc__ = """Multi-layer Elman RNN, as ``torch.nn.RNN`` (``h' = act(W_ih x +
 
 lstm.__doc__ = """Multi-layer LSTM, as ``torch.nn.LSTM`` (gate order i, f, g, o; optional ``proj_size``).
 
-    Per layer and direction: ``c' = f*c + i*g``, ``h' = o*tanh(c')`` (times ``W_hr`` when
-    projected); see :func:`jaxseq.cells.lstm_cell`.
+    Per layer and direction (see :func:`jaxseq.cells.lstm_cell`)::
+
+        i = sigmoid(W_ii x + b_ii + W_hi h + b_hi)     f = sigmoid(W_if x + b_if + W_hf h + b_hf)
+        g = tanh(W_ig x + b_ig + W_hg h + b_hg)        o = sigmoid(W_io x + b_io + W_ho h + b_ho)
+        c' = f * c + i * g                             h' = o * tanh(c')   (W_hr o*tanh(c') if projected)
 
     >>> import jax, jax.numpy as jnp, jaxseq
     >>> params = jaxseq.init_lstm(jax.random.key(0), 3, 5, bidirectional=True, proj_size=2)
@@ -513,8 +568,10 @@ lstm.__doc__ = """Multi-layer LSTM, as ``torch.nn.LSTM`` (gate order i, f, g, o;
 
 gru.__doc__ = """Multi-layer GRU, as ``torch.nn.GRU`` (gate order r, z, n; reset after the hidden matmul).
 
-    Per layer and direction: ``n = tanh(W_in x + b_in + r*(W_hn h + b_hn))``,
-    ``h' = (1-z)*n + z*h``; see :func:`jaxseq.cells.gru_cell`.
+    Per layer and direction (see :func:`jaxseq.cells.gru_cell`)::
+
+        r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)     z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+        n = tanh(W_in x + b_in + r * (W_hn h + b_hn))  h' = (1 - z) * n + z * h
 
     >>> import jax, jax.numpy as jnp, jaxseq
     >>> params = jaxseq.init_gru(jax.random.key(0), 3, 5, num_layers=2)

@@ -186,7 +186,9 @@ class GRU(RNNBase):
     dropout=0.0, bidirectional=False, *, dtype=None, param_dtype=jnp.float32, unroll=1,
     impl='fast', remat=None, rngs)``.
 
-    Call: ``out, h_n = gru(x, hx=None, lengths=None)``. See :func:`jaxseq.gru`.
+    Call: ``out, h_n = gru(x, hx=None, lengths=None)`` with x (T, N, I) (or (N, T, I)
+    with ``batch_first``, or unbatched (T, I)), hx (L*D, N, H); out (T, N, D*H), h_n
+    (L*D, N, H). See :func:`jaxseq.gru` for the meaning of ``lengths``.
 
     >>> import jax.numpy as jnp
     >>> from flax import nnx

@@ -271,13 +271,7 @@ CELL_EQUATIONS = {  # a fragment of each cell's equations that its docstring mus
 }
 # Known gaps in files other than cells.py / scan.py, as strict xfails: fixing one makes
 # its test XPASS, which fails, so the entry must then be deleted from this table.
-KNOWN_GAPS = {
-    ("init_rnn", "example"): "layers.py: init_* / param_shapes have no >>> example",
-    ("init_lstm", "example"): "layers.py: init_* / param_shapes have no >>> example",
-    ("init_gru", "example"): "layers.py: init_* / param_shapes have no >>> example",
-    ("init_params", "example"): "layers.py: init_* / param_shapes have no >>> example",
-    ("param_shapes", "example"): "layers.py: init_* / param_shapes have no >>> example",
-    ("nn.GRU", "shapes"): "nn.py: GRU's docstring refers to jaxseq.gru instead of stating shapes",
+KNOWN_GAPS: dict[tuple[str, str], str] = {
 }
 
 
