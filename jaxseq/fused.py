@@ -197,7 +197,8 @@ def _contract_tn(a: Array, b: Array) -> Array:
     One (P, T*N) x (T*N, Q) matmul per direction: a weight gradient for all steps at once.
     """
     if a.shape[1] == 1:
-        return (a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1]))[None]
+        rows = a.shape[0] * a.shape[2]  # T*N, explicit so that N = 0 works (no reshape(-1))
+        return (a.reshape(rows, a.shape[-1]).T @ b.reshape(rows, b.shape[-1]))[None]
     return jnp.einsum("tdnp,tdnq->dpq", a, b)
 
 
@@ -334,7 +335,7 @@ def fused_layer(
         # One (T*N, I) x (I, D*G*H) matmul for every step and both directions.
         GH = w_ih.shape[1]
         w_all = jnp.concatenate(list(w_ih), axis=0).T  # (I, D*G*H)
-        gx = (x.reshape(T * N, -1) @ w_all).reshape(T, N, D, GH).transpose(0, 2, 1, 3)
+        gx = (x.reshape(T * N, x.shape[-1]) @ w_all).reshape(T, N, D, GH).transpose(0, 2, 1, 3)
         if b_ih is not None:
             gx = gx + b_ih.reshape(1, D, 1, GH)
         final, ys = _recurrence(kind, nonlinearity, unroll, w, _to_steps(gx), valid, carry)

@@ -246,14 +246,7 @@ def test_dtype_in_equals_dtype_out(dtype, atol):
     _leaves_close(f64(g[1]), ref_g[1], atol=atol)
 
 
-FUSED_N0 = pytest.mark.xfail(
-    raises=ZeroDivisionError,
-    strict=False,
-    reason="fused fast path: reshape(-1, ...) of an empty batch",
-)
-
-
-@pytest.mark.parametrize("impl", ["reference", pytest.param("fast", marks=FUSED_N0)])
+@pytest.mark.parametrize("impl", ["reference", "fast"])
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_batch_size_zero(kind, impl):
     rng = np.random.default_rng(2)
