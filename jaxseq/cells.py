@@ -80,7 +80,9 @@ def input_projection(params: Params, x: Array) -> Array:
     return _linear(x, params["weight_ih"], params.get("bias_ih"))
 
 
-def rnn_step(params: Params, h: Array, gx: Array, nonlinearity: str = "tanh") -> tuple[Array, Array]:
+def rnn_step(
+    params: Params, h: Array, gx: Array, nonlinearity: str = "tanh"
+) -> tuple[Array, Array]:
     """Elman step on a projected input ``gx = x W_ih^T + b_ih``.
 
     ``h' = act(gx + h W_hh^T + b_hh)`` with act = tanh or relu.
@@ -105,7 +107,9 @@ def rnn_step(params: Params, h: Array, gx: Array, nonlinearity: str = "tanh") ->
     return h_new, h_new
 
 
-def lstm_step(params: Params, carry: tuple[Array, Array], gx: Array) -> tuple[tuple[Array, Array], Array]:
+def lstm_step(
+    params: Params, carry: tuple[Array, Array], gx: Array
+) -> tuple[tuple[Array, Array], Array]:
     """LSTM step on a projected input ``gx = x W_ih^T + b_ih`` (gate order i, f, g, o).
 
     ::
@@ -201,7 +205,9 @@ def rnn_cell(params: Params, h: Array, x: Array, nonlinearity: str = "tanh") -> 
     return rnn_step(params, h, input_projection(params, x), nonlinearity)
 
 
-def lstm_cell(params: Params, carry: tuple[Array, Array], x: Array) -> tuple[tuple[Array, Array], Array]:
+def lstm_cell(
+    params: Params, carry: tuple[Array, Array], x: Array
+) -> tuple[tuple[Array, Array], Array]:
     """LSTM cell, as ``torch.nn.LSTMCell`` (plus ``nn.LSTM``'s ``proj_size``).
 
     ::

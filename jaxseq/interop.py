@@ -22,11 +22,21 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-__all__ = ["load_torch_state_dict", "to_torch_state_dict", "torch_named_params", "LAYOUT", "save", "load"]
+__all__ = [
+    "load_torch_state_dict",
+    "to_torch_state_dict",
+    "torch_named_params",
+    "LAYOUT",
+    "save",
+    "load",
+]
 
 # (module type, torch name) -> (nnx attribute, to_jax, to_torch). One table for every
 # layout that is not the identity. Extended by the model zoo.
-LAYOUT: dict[tuple[type, str], tuple[str, Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]] = {
+LAYOUT: dict[
+    tuple[type, str],
+    tuple[str, Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]],
+] = {
     (nnx.Linear, "weight"): ("kernel", lambda w: w.T, lambda k: k.T),
     (nnx.Linear, "bias"): ("bias", lambda b: b, lambda b: b),
     (nnx.Embed, "weight"): ("embedding", lambda w: w, lambda w: w),
@@ -82,7 +92,9 @@ def torch_named_params(module: nnx.Module) -> dict[str, tuple[nnx.Module, str, C
     return out
 
 
-def load_torch_state_dict(module: nnx.Module, state_dict: Mapping[str, Any], strict: bool = True) -> nnx.Module:
+def load_torch_state_dict(
+    module: nnx.Module, state_dict: Mapping[str, Any], strict: bool = True
+) -> nnx.Module:
     """Load a torch ``state_dict`` (torch tensors or NumPy arrays) into ``module`` in place.
 
     Values are cast to each parameter's dtype (``param_dtype``). With ``strict=True`` any
@@ -100,7 +112,9 @@ def load_torch_state_dict(module: nnx.Module, state_dict: Mapping[str, Any], str
     True
     """
     if not isinstance(state_dict, Mapping):
-        raise TypeError(f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}")
+        raise TypeError(
+            f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}"
+        )
     targets = torch_named_params(module)
     missing = sorted(set(targets) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(targets))
@@ -127,7 +141,9 @@ def load_torch_state_dict(module: nnx.Module, state_dict: Mapping[str, Any], str
             parts.append(f"Unexpected key(s) in state_dict: {unexpected}")
         if mismatched:
             parts.append("size mismatch: " + "; ".join(mismatched))
-        raise ValueError(f"Error(s) in loading state_dict for {type(module).__name__}:\n  " + "\n  ".join(parts))
+        raise ValueError(
+            f"Error(s) in loading state_dict for {type(module).__name__}:\n  " + "\n  ".join(parts)
+        )
     for param, value in updates:
         param[...] = value
     return module
@@ -141,7 +157,9 @@ def to_torch_state_dict(module: nnx.Module) -> dict[str, np.ndarray]:
     out = {}
     for name, (owner, attr, _, to_torch) in torch_named_params(module).items():
         # A writable copy: torch.from_numpy warns on (and cannot own) read-only arrays.
-        out[name] = np.array(to_torch(np.asarray(jax.device_get(getattr(owner, attr)[...]))), copy=True)
+        out[name] = np.array(
+            to_torch(np.asarray(jax.device_get(getattr(owner, attr)[...]))), copy=True
+        )
     return out
 
 

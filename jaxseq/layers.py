@@ -95,7 +95,9 @@ class RNNSpec:
         if self.num_layers <= 0:
             raise ValueError("num_layers must be greater than zero")
         if self.proj_size < 0:
-            raise ValueError("proj_size should be a positive integer or zero to disable projections")
+            raise ValueError(
+                "proj_size should be a positive integer or zero to disable projections"
+            )
         if self.proj_size > 0 and self.kind != "lstm":
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         if self.proj_size >= self.hidden_size:
@@ -123,8 +125,16 @@ def _suffixes(layer: int, bidirectional: bool) -> list[str]:
     return [f"_l{layer}"] + ([f"_l{layer}_reverse"] if bidirectional else [])
 
 
-def param_shapes(kind: str, input_size: int, hidden_size: int, num_layers: int = 1, *,
-                 bias: bool = True, bidirectional: bool = False, proj_size: int = 0) -> dict[str, tuple[int, ...]]:
+def param_shapes(
+    kind: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    *,
+    bias: bool = True,
+    bidirectional: bool = False,
+    proj_size: int = 0,
+) -> dict[str, tuple[int, ...]]:
     """``{torch name: shape}`` for a stack with these constructor arguments, in torch's order.
 
     >>> param_shapes("lstm", 3, 4, proj_size=2)
@@ -141,21 +151,29 @@ def spec_from_params(kind: str, params: Mapping[str, Any]) -> RNNSpec:
     if name is None:
         raise ValueError(f"Unknown RNN kind {kind!r}; expected 'rnn', 'lstm' or 'gru'")
     if not isinstance(params, Mapping):
-        raise TypeError(f"params must be a mapping of torch parameter names to arrays, got {type(params).__name__}")
+        raise TypeError(
+            f"params must be a mapping of torch parameter names to arrays, got {type(params).__name__}"
+        )
     bad = [k for k in params if not _KEY_RE.match(k)]
     if bad:
         raise ValueError(f"{name}: unexpected parameter names {sorted(bad)}")
     if "weight_ih_l0" not in params or "weight_hh_l0" not in params:
-        raise ValueError(f"{name}: params must hold at least 'weight_ih_l0' and 'weight_hh_l0'; got {sorted(params)}")
+        raise ValueError(
+            f"{name}: params must hold at least 'weight_ih_l0' and 'weight_hh_l0'; got {sorted(params)}"
+        )
     layers = {int(m.group(2)) for m in map(_KEY_RE.match, params)}
     w_ih0 = params["weight_ih_l0"]
     w_hh0 = params["weight_hh_l0"]
     if np.ndim(w_ih0) != 2 or np.ndim(w_hh0) != 2:
-        raise ValueError(f"{name}: weight_ih_l0 and weight_hh_l0 must be 2-D, got shapes "
-                         f"{tuple(np.shape(w_ih0))} and {tuple(np.shape(w_hh0))}")
+        raise ValueError(
+            f"{name}: weight_ih_l0 and weight_hh_l0 must be 2-D, got shapes "
+            f"{tuple(np.shape(w_ih0))} and {tuple(np.shape(w_hh0))}"
+        )
     gates = NUM_GATES[kind]
     if w_ih0.shape[0] % gates:
-        raise ValueError(f"{name}: weight_ih_l0 has {w_ih0.shape[0]} rows, not a multiple of {gates} gates")
+        raise ValueError(
+            f"{name}: weight_ih_l0 has {w_ih0.shape[0]} rows, not a multiple of {gates} gates"
+        )
     hidden = w_ih0.shape[0] // gates
     proj = int(params["weight_hr_l0"].shape[0]) if "weight_hr_l0" in params else 0
     spec = RNNSpec(
@@ -171,8 +189,11 @@ def spec_from_params(kind: str, params: Mapping[str, Any]) -> RNNSpec:
     expected = spec.param_shapes()
     missing = sorted(set(expected) - set(params))
     unexpected = sorted(set(params) - set(expected))
-    mismatched = [f"{k}: expected {expected[k]}, got {tuple(np.shape(params[k]))}"
-                  for k in expected if k in params and tuple(np.shape(params[k])) != expected[k]]
+    mismatched = [
+        f"{k}: expected {expected[k]}, got {tuple(np.shape(params[k]))}"
+        for k in expected
+        if k in params and tuple(np.shape(params[k])) != expected[k]
+    ]
     if missing or unexpected or mismatched:
         parts = []
         if missing:
@@ -188,9 +209,18 @@ def spec_from_params(kind: str, params: Mapping[str, Any]) -> RNNSpec:
 # --------------------------------------------------------------------------- init
 
 
-def init_params(key: Array, kind: str, input_size: int, hidden_size: int, num_layers: int = 1, *,
-                bias: bool = True, bidirectional: bool = False, proj_size: int = 0,
-                dtype: Any = jnp.float32) -> dict[str, Array]:
+def init_params(
+    key: Array,
+    kind: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    *,
+    bias: bool = True,
+    bidirectional: bool = False,
+    proj_size: int = 0,
+    dtype: Any = jnp.float32,
+) -> dict[str, Array]:
     """Parameters of a ``kind`` stack with torch's init: every one ~ U(-1/sqrt(H), 1/sqrt(H)).
 
     Returns a flat dict ``{torch name: array}`` (see :func:`param_shapes` for the shapes),
@@ -201,15 +231,26 @@ def init_params(key: Array, kind: str, input_size: int, hidden_size: int, num_la
     >>> sorted(p)[:3], p["weight_ih_l0_reverse"].shape
     (['bias_hh_l0', 'bias_hh_l0_reverse', 'bias_ih_l0'], (12, 3))
     """
-    shapes = param_shapes(kind, input_size, hidden_size, num_layers, bias=bias,
-                          bidirectional=bidirectional, proj_size=proj_size)
+    shapes = param_shapes(
+        kind,
+        input_size,
+        hidden_size,
+        num_layers,
+        bias=bias,
+        bidirectional=bidirectional,
+        proj_size=proj_size,
+    )
     bound = 1.0 / np.sqrt(hidden_size)
     keys = jax.random.split(key, len(shapes))
-    return {name: jax.random.uniform(k, shape, dtype, -bound, bound)
-            for k, (name, shape) in zip(keys, shapes.items(), strict=True)}
+    return {
+        name: jax.random.uniform(k, shape, dtype, -bound, bound)
+        for k, (name, shape) in zip(keys, shapes.items(), strict=True)
+    }
 
 
-def init_rnn(key: Array, input_size: int, hidden_size: int, num_layers: int = 1, **kw: Any) -> dict[str, Array]:
+def init_rnn(
+    key: Array, input_size: int, hidden_size: int, num_layers: int = 1, **kw: Any
+) -> dict[str, Array]:
     """Parameters of ``torch.nn.RNN(input_size, hidden_size, num_layers, ...)``, torch's init.
 
     Keyword arguments as :func:`init_params` (``bias``, ``bidirectional``, ``dtype``).
@@ -222,7 +263,9 @@ def init_rnn(key: Array, input_size: int, hidden_size: int, num_layers: int = 1,
     return init_params(key, "rnn", input_size, hidden_size, num_layers, **kw)
 
 
-def init_lstm(key: Array, input_size: int, hidden_size: int, num_layers: int = 1, **kw: Any) -> dict[str, Array]:
+def init_lstm(
+    key: Array, input_size: int, hidden_size: int, num_layers: int = 1, **kw: Any
+) -> dict[str, Array]:
     """Parameters of ``torch.nn.LSTM(input_size, hidden_size, num_layers, ...)``, torch's init.
 
     Keyword arguments as :func:`init_params` (``bias``, ``bidirectional``, ``proj_size``, ``dtype``).
@@ -235,7 +278,9 @@ def init_lstm(key: Array, input_size: int, hidden_size: int, num_layers: int = 1
     return init_params(key, "lstm", input_size, hidden_size, num_layers, **kw)
 
 
-def init_gru(key: Array, input_size: int, hidden_size: int, num_layers: int = 1, **kw: Any) -> dict[str, Array]:
+def init_gru(
+    key: Array, input_size: int, hidden_size: int, num_layers: int = 1, **kw: Any
+) -> dict[str, Array]:
     """Parameters of ``torch.nn.GRU(input_size, hidden_size, num_layers, ...)``, torch's init.
 
     Keyword arguments as :func:`init_params` (``bias``, ``bidirectional``, ``dtype``).
@@ -313,18 +358,24 @@ def _check_lengths(name: str, lengths: Any, batch: int, T: int, unbatched: bool)
     elif isinstance(lengths, (int, np.integer)) and not isinstance(lengths, bool):
         lengths = np.asarray(lengths, dtype=np.int32)
     if not hasattr(lengths, "dtype") or not hasattr(lengths, "shape"):
-        raise TypeError(f"{name}: lengths must be an integer array of shape (N,), got {type(lengths).__name__}")
+        raise TypeError(
+            f"{name}: lengths must be an integer array of shape (N,), got {type(lengths).__name__}"
+        )
     if lengths.dtype == np.bool_ or not jnp.issubdtype(lengths.dtype, jnp.integer):
         raise TypeError(f"{name}: lengths must be an integer array, got dtype {lengths.dtype}")
     expected = () if unbatched else (batch,)
     if tuple(lengths.shape) not in (expected, (batch,)):
-        raise ValueError(f"{name}: lengths must have shape {expected} (one length per sequence), "
-                         f"got {tuple(lengths.shape)}")
+        raise ValueError(
+            f"{name}: lengths must have shape {expected} (one length per sequence), "
+            f"got {tuple(lengths.shape)}"
+        )
     if _is_concrete(lengths):
         arr = np.asarray(lengths)
         if arr.size and (arr.min() < 0 or arr.max() > T):
-            raise ValueError(f"{name}: lengths must lie in [0, T] = [0, {T}], got min {arr.min()} "
-                             f"and max {arr.max()}")
+            raise ValueError(
+                f"{name}: lengths must lie in [0, T] = [0, {T}], got min {arr.min()} "
+                f"and max {arr.max()}"
+            )
     return jnp.asarray(lengths).reshape(batch).astype(jnp.int32)
 
 
@@ -336,8 +387,10 @@ def _check_hidden(name: str, label: str, h: Any, expected: tuple[int, ...], dtyp
     if not jnp.issubdtype(h.dtype, jnp.floating):
         raise TypeError(f"{name}: {label} must be a floating point array, got dtype {h.dtype}")
     if jnp.dtype(h.dtype) != jnp.dtype(dtype):
-        raise TypeError(f"{name}: input and {label} must have the same dtype, found input of dtype "
-                        f"{jnp.dtype(dtype)} and {label} of dtype {h.dtype}")
+        raise TypeError(
+            f"{name}: input and {label} must have the same dtype, found input of dtype "
+            f"{jnp.dtype(dtype)} and {label} of dtype {h.dtype}"
+        )
     return jnp.asarray(h)
 
 
@@ -374,17 +427,23 @@ def run_stack(
     if kind == "rnn" and nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
     if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
-        raise ValueError("dropout should be a number in range [0, 1] representing the probability "
-                         f"of an element being zeroed, got {dropout!r}")
+        raise ValueError(
+            "dropout should be a number in range [0, 1] representing the probability "
+            f"of an element being zeroed, got {dropout!r}"
+        )
     if impl not in LAYER_IMPLS:
         raise ValueError(f"Unknown impl {impl!r}; expected one of {sorted(LAYER_IMPLS)}")
     if not isinstance(unroll, (int, bool)) or (not isinstance(unroll, bool) and unroll < 1):
         raise ValueError(f"unroll must be a positive integer or a bool, got {unroll!r}")
     if remat is not None:
         if not isinstance(remat, (int, np.integer)) or isinstance(remat, bool) or remat < 1:
-            raise ValueError(f"remat must be None or a positive integer chunk length, got {remat!r}")
+            raise ValueError(
+                f"remat must be None or a positive integer chunk length, got {remat!r}"
+            )
         if impl not in _REMAT_IMPLS:
-            raise ValueError(f"remat is supported by impl in {list(_REMAT_IMPLS)}, got impl={impl!r}")
+            raise ValueError(
+                f"remat is supported by impl in {list(_REMAT_IMPLS)}, got impl={impl!r}"
+            )
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"{name}: input must be an array, got {type(x).__name__}")
     if x.ndim not in (2, 3):
@@ -392,8 +451,10 @@ def run_stack(
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"{name}: input must be a floating point array, got dtype {x.dtype}")
     if x.shape[-1] != spec.input_size:
-        raise ValueError(f"input.size(-1) must be equal to input_size. Expected {spec.input_size}, "
-                         f"got {x.shape[-1]}")
+        raise ValueError(
+            f"input.size(-1) must be equal to input_size. Expected {spec.input_size}, "
+            f"got {x.shape[-1]}"
+        )
 
     pdtype = jnp.dtype(params["weight_ih_l0"].dtype)
     if dtype is None:
@@ -428,7 +489,9 @@ def run_stack(
             h0, c0 = h0[:, None], c0[:, None]
     else:
         if isinstance(hx, (tuple, list)):
-            raise TypeError(f"{name}: hx must be a single array for {name}, got a {type(hx).__name__}")
+            raise TypeError(
+                f"{name}: hx must be a single array for {name}, got a {type(hx).__name__}"
+            )
         h0 = _check_hidden(name, "hidden", hx, h_shape, x.dtype).astype(dtype)
         if unbatched:
             h0 = h0[:, None]
@@ -451,8 +514,14 @@ def run_stack(
     h_out, c_out = [], []
     for layer in range(L):
         sfxs = _suffixes(layer, spec.bidirectional)
-        dir_params = [{base: jnp.asarray(params[base + sfx]).astype(dtype)
-                       for base in _BASES if base + sfx in params} for sfx in sfxs]
+        dir_params = [
+            {
+                base: jnp.asarray(params[base + sfx]).astype(dtype)
+                for base in _BASES
+                if base + sfx in params
+            }
+            for sfx in sfxs
+        ]
         idx = [layer * D + d for d in range(D)]
         carries = [(h0[i], c0[i]) if kind == "lstm" else h0[i] for i in idx]
         x, finals = layer_fn(kind, nonlinearity, dir_params, x, carries, lengths, unroll)
@@ -508,44 +577,119 @@ _CALL_DOC = """
 """
 
 
-def rnn(params: Mapping[str, Any], x: Any, hx: Any = None, lengths: Any = None, *,
-        nonlinearity: str = "tanh", batch_first: bool = False, dropout: float = 0.0, train: bool = False,
-        key: Array | None = None, unroll: int = 1, impl: str = "fast", dtype: Any = None,
-        remat: int | None = None) -> tuple[Array, Array]:
-    return run_stack("rnn", params, x, hx, lengths, nonlinearity=nonlinearity,
-                     batch_first=batch_first, dropout=dropout, train=train, key=key,
-                     unroll=unroll, impl=impl, dtype=dtype, remat=remat)
+def rnn(
+    params: Mapping[str, Any],
+    x: Any,
+    hx: Any = None,
+    lengths: Any = None,
+    *,
+    nonlinearity: str = "tanh",
+    batch_first: bool = False,
+    dropout: float = 0.0,
+    train: bool = False,
+    key: Array | None = None,
+    unroll: int = 1,
+    impl: str = "fast",
+    dtype: Any = None,
+    remat: int | None = None,
+) -> tuple[Array, Array]:
+    return run_stack(
+        "rnn",
+        params,
+        x,
+        hx,
+        lengths,
+        nonlinearity=nonlinearity,
+        batch_first=batch_first,
+        dropout=dropout,
+        train=train,
+        key=key,
+        unroll=unroll,
+        impl=impl,
+        dtype=dtype,
+        remat=remat,
+    )
 
 
-def lstm(params: Mapping[str, Any], x: Any, hx: Any = None, lengths: Any = None, *,
-         batch_first: bool = False, dropout: float = 0.0, train: bool = False,
-         key: Array | None = None, unroll: int = 1, impl: str = "fast", dtype: Any = None,
-         remat: int | None = None) -> tuple[Array, tuple[Array, Array]]:
-    return run_stack("lstm", params, x, hx, lengths,
-                     batch_first=batch_first, dropout=dropout, train=train, key=key,
-                     unroll=unroll, impl=impl, dtype=dtype, remat=remat)
+def lstm(
+    params: Mapping[str, Any],
+    x: Any,
+    hx: Any = None,
+    lengths: Any = None,
+    *,
+    batch_first: bool = False,
+    dropout: float = 0.0,
+    train: bool = False,
+    key: Array | None = None,
+    unroll: int = 1,
+    impl: str = "fast",
+    dtype: Any = None,
+    remat: int | None = None,
+) -> tuple[Array, tuple[Array, Array]]:
+    return run_stack(
+        "lstm",
+        params,
+        x,
+        hx,
+        lengths,
+        batch_first=batch_first,
+        dropout=dropout,
+        train=train,
+        key=key,
+        unroll=unroll,
+        impl=impl,
+        dtype=dtype,
+        remat=remat,
+    )
 
 
-def gru(params: Mapping[str, Any], x: Any, hx: Any = None, lengths: Any = None, *,
-        batch_first: bool = False, dropout: float = 0.0, train: bool = False,
-        key: Array | None = None, unroll: int = 1, impl: str = "fast", dtype: Any = None,
-        remat: int | None = None) -> tuple[Array, Array]:
-    return run_stack("gru", params, x, hx, lengths,
-                     batch_first=batch_first, dropout=dropout, train=train, key=key,
-                     unroll=unroll, impl=impl, dtype=dtype, remat=remat)
+def gru(
+    params: Mapping[str, Any],
+    x: Any,
+    hx: Any = None,
+    lengths: Any = None,
+    *,
+    batch_first: bool = False,
+    dropout: float = 0.0,
+    train: bool = False,
+    key: Array | None = None,
+    unroll: int = 1,
+    impl: str = "fast",
+    dtype: Any = None,
+    remat: int | None = None,
+) -> tuple[Array, Array]:
+    return run_stack(
+        "gru",
+        params,
+        x,
+        hx,
+        lengths,
+        batch_first=batch_first,
+        dropout=dropout,
+        train=train,
+        key=key,
+        unroll=unroll,
+        impl=impl,
+        dtype=dtype,
+        remat=remat,
+    )
 
 
-rnn.__doc__ = """Multi-layer Elman RNN, as ``torch.nn.RNN`` (``h' = act(W_ih x + b_ih + W_hh h + b_hh)``).
+rnn.__doc__ = (
+    """Multi-layer Elman RNN, as ``torch.nn.RNN`` (``h' = act(W_ih x + b_ih + W_hh h + b_hh)``).
 
     >>> import jax, jax.numpy as jnp, jaxseq
     >>> params = jaxseq.init_rnn(jax.random.key(0), input_size=3, hidden_size=5, num_layers=2)
     >>> out, h_n = jaxseq.rnn(params, jnp.ones((7, 4, 3)), lengths=jnp.array([7, 3, 0, 5]))
     >>> out.shape, h_n.shape, float(abs(out[3:, 1]).max())
     ((7, 4, 5), (2, 4, 5), 0.0)
-""" + _CALL_DOC.format(
-    hx_doc="(L*D, N, H)",
-    returns_doc="``(output, h_n)``: output (T, N, D*H), h_n (L*D, N, H).",
-) + "      nonlinearity: ``'tanh'`` (default) or ``'relu'``.\n"
+"""
+    + _CALL_DOC.format(
+        hx_doc="(L*D, N, H)",
+        returns_doc="``(output, h_n)``: output (T, N, D*H), h_n (L*D, N, H).",
+    )
+    + "      nonlinearity: ``'tanh'`` (default) or ``'relu'``.\n"
+)
 
 lstm.__doc__ = """Multi-layer LSTM, as ``torch.nn.LSTM`` (gate order i, f, g, o; optional ``proj_size``).
 
@@ -563,7 +707,7 @@ lstm.__doc__ = """Multi-layer LSTM, as ``torch.nn.LSTM`` (gate order i, f, g, o;
 """ + _CALL_DOC.format(
     hx_doc="``(h0, c0)`` with h0 (L*D, N, H_out), c0 (L*D, N, H)",
     returns_doc="``(output, (h_n, c_n))``: output (T, N, D*H_out), h_n (L*D, N, H_out), "
-                "c_n (L*D, N, H).",
+    "c_n (L*D, N, H).",
 )
 
 gru.__doc__ = """Multi-layer GRU, as ``torch.nn.GRU`` (gate order r, z, n; reset after the hidden matmul).

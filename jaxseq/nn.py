@@ -59,14 +59,29 @@ class RNNBase(nnx.Module):
         remat: int | None = None,
         rngs: nnx.Rngs,
     ):
-        spec = RNNSpec(self.kind, input_size, hidden_size, num_layers, bool(bias), bool(bidirectional),
-                       proj_size)
+        spec = RNNSpec(
+            self.kind,
+            input_size,
+            hidden_size,
+            num_layers,
+            bool(bias),
+            bool(bidirectional),
+            proj_size,
+        )
         spec.validate()
         if self.kind == "rnn" and nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
-        if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
-            raise ValueError("dropout should be a number in range [0, 1] representing the probability "
-                             f"of an element being zeroed, got {dropout!r}")
+            raise ValueError(
+                f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'."
+            )
+        if (
+            not isinstance(dropout, (int, float))
+            or isinstance(dropout, bool)
+            or not 0 <= dropout <= 1
+        ):
+            raise ValueError(
+                "dropout should be a number in range [0, 1] representing the probability "
+                f"of an element being zeroed, got {dropout!r}"
+            )
         if not isinstance(rngs, nnx.Rngs):
             raise TypeError(f"rngs must be an nnx.Rngs, got {type(rngs).__name__}")
         self.input_size = input_size
@@ -93,8 +108,15 @@ class RNNBase(nnx.Module):
 
     @property
     def spec(self) -> RNNSpec:
-        return RNNSpec(self.kind, self.input_size, self.hidden_size, self.num_layers, self.bias,
-                       self.bidirectional, self.proj_size)
+        return RNNSpec(
+            self.kind,
+            self.input_size,
+            self.hidden_size,
+            self.num_layers,
+            self.bias,
+            self.bidirectional,
+            self.proj_size,
+        )
 
     def params_dict(self) -> dict[str, Array]:
         """The parameters as a flat ``{torch name: array}`` dict (for the functional API)."""
@@ -108,11 +130,23 @@ class RNNBase(nnx.Module):
         if self.dtype is not None and hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating):
             x = jnp.asarray(x, self.dtype)
             if hx is not None:
-                hx = jax.tree.map(lambda a: jnp.asarray(a, self.dtype) if hasattr(a, "dtype") else a, hx)
+                hx = jax.tree.map(
+                    lambda a: jnp.asarray(a, self.dtype) if hasattr(a, "dtype") else a, hx
+                )
         return run_stack(
-            self.kind, self.params_dict(), x, hx, lengths,
-            nonlinearity=self.nonlinearity, batch_first=self.batch_first, dropout=self.dropout,
-            train=train, key=key, unroll=self.unroll, impl=self.impl, dtype=self.dtype,
+            self.kind,
+            self.params_dict(),
+            x,
+            hx,
+            lengths,
+            nonlinearity=self.nonlinearity,
+            batch_first=self.batch_first,
+            dropout=self.dropout,
+            train=train,
+            key=key,
+            unroll=self.unroll,
+            impl=self.impl,
+            dtype=self.dtype,
             remat=self.remat,
         )
 
@@ -120,8 +154,13 @@ class RNNBase(nnx.Module):
         s = f"{self.input_size}, {self.hidden_size}"
         if self.proj_size:
             s += f", proj_size={self.proj_size}"
-        for k, default in (("num_layers", 1), ("bias", True), ("batch_first", False),
-                           ("dropout", 0.0), ("bidirectional", False)):
+        for k, default in (
+            ("num_layers", 1),
+            ("bias", True),
+            ("batch_first", False),
+            ("dropout", 0.0),
+            ("bidirectional", False),
+        ):
             if getattr(self, k) != default:
                 s += f", {k}={getattr(self, k)}"
         return s
@@ -148,14 +187,33 @@ class RNN(RNNBase):
 
     kind = "rnn"
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
-                 dropout: float = 0.0, bidirectional: bool = False, **kw: Any):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        **kw: Any,
+    ):
         if kw.get("proj_size"):
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         kw.pop("proj_size", None)
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, 0, nonlinearity=nonlinearity, **kw)
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            0,
+            nonlinearity=nonlinearity,
+            **kw,
+        )
 
 
 class LSTM(RNNBase):
@@ -200,11 +258,20 @@ class GRU(RNNBase):
 
     kind = "gru"
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 **kw: Any):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        **kw: Any,
+    ):
         if kw.get("proj_size"):
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         kw.pop("proj_size", None)
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, 0, **kw)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, **kw
+        )

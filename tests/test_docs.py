@@ -271,8 +271,7 @@ CELL_EQUATIONS = {  # a fragment of each cell's equations that its docstring mus
 }
 # Known gaps in files other than cells.py / scan.py, as strict xfails: fixing one makes
 # its test XPASS, which fails, so the entry must then be deleted from this table.
-KNOWN_GAPS: dict[tuple[str, str], str] = {
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 
 
 def _public() -> dict[str, object]:
