@@ -394,6 +394,22 @@ def _check_hidden(name: str, label: str, h: Any, expected: tuple[int, ...], dtyp
     return jnp.asarray(h)
 
 
+def check_nonlinearity(kind: str, nonlinearity: str) -> None:
+    """Raise torch's error for an RNN nonlinearity other than ``'tanh'`` or ``'relu'``."""
+    if kind == "rnn" and nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+
+
+def check_dropout(dropout: Any) -> float:
+    """Raise torch's error unless ``dropout`` is a number in [0, 1]; return it as a float."""
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
+        raise ValueError(
+            "dropout should be a number in range [0, 1] representing the probability "
+            f"of an element being zeroed, got {dropout!r}"
+        )
+    return float(dropout)
+
+
 def _dropout(key: Array, x: Array, rate: float) -> Array:
     if rate >= 1.0:
         return jnp.zeros_like(x)
@@ -424,13 +440,8 @@ def run_stack(
     """Shared implementation of :func:`rnn`, :func:`lstm` and :func:`gru`."""
     spec = spec_from_params(kind, params)
     name = _NAME[kind]
-    if kind == "rnn" and nonlinearity not in ("tanh", "relu"):
-        raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
-    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
-        raise ValueError(
-            "dropout should be a number in range [0, 1] representing the probability "
-            f"of an element being zeroed, got {dropout!r}"
-        )
+    check_nonlinearity(kind, nonlinearity)
+    check_dropout(dropout)
     if impl not in LAYER_IMPLS:
         raise ValueError(f"Unknown impl {impl!r}; expected one of {sorted(LAYER_IMPLS)}")
     if not isinstance(unroll, (int, bool)) or (not isinstance(unroll, bool) and unroll < 1):

@@ -43,6 +43,7 @@ import numpy as np
 from flax import nnx
 
 from jaxseq import nn as jnn
+from jaxseq.layers import check_dropout
 
 Array = jax.Array
 
@@ -133,12 +134,6 @@ def make_rnn(
     return _CELLS[cell](input_size, hidden_size, num_layers, **kw)
 
 
-def _check_dropout(dropout: float) -> float:
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
-        raise ValueError(f"dropout should be a number in range [0, 1], got {dropout!r}")
-    return float(dropout)
-
-
 def _as_float(x: Any, dtype: Any) -> Array:
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -197,7 +192,7 @@ class SequenceClassifier(nnx.Module):
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        dropout = _check_dropout(dropout)
+        dropout = check_dropout(dropout)
         self.cell = cell
         self.param_dtype = param_dtype
         self.embedding = (
@@ -266,7 +261,7 @@ class FeedForwardClassifier(nnx.Module):
                 for a, b in zip(sizes[:-1], sizes[1:], strict=True)
             ]
         )
-        self.dropout = nnx.Dropout(_check_dropout(dropout), rngs=rngs)
+        self.dropout = nnx.Dropout(check_dropout(dropout), rngs=rngs)
         self.head = torch_linear(hidden_size, num_classes, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: Array, lengths: Array | None = None) -> Array:
@@ -308,7 +303,7 @@ class Forecaster(nnx.Module):
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        dropout = _check_dropout(dropout)
+        dropout = check_dropout(dropout)
         self.horizon = horizon
         self.output_size = output_size if output_size is not None else input_size
         self.param_dtype = param_dtype
@@ -353,7 +348,7 @@ class CharLM(nnx.Module):
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        dropout = _check_dropout(dropout)
+        dropout = check_dropout(dropout)
         self.embedding = torch_embed(vocab_size, embed_dim, param_dtype=param_dtype, rngs=rngs)
         self.rnn = make_rnn(
             cell,

@@ -19,10 +19,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from jaxseq.layers import RNNSpec, run_stack
+from jaxseq.layers import RNNSpec, check_dropout, check_nonlinearity, init_params, run_stack
 
 Array = jax.Array
 
@@ -69,19 +68,8 @@ class RNNBase(nnx.Module):
             proj_size,
         )
         spec.validate()
-        if self.kind == "rnn" and nonlinearity not in ("tanh", "relu"):
-            raise ValueError(
-                f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'."
-            )
-        if (
-            not isinstance(dropout, (int, float))
-            or isinstance(dropout, bool)
-            or not 0 <= dropout <= 1
-        ):
-            raise ValueError(
-                "dropout should be a number in range [0, 1] representing the probability "
-                f"of an element being zeroed, got {dropout!r}"
-            )
+        check_nonlinearity(self.kind, nonlinearity)
+        check_dropout(dropout)
         if not isinstance(rngs, nnx.Rngs):
             raise TypeError(f"rngs must be an nnx.Rngs, got {type(rngs).__name__}")
         self.input_size = input_size
@@ -99,10 +87,19 @@ class RNNBase(nnx.Module):
         self.impl = impl
         self.remat = remat
         self.deterministic = False  # torch modules start in training mode
-        bound = 1.0 / np.sqrt(hidden_size)
-        self._param_names = tuple(spec.param_shapes())
-        for name, shape in spec.param_shapes().items():
-            value = jax.random.uniform(rngs.params(), shape, param_dtype, -bound, bound)
+        values = init_params(
+            rngs.params(),
+            self.kind,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias=self.bias,
+            bidirectional=self.bidirectional,
+            proj_size=proj_size,
+            dtype=param_dtype,
+        )
+        self._param_names = tuple(values)
+        for name, value in values.items():
             setattr(self, name, nnx.Param(value))
         self.dropout_rngs = rngs["dropout"].fork() if self.dropout > 0 and num_layers > 1 else None
 
@@ -199,9 +196,7 @@ class RNN(RNNBase):
         bidirectional: bool = False,
         **kw: Any,
     ):
-        if kw.get("proj_size"):
-            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
-        kw.pop("proj_size", None)
+        # proj_size is not an RNN argument; RNNSpec.validate() raises torch's error for it.
         super().__init__(
             input_size,
             hidden_size,
@@ -210,7 +205,7 @@ class RNN(RNNBase):
             batch_first,
             dropout,
             bidirectional,
-            0,
+            kw.pop("proj_size", 0),
             nonlinearity=nonlinearity,
             **kw,
         )
@@ -257,21 +252,3 @@ class GRU(RNNBase):
     """
 
     kind = "gru"
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        **kw: Any,
-    ):
-        if kw.get("proj_size"):
-            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
-        kw.pop("proj_size", None)
-        super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, **kw
-        )
