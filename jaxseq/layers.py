@@ -327,16 +327,19 @@ def _layer_hoisted(kind, nonlinearity, dir_params, x, carries, lengths, unroll):
     return jnp.concatenate(outs, axis=-1) if len(outs) > 1 else outs[0], finals
 
 
-#: Registered layer implementations; ``"fast"`` (:func:`jaxseq.fused.fused_layer`: hoisted
-#: projection, fused directions, custom VJP) is the default.
+#: Registered layer implementations; ``"fast"`` (:func:`jaxseq.fused.fused_layer`: fused
+#: directions, custom VJP, input projection placed per backend) is the default;
+#: ``"fast_loop"`` / ``"fast_hoisted"`` pin where its input projection happens.
 LAYER_IMPLS: dict[str, LayerImpl] = {
     "reference": _layer_reference,
     "hoisted": _layer_hoisted,
     "fast": fused_layer,
+    "fast_loop": functools.partial(fused_layer, project="loop"),
+    "fast_hoisted": functools.partial(fused_layer, project="hoisted"),
 }
 
 #: The implementations that accept ``remat``.
-_REMAT_IMPLS = ("fast",)
+_REMAT_IMPLS = ("fast", "fast_loop", "fast_hoisted")
 
 
 # --------------------------------------------------------------------------- validation
@@ -574,8 +577,10 @@ _CALL_DOC = """
       train: apply dropout (needs ``key`` when ``dropout > 0`` and there are 2+ layers).
       key: PRNG key for dropout.
       unroll: ``jax.lax.scan`` unroll factor.
-      impl: ``"fast"`` (default: input projection hoisted out of the scan, directions
-        fused in one scan, custom VJP; see :mod:`jaxseq.fused`), ``"hoisted"`` (projection
+      impl: ``"fast"`` (default: directions fused in one scan, custom VJP, the input
+        projection in the per-step matmul on CPU and hoisted out of the scan elsewhere;
+        ``"fast_loop"`` / ``"fast_hoisted"`` force one placement; see
+        :mod:`jaxseq.fused`), ``"hoisted"`` (projection
         hoisted, one plain masked scan per direction) or ``"reference"`` (the cell, input
         matmul included, inside a plain masked scan — slow and obviously correct).
       dtype: computation dtype; default: the promotion of the input and parameter dtypes.

@@ -1,5 +1,9 @@
 """The fast path (``impl="fast"``, :mod:`jaxseq.fused`) against the reference layer.
 
+Both placements of the input projection are held to it: ``"fast"`` is ``"fast_loop"`` on
+the CPU this suite runs on, and ``"fast_hoisted"`` (the default on other backends) runs
+on every other case.
+
 Values and every gradient (parameters, input, hx) must agree: to 1e-12 in float64 and
 1e-5 in float32, over a seeded sample of kinds x layers x bidirectional x bias x
 proj_size x lengths (with zeros) x hx x batch_first. ``remat`` must not change values
@@ -99,13 +103,16 @@ def _assert_close(a, b, tol):
 
 
 @pytest.mark.parametrize(
-    "case,dtype,tol",
-    [(c, jnp.float64, 1e-12) for c in CASES] + [(c, jnp.float32, 1e-5) for c in CASES_F32],
+    "case,dtype,tol,impl",
+    [(c, jnp.float64, 1e-12, "fast") for c in CASES]
+    + [(c, jnp.float32, 1e-5, "fast") for c in CASES_F32]
+    + [(c, jnp.float64, 1e-12, "fast_hoisted") for c in CASES[::2]]
+    + [(c, jnp.float32, 1e-5, "fast_hoisted") for c in CASES_F32[1::2]],
     ids=lambda v: "-".join(map(str, v)) if isinstance(v, tuple) else None,
 )
-def test_fast_matches_reference(case, dtype, tol):
+def test_fast_matches_reference(case, dtype, tol, impl):
     args = _inputs(case, dtype)
-    got = _loss_fn(case, "fast")(*args)
+    got = _loss_fn(case, impl)(*args)
     want = _loss_fn(case, "reference")(*args)
     _assert_close(got, want, tol)
     # The masking contract holds on the fast path itself: zero output on padding.
@@ -124,6 +131,15 @@ def test_fast_matches_reference(case, dtype, tol):
 def test_remat_equals_no_remat(case, remat):
     args = _inputs(case, jnp.float64)
     _assert_close(_loss_fn(case, "fast", remat)(*args), _loss_fn(case, "fast")(*args), 1e-12)
+
+
+def test_default_placement_is_loop_on_cpu_and_both_agree():
+    case = CASES[0]
+    assert jax.default_backend() == "cpu"
+    args = _inputs(case, jnp.float64)
+    loop = _loss_fn(case, "fast_loop")(*args)
+    _assert_close(_loss_fn(case, "fast")(*args), loop, 0.0)  # the same program
+    _assert_close(_loss_fn(case, "fast_hoisted", 2)(*args), loop, 1e-12)
 
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])

@@ -44,7 +44,7 @@ def test_remat_memory_grows_sublinearly_in_T():
     assert plain >= gates_bytes
     # remat keeps T/K boundary carries and one chunk: far below the per-step residuals.
     assert chunked < plain / 8, (chunked, plain)
-    assert chunked < gates_bytes / 8, (chunked, gates_bytes)
+    assert chunked < gates_bytes / 4, (chunked, gates_bytes)
 
 
 def test_remat_gives_the_same_gradients_at_length_4096():
