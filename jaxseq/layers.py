@@ -578,8 +578,8 @@ _CALL_DOC = """
       key: PRNG key for dropout.
       unroll: ``jax.lax.scan`` unroll factor.
       impl: ``"fast"`` (default: directions fused in one scan, custom VJP, the input
-        projection in the per-step matmul on CPU and hoisted out of the scan elsewhere;
-        ``"fast_loop"`` / ``"fast_hoisted"`` force one placement; see
+        projection hoisted out of the scan, or for the LSTM on CPU part of the per-step
+        matmul; ``"fast_loop"`` / ``"fast_hoisted"`` force one placement; see
         :mod:`jaxseq.fused`), ``"hoisted"`` (projection
         hoisted, one plain masked scan per direction) or ``"reference"`` (the cell, input
         matmul included, inside a plain masked scan — slow and obviously correct).

@@ -1,8 +1,7 @@
 """The fast path (``impl="fast"``, :mod:`jaxseq.fused`) against the reference layer.
 
-Both placements of the input projection are held to it: ``"fast"`` is ``"fast_loop"`` on
-the CPU this suite runs on, and ``"fast_hoisted"`` (the default on other backends) runs
-on every other case.
+Both placements of the input projection are held to it: ``"fast"`` uses the default one
+(``jaxseq.fused.default_projection``), and every other case runs again with the other one.
 
 Values and every gradient (parameters, input, hx) must agree: to 1e-12 in float64 and
 1e-5 in float32, over a seeded sample of kinds x layers x bidirectional x bias x
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 
 import jaxseq
+from jaxseq.fused import default_projection
 from jaxseq.layers import run_stack
 
 T, N, I, H = 6, 4, 3, 5
@@ -102,12 +102,16 @@ def _assert_close(a, b, tol):
         np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=tol, atol=tol)
 
 
+def _other_placement(kind):
+    return "fast_hoisted" if default_projection(kind) == "loop" else "fast_loop"
+
+
 @pytest.mark.parametrize(
     "case,dtype,tol,impl",
     [(c, jnp.float64, 1e-12, "fast") for c in CASES]
     + [(c, jnp.float32, 1e-5, "fast") for c in CASES_F32]
-    + [(c, jnp.float64, 1e-12, "fast_hoisted") for c in CASES[::2]]
-    + [(c, jnp.float32, 1e-5, "fast_hoisted") for c in CASES_F32[1::2]],
+    + [(c, jnp.float64, 1e-12, _other_placement(c[0])) for c in CASES[::2]]
+    + [(c, jnp.float32, 1e-5, _other_placement(c[0])) for c in CASES_F32[1::2]],
     ids=lambda v: "-".join(map(str, v)) if isinstance(v, tuple) else None,
 )
 def test_fast_matches_reference(case, dtype, tol, impl):
@@ -133,9 +137,10 @@ def test_remat_equals_no_remat(case, remat):
     _assert_close(_loss_fn(case, "fast", remat)(*args), _loss_fn(case, "fast")(*args), 1e-12)
 
 
-def test_default_placement_is_loop_on_cpu_and_both_agree():
-    case = CASES[0]
+def test_default_placement_on_cpu_and_both_agree():
     assert jax.default_backend() == "cpu"
+    assert [default_projection(k) for k in ("lstm", "gru", "rnn")] == ["loop", "hoisted", "hoisted"]
+    case = next(c for c in CASES if c[0] == "lstm")
     args = _inputs(case, jnp.float64)
     loop = _loss_fn(case, "fast_loop")(*args)
     _assert_close(_loss_fn(case, "fast")(*args), loop, 0.0)  # the same program
