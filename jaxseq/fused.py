@@ -96,6 +96,10 @@ def _where(valid: Array, a: Array, b: Array) -> Array:
     return jnp.where(valid, a, b)
 
 
+def _zeros_where_invalid(valid: Array, a: Array) -> Array:
+    return jnp.where(valid, a, jnp.zeros_like(a))
+
+
 def _lstm_act_consts(hidden: int, dtype: Any, ndim: int) -> tuple[Array, Array]:
     """Per-column scale and shift that turn one tanh into LSTM's [sigmoid x3, tanh] gates."""
     gate = np.arange(4 * hidden) // hidden
@@ -135,13 +139,13 @@ def _step(kind: str, nonlinearity: str, w: dict[str, Any], carry: Any, gx: Array
             )
         new = (_where(valid, h_new, h), _where(valid, c_new, c))
         # Backward coefficients (see _recurrence_bwd), mask folded in.
-        P = _where(valid, o * (1.0 - tc * tc), jnp.zeros_like(tc))
+        P = _zeros_where_invalid(valid, o * (1.0 - tc * tc))
         Q = jnp.concatenate(
             [g * i * (1.0 - i), c * f * (1.0 - f), i * (1.0 - g * g), tc * o * (1.0 - o)], axis=-1
         )
-        Q = _where(valid, Q, jnp.zeros_like(Q))
+        Q = _zeros_where_invalid(valid, Q)
         F = _where(valid, f, jnp.ones_like(f))
-        res = (P, Q, F) if w["w_hr"] is None else (P, Q, F, _where(valid, m, jnp.zeros_like(m)))
+        res = (P, Q, F) if w["w_hr"] is None else (P, Q, F, _zeros_where_invalid(valid, m))
     elif kind == "gru":
         h = carry
         if w.get("w_ih_t") is not None:
@@ -151,22 +155,18 @@ def _step(kind: str, nonlinearity: str, w: dict[str, Any], carry: Any, gx: Array
         gh = _bmm(h, w["w_hh_t"])
         if b_hh is not None:
             gh = gh + b_hh
-        x_r, x_z, x_n = jnp.split(gx, 3, axis=-1)
-        h_r, h_z, h_n = jnp.split(gh, 3, axis=-1)
+        x_rz, x_n = jnp.split(gx, [2 * h.shape[-1]], axis=-1)
+        h_rz, h_n = jnp.split(gh, [2 * h.shape[-1]], axis=-1)
         # sigmoid(v) = 0.5 * tanh(v / 2) + 0.5: one transcendental over both gates.
-        rz = (
-            0.5 * jnp.tanh(0.5 * (gx[..., : 2 * h_n.shape[-1]] + gh[..., : 2 * h_n.shape[-1]]))
-            + 0.5
-        )
-        r, z = jnp.split(rz, 2, axis=-1)
+        r, z = jnp.split(0.5 * jnp.tanh(0.5 * (x_rz + h_rz)) + 0.5, 2, axis=-1)
         n = jnp.tanh(x_n + r * h_n)
         h_new = (1.0 - z) * n + z * h
         new = _where(valid, h_new, h)
         pn = (1.0 - z) * (1.0 - n * n)
         pz = (h - n) * z * (1.0 - z)
         pr = pn * h_n * r * (1.0 - r)
-        Qx = _where(valid, jnp.concatenate([pr, pz, pn], axis=-1), jnp.zeros_like(gx))
-        Qh = _where(valid, jnp.concatenate([pr, pz, pn * r], axis=-1), jnp.zeros_like(gx))
+        Qx = _zeros_where_invalid(valid, jnp.concatenate([pr, pz, pn], axis=-1))
+        Qh = _zeros_where_invalid(valid, jnp.concatenate([pr, pz, pn * r], axis=-1))
         res = (Qx, Qh, _where(valid, z, jnp.ones_like(z)))
     else:
         h = carry
@@ -179,8 +179,8 @@ def _step(kind: str, nonlinearity: str, w: dict[str, Any], carry: Any, gx: Array
         h_new = jnp.tanh(pre) if nonlinearity == "tanh" else jax.nn.relu(pre)
         new = _where(valid, h_new, h)
         P = 1.0 - h_new * h_new if nonlinearity == "tanh" else (pre > 0).astype(pre.dtype)
-        res = (_where(valid, P, jnp.zeros_like(P)),)
-    y = _where(valid, h_new, jnp.zeros_like(h_new))
+        res = (_zeros_where_invalid(valid, P),)
+    y = _zeros_where_invalid(valid, h_new)
     return new, y, res
 
 
@@ -233,10 +233,6 @@ def _tile(a: Array, k: int) -> Array:
     return jnp.concatenate([a] * k, axis=-1)
 
 
-def _zeros_where_invalid(valid: Array, a: Array) -> Array:
-    return jnp.where(valid, a, jnp.zeros_like(a))
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 def _recurrence(kind, nonlinearity, unroll, w, gx, valid, carry):
     """The masked recurrence over pre-projected inputs: (final carry, ys (T, D, N, H_out))."""
@@ -253,12 +249,11 @@ def _recurrence_bwd(kind, nonlinearity, unroll, saved, cts):
     """Backward of the recurrence.
 
     The step's backward is linear in the carried gradients, with coefficients that depend
-    only on the saved forward values; those coefficients are computed for all steps at
-    once before the scan (vectorised, outside the loop), with the mask folded in
-    (coefficient 0 on invalid steps, pass-through 1 for the carried gradient). The scan
-    then does a few multiply-adds and one matmul per step.
+    only on forward values; the forward scan saved them (``res``, see :func:`_step`) with
+    the mask folded in (coefficient 0 on invalid steps, pass-through 1 for the carried
+    gradient). The scan does a few multiply-adds and one matmul per step.
     """
-    w, inp, valid, res, ys, h0 = saved
+    w, inputs, valid, res, ys, h0 = saved
     d_final, dys = cts
     w_hh = jnp.swapaxes(w["w_hh_t"], 1, 2)  # (D, G*H, H_out)
     w_hr = w["w_hr"]
@@ -313,12 +308,12 @@ def _recurrence_bwd(kind, nonlinearity, unroll, saved, cts):
     if w.get("w_ih_t") is not None:
         # Projection done in the loop: its gradients too. With the projection and the
         # recurrence sharing dG (LSTM, RNN), [x, h_prev]^T dG is a single matmul.
-        n_in = inp.shape[-1]
+        n_in = inputs.shape[-1]
         if kind == "gru":
-            dw["w_ih_t"] = _contract_tn(inp, dgx)
+            dw["w_ih_t"] = _contract_tn(inputs, dgx)
             dw["w_hh_t"] = _contract_tn(h_prev, dgh)
         else:
-            dcat = _contract_tn(jnp.concatenate([inp, h_prev], axis=-1), dgx)
+            dcat = _contract_tn(jnp.concatenate([inputs, h_prev], axis=-1), dgx)
             dw["w_ih_t"], dw["w_hh_t"] = dcat[:, :n_in], dcat[:, n_in:]
         if w["b_ih"] is not None:
             dw["b_ih"] = jnp.sum(dgx, axis=(0, 2))
