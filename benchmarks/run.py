@@ -79,14 +79,27 @@ FRAMEWORKS = [
     "jaxseq",
     "jaxseq_ref",
     "jaxseq_hoisted",
+    "jaxseq_loop",
     "torch_padded",
     "torch_packed",
     "flax_linen",
 ]
 #: Timed unless --frameworks says otherwise (jaxseq_hoisted is opt-in).
 DEFAULT_FRAMEWORKS = ["jaxseq", "jaxseq_ref", "torch_padded", "torch_packed", "flax_linen"]
-BASELINES = ["torch_padded", "torch_packed", "flax_linen", "jaxseq_ref", "jaxseq_hoisted"]
-_JAXSEQ_IMPLS = {"jaxseq": "fast", "jaxseq_ref": "reference", "jaxseq_hoisted": "fast_hoisted"}
+BASELINES = [
+    "torch_padded",
+    "torch_packed",
+    "flax_linen",
+    "jaxseq_ref",
+    "jaxseq_hoisted",
+    "jaxseq_loop",
+]
+_JAXSEQ_IMPLS = {
+    "jaxseq": "fast",
+    "jaxseq_ref": "reference",
+    "jaxseq_hoisted": "fast_hoisted",
+    "jaxseq_loop": "fast_loop",
+}
 MODES = ["train", "fwd", "infer"]
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
