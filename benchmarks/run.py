@@ -9,7 +9,10 @@ three jitted / eager programs per framework, float32, lengths drawn in [T/2, T]:
 
 Frameworks: ``jaxseq`` (the default fast path, lengths given), ``jaxseq_ref`` (the
 reference layer, lengths given), ``jaxseq_hoisted`` (opt-in: the fast path with the input
-projection hoisted out of the scan, the default off the CPU), ``torch_padded`` (``nn.LSTM`` on the padded batch, no
+projection hoisted out of the scan, the default off the CPU), ``jaxseq_loop`` (opt-in: the
+input projection in the per-step matmul), ``jaxseq_dp`` (opt-in: the default fast path
+with the batch split over every local JAX device; on a CPU, run with ``--host-devices 2``
+so that XLA makes one device per core), ``torch_padded`` (``nn.LSTM`` on the padded batch, no
 lengths), ``torch_packed`` (``pack_padded_sequence`` — the like-for-like way to honour
 lengths in torch), ``flax_linen`` (``nn.RNN`` with its own cells and ``seq_lengths``).
 Repeats are interleaved across frameworks after a warm-up; medians and IQRs are reported,
@@ -19,7 +22,7 @@ change (must be 1), and memory: XLA's own estimate for the compiled JAX steps an
 bytes torch's autograd saves for backward.
 
     python -m benchmarks.run [--quick | --full] [--kinds lstm gru] [--configs target]
-                             [--frameworks ...] [--repeats R] --out DIR
+                             [--frameworks ...] [--repeats R] [--host-devices N] --out DIR
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ CONFIGS = {
     "long": Config(32, 500, 64, 256),
     "wide": Config(256, 50, 128, 512),
     "tiny_long": Config(1, 1000, 4, 8),
-    "smoke": Config(3, 6, 4, 5),  # for the smoke test only
+    "smoke": Config(3, 6, 4, 5),  # for the smoke tests only
+    "smoke_even": Config(4, 6, 4, 5),
 }
 DEFAULT_PLAN = [
     ("target", "lstm"),
@@ -80,6 +84,7 @@ FRAMEWORKS = [
     "jaxseq_ref",
     "jaxseq_hoisted",
     "jaxseq_loop",
+    "jaxseq_dp",
     "torch_padded",
     "torch_packed",
     "flax_linen",
@@ -93,13 +98,17 @@ BASELINES = [
     "jaxseq_ref",
     "jaxseq_hoisted",
     "jaxseq_loop",
+    "jaxseq_dp",
 ]
 _JAXSEQ_IMPLS = {
     "jaxseq": "fast",
     "jaxseq_ref": "reference",
     "jaxseq_hoisted": "fast_hoisted",
     "jaxseq_loop": "fast_loop",
+    "jaxseq_dp": "fast",
 }
+#: Frameworks that shard the batch over all local devices.
+_DATA_PARALLEL = ("jaxseq_dp",)
 MODES = ["train", "fwd", "infer"]
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
@@ -205,8 +214,17 @@ def _compile_info(jitted, args) -> dict[str, Any]:
 
 
 def build_jaxseq(
-    kind: str, cfg: Config, x_np, lengths_np, impl: str, torch_module=None, unroll: int = 1
+    kind: str,
+    cfg: Config,
+    x_np,
+    lengths_np,
+    impl: str,
+    torch_module=None,
+    unroll: int = 1,
+    data_parallel: bool = False,
 ):
+    """jaxseq's programs; ``data_parallel``: the batch split over every local device
+    (parameters replicated, gradients summed across devices by XLA)."""
     import jax
     import jax.numpy as jnp
 
@@ -230,9 +248,29 @@ def build_jaxseq(
         loss, g = jax.value_and_grad(loss_fn)(p, x, lengths)
         return loss, jax.tree.map(lambda a, b: a - 1e-3 * b, p, g)
 
-    train_j = jax.jit(train_step)
-    fwd_j = jax.jit(loss_fn)
-    infer_j = jax.jit(lambda p, x, lengths: run(p, x, lengths=lengths, impl=impl, unroll=unroll)[0])
+    def infer_fn(p, x, lengths):
+        return run(p, x, lengths=lengths, impl=impl, unroll=unroll)[0]
+
+    if data_parallel:
+        from jax.sharding import Mesh, NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        devices = jax.devices()
+        if cfg.B % len(devices):
+            raise ValueError(f"batch {cfg.B} does not split over {len(devices)} devices")
+        mesh = Mesh(np.array(devices), ("batch",))
+        rep, by_t_b = NamedSharding(mesh, P()), NamedSharding(mesh, P(None, "batch"))
+        by_b = NamedSharding(mesh, P("batch"))
+        params, x = jax.device_put(params, rep), jax.device_put(x, by_t_b)
+        lengths = jax.device_put(lengths, by_b)
+        ins = (rep, by_t_b, by_b)
+        train_j = jax.jit(train_step, in_shardings=ins, out_shardings=(rep, rep))
+        fwd_j = jax.jit(loss_fn, in_shardings=ins, out_shardings=rep)
+        infer_j = jax.jit(infer_fn, in_shardings=ins, out_shardings=by_t_b)
+    else:
+        train_j = jax.jit(train_step)
+        fwd_j = jax.jit(loss_fn)
+        infer_j = jax.jit(infer_fn)
 
     info = {
         "compile": _compile_info(train_j, (params, x, lengths)),
@@ -241,7 +279,10 @@ def build_jaxseq(
     # Compile count when only the lengths change: must stay 1.
     for seed in range(3):
         _, other = _data(cfg, seed=seed + 1)
-        jax.block_until_ready(train_j(params, x, jnp.asarray(other, jnp.int32)))
+        other = jnp.asarray(other, jnp.int32)
+        if data_parallel:
+            other = jax.device_put(other, by_b)
+        jax.block_until_ready(train_j(params, x, other))
     info["compile_count_lengths_change"] = len(traces)
     info["memory_bytes"] = {
         "train": info["compile"]["temp_plus_output_bytes"],
@@ -261,6 +302,8 @@ def build_jaxseq(
 
     def loss_no_lengths():
         return float(jax.jit(lambda p, x: loss_fn(p, x, None))(params, x))
+
+    info["devices"] = len(jax.devices()) if data_parallel else 1
 
     return {"train": train, "fwd": fwd, "infer": infer}, info, loss_no_lengths
 
@@ -399,9 +442,13 @@ def bench_one(
     check: dict[str, float] = {}
     for fw in frameworks:
         if fw in _JAXSEQ_IMPLS:
-            f, info, loss_nl = build_jaxseq(kind, cfg, x, lengths, _JAXSEQ_IMPLS[fw], tmod)
+            f, info, loss_nl = build_jaxseq(
+                kind, cfg, x, lengths, _JAXSEQ_IMPLS[fw], tmod, data_parallel=fw in _DATA_PARALLEL
+            )
             if fw == "jaxseq":
                 check["jaxseq_loss_no_lengths"] = loss_nl()
+            if fw in ("jaxseq", "jaxseq_dp"):
+                check[f"{fw}_loss"] = f["fwd"]()
         elif fw in ("torch_padded", "torch_packed"):
             f, info, module = build_torch(kind, cfg, x, lengths, packed=fw == "torch_packed")
             if fw == "torch_padded":
@@ -445,6 +492,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         "# jaxseq benchmarks",
         "",
         f"{m['platform']}, {m['cpu_count']} CPUs, torch threads {m['torch_threads']}, "
+        f"JAX devices {m.get('jax_devices', 1)} (jaxseq_dp splits the batch over them), "
         f"float32, lengths uniform in [T/2, T]. Matmul peak (1024x1024 f32): "
         f"{report['matmul_peak']['peak']:.1f} GFLOP/s (torch {report['matmul_peak']['torch']:.1f}, "
         f"jax {report['matmul_peak']['jax']:.1f}).",
@@ -511,8 +559,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=None,
         help="stop a (mode, config) after this many seconds of timing",
     )
+    ap.add_argument(
+        "--host-devices",
+        type=int,
+        default=1,
+        help="split the CPU into this many XLA host devices (for jaxseq_dp); set before JAX "
+        "starts, so it must be the first use of JAX in the process",
+    )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
+    if args.host_devices > 1:
+        if "jax" in sys.modules:
+            raise RuntimeError("--host-devices must be set before JAX is imported")
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = (
+            f"{flags} --xla_force_host_platform_device_count={args.host_devices}"
+        ).strip()
 
     import torch
 
@@ -541,6 +603,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
+            "jax_devices": len(jax.devices()),
             "jax": jax.__version__,
             "torch": torch.__version__,
             "python": platform.python_version(),

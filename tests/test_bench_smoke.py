@@ -68,3 +68,21 @@ def test_bench_harness_smoke(tmp_path):
     np.testing.assert_allclose(
         check["jaxseq_loss_no_lengths"], check["torch_padded_loss"], rtol=1e-5
     )
+
+
+def test_bench_data_parallel_smoke(tmp_path):
+    """``--host-devices 2``: jaxseq_dp splits the batch over two CPU devices and gives the
+    loss of the single-device step (the same program, sharded)."""
+    cmd = [sys.executable, "-m", "benchmarks.run", "--configs", "smoke_even", "--kinds", "lstm"]
+    cmd += ["--frameworks", "jaxseq", "jaxseq_dp", "--repeats", "2", "--host-devices", "2"]
+    cmd += ["--out", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["machine"]["jax_devices"] == 2
+    (r,) = report["results"]
+    assert r["info"]["jaxseq_dp"]["devices"] == 2
+    assert r["info"]["jaxseq_dp"]["compile_count_lengths_change"] == 1
+    check = r["loss_check"]
+    assert check["jaxseq_loss"] > 0
+    np.testing.assert_allclose(check["jaxseq_dp_loss"], check["jaxseq_loss"], rtol=1e-6)
