@@ -10,9 +10,9 @@ three jitted / eager programs per framework, float32, lengths drawn in [T/2, T]:
 Frameworks: ``jaxseq`` (the default fast path, lengths given), ``jaxseq_ref`` (the
 reference layer, lengths given), ``jaxseq_hoisted`` (opt-in: the fast path with the input
 projection hoisted out of the scan, the default off the CPU), ``jaxseq_loop`` (opt-in: the
-input projection in the per-step matmul), ``jaxseq_dp`` (opt-in: the default fast path
-with the batch split over every local JAX device; on a CPU, run with ``--host-devices 2``
-so that XLA makes one device per core), ``torch_padded`` (``nn.LSTM`` on the padded batch, no
+input projection in the per-step matmul), ``jaxseq_dp`` (the default fast path with the batch
+split over every local JAX device by ``shard_map``; on a CPU the harness makes XLA expose
+2 host devices, one per core, with ``--host-devices``), ``torch_padded`` (``nn.LSTM`` on the padded batch, no
 lengths), ``torch_packed`` (``pack_padded_sequence`` — the like-for-like way to honour
 lengths in torch), ``flax_linen`` (``nn.RNN`` with its own cells and ``seq_lengths``).
 Repeats are interleaved across frameworks after a warm-up; medians and IQRs are reported,
@@ -90,7 +90,14 @@ FRAMEWORKS = [
     "flax_linen",
 ]
 #: Timed unless --frameworks says otherwise (jaxseq_hoisted is opt-in).
-DEFAULT_FRAMEWORKS = ["jaxseq", "jaxseq_ref", "torch_padded", "torch_packed", "flax_linen"]
+DEFAULT_FRAMEWORKS = [
+    "jaxseq",
+    "jaxseq_dp",
+    "jaxseq_ref",
+    "torch_padded",
+    "torch_packed",
+    "flax_linen",
+]
 BASELINES = [
     "torch_padded",
     "torch_packed",
@@ -252,6 +259,8 @@ def build_jaxseq(
         return run(p, x, lengths=lengths, impl=impl, unroll=unroll)[0]
 
     if data_parallel:
+        # shard_map: each device runs the single-device program on its slice of the batch;
+        # the loss (a mean over equal slices) and the gradients are averaged across them.
         from jax.sharding import Mesh, NamedSharding
         from jax.sharding import PartitionSpec as P
 
@@ -259,14 +268,29 @@ def build_jaxseq(
         if cfg.B % len(devices):
             raise ValueError(f"batch {cfg.B} does not split over {len(devices)} devices")
         mesh = Mesh(np.array(devices), ("batch",))
-        rep, by_t_b = NamedSharding(mesh, P()), NamedSharding(mesh, P(None, "batch"))
-        by_b = NamedSharding(mesh, P("batch"))
-        params, x = jax.device_put(params, rep), jax.device_put(x, by_t_b)
-        lengths = jax.device_put(lengths, by_b)
-        ins = (rep, by_t_b, by_b)
-        train_j = jax.jit(train_step, in_shardings=ins, out_shardings=(rep, rep))
-        fwd_j = jax.jit(loss_fn, in_shardings=ins, out_shardings=rep)
-        infer_j = jax.jit(infer_fn, in_shardings=ins, out_shardings=by_t_b)
+        specs = (P(), P(None, "batch"), P("batch"))
+
+        def dp_loss(p, x, lengths):
+            return jax.lax.pmean(loss_fn(p, x, lengths), "batch")
+
+        def dp_train(p, x, lengths):
+            traces.append(1)
+            loss, g = jax.value_and_grad(loss_fn)(p, x, lengths)
+            loss, g = jax.lax.pmean((loss, g), "batch")
+            return loss, jax.tree.map(lambda a, b: a - 1e-3 * b, p, g)
+
+        def wrap(f, out_specs):
+            # check_vma=False: the zero initial state is replicated while the carry it
+            # starts becomes batch-varying, which the check would reject in the scan.
+            sm = jax.shard_map(f, mesh=mesh, in_specs=specs, out_specs=out_specs, check_vma=False)
+            return jax.jit(sm)
+
+        params = jax.device_put(params, NamedSharding(mesh, specs[0]))
+        x = jax.device_put(x, NamedSharding(mesh, specs[1]))
+        lengths = jax.device_put(lengths, NamedSharding(mesh, specs[2]))
+        train_j = wrap(dp_train, (P(), P()))
+        fwd_j = wrap(dp_loss, P())
+        infer_j = wrap(infer_fn, P(None, "batch"))
     else:
         train_j = jax.jit(train_step)
         fwd_j = jax.jit(loss_fn)
@@ -281,7 +305,7 @@ def build_jaxseq(
         _, other = _data(cfg, seed=seed + 1)
         other = jnp.asarray(other, jnp.int32)
         if data_parallel:
-            other = jax.device_put(other, by_b)
+            other = jax.device_put(other, lengths.sharding)
         jax.block_until_ready(train_j(params, x, other))
     info["compile_count_lengths_change"] = len(traces)
     info["memory_bytes"] = {
@@ -440,6 +464,12 @@ def bench_one(
     fns: dict[str, dict[str, Callable[[], float]]] = {}
     infos: dict[str, Any] = {}
     check: dict[str, float] = {}
+    import jax
+
+    # A batch that does not split evenly over the devices (B=1) has no data-parallel run.
+    frameworks = [
+        fw for fw in frameworks if fw not in _DATA_PARALLEL or cfg.B % len(jax.devices()) == 0
+    ]
     for fw in frameworks:
         if fw in _JAXSEQ_IMPLS:
             f, info, loss_nl = build_jaxseq(
@@ -476,11 +506,13 @@ def bench_one(
         for s in stats.values():
             s["gflops"] = results["flops"][mode] / (s["median_ms"] / 1e3) / 1e9
             s["frac_of_peak"] = s["gflops"] / peak
-        if "jaxseq" in stats:
+        for ours in ("jaxseq", "jaxseq_dp"):
+            if ours not in stats:
+                continue
             for base in BASELINES:
-                if base in stats:
-                    stats["jaxseq"][f"ratio_vs_{base}"] = (
-                        stats["jaxseq"]["median_ms"] / stats[base]["median_ms"]
+                if base in stats and base != ours:
+                    stats[ours][f"ratio_vs_{base}"] = (
+                        stats[ours]["median_ms"] / stats[base]["median_ms"]
                     )
         results["modes"][mode] = stats
     return results
@@ -520,6 +552,14 @@ def to_markdown(report: dict[str, Any]) -> str:
                 f"{b}: {js[f'ratio_vs_{b}']:.2f}x" for b in BASELINES if f"ratio_vs_{b}" in js
             )
             lines.append(f"Training-step ratio jaxseq / baseline: {ratios}.")
+            dp = r["modes"]["train"].get("jaxseq_dp")
+            if dp:
+                ratios = ", ".join(
+                    f"{b}: {dp[f'ratio_vs_{b}']:.2f}x" for b in BASELINES if f"ratio_vs_{b}" in dp
+                )
+                lines.append(
+                    f"jaxseq_dp ({r['info']['jaxseq_dp']['devices']} devices) / baseline: {ratios}."
+                )
             info = r["info"]["jaxseq"]
             lines.append(
                 f"jaxseq compile: train step {info['compile']['compile_s']:.2f} s, "
@@ -562,12 +602,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--host-devices",
         type=int,
-        default=1,
-        help="split the CPU into this many XLA host devices (for jaxseq_dp); set before JAX "
-        "starts, so it must be the first use of JAX in the process",
+        default=None,
+        help="split the CPU into this many XLA host devices for jaxseq_dp (default: 2 when "
+        "jaxseq_dp is timed, else 1); set before JAX starts, so it must be the first use of "
+        "JAX in the process",
     )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
+    frameworks = args.frameworks or DEFAULT_FRAMEWORKS
+    if args.host_devices is None:
+        args.host_devices = 2 if "jaxseq_dp" in frameworks else 1
     if args.host_devices > 1:
         if "jax" in sys.modules:
             raise RuntimeError("--host-devices must be set before JAX is imported")
@@ -591,7 +635,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         plan = [("target", k) for k in ("lstm", "gru", "rnn")]
     else:
         plan = DEFAULT_PLAN
-    frameworks = args.frameworks or DEFAULT_FRAMEWORKS
 
     import jax
 
