@@ -280,8 +280,8 @@ def build_jaxseq(
             return loss, jax.tree.map(lambda a, b: a - 1e-3 * b, p, g)
 
         def wrap(f, out_specs):
-            # check_vma=False: the zero initial state is replicated while the carry it
-            # starts becomes batch-varying, which the check would reject in the scan.
+            # check_vma=False: jaxseq does not annotate mesh-varying values (the zero
+            # initial state is replicated, the carry it starts varies with the batch).
             sm = jax.shard_map(f, mesh=mesh, in_specs=specs, out_specs=out_specs, check_vma=False)
             return jax.jit(sm)
 
