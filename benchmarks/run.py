@@ -89,7 +89,7 @@ FRAMEWORKS = [
     "torch_packed",
     "flax_linen",
 ]
-#: Timed unless --frameworks says otherwise (jaxseq_hoisted is opt-in).
+#: Timed unless --frameworks says otherwise (jaxseq_hoisted and jaxseq_loop are opt-in).
 DEFAULT_FRAMEWORKS = [
     "jaxseq",
     "jaxseq_dp",
@@ -230,8 +230,8 @@ def build_jaxseq(
     unroll: int = 1,
     data_parallel: bool = False,
 ):
-    """jaxseq's programs; ``data_parallel``: the batch split over every local device
-    (parameters replicated, gradients summed across devices by XLA)."""
+    """jaxseq's programs; ``data_parallel``: the batch split over every local device by
+    ``shard_map`` (parameters replicated; loss and gradients averaged across devices)."""
     import jax
     import jax.numpy as jnp
 
@@ -248,19 +248,22 @@ def build_jaxseq(
         out, _ = run(p, x, lengths=lengths, impl=impl, unroll=unroll)
         return jnp.mean(out * out)
 
+    def average(tree):
+        """Across devices when data-parallel (equal slices: the mean of the means)."""
+        return jax.lax.pmean(tree, "batch") if data_parallel else tree
+
     traces = []
 
     def train_step(p, x, lengths):
         traces.append(1)
-        loss, g = jax.value_and_grad(loss_fn)(p, x, lengths)
+        loss, g = average(jax.value_and_grad(loss_fn)(p, x, lengths))
         return loss, jax.tree.map(lambda a, b: a - 1e-3 * b, p, g)
 
     def infer_fn(p, x, lengths):
         return run(p, x, lengths=lengths, impl=impl, unroll=unroll)[0]
 
     if data_parallel:
-        # shard_map: each device runs the single-device program on its slice of the batch;
-        # the loss (a mean over equal slices) and the gradients are averaged across them.
+        # shard_map: each device runs the single-device program on its slice of the batch.
         from jax.sharding import Mesh, NamedSharding
         from jax.sharding import PartitionSpec as P
 
@@ -271,13 +274,7 @@ def build_jaxseq(
         specs = (P(), P(None, "batch"), P("batch"))
 
         def dp_loss(p, x, lengths):
-            return jax.lax.pmean(loss_fn(p, x, lengths), "batch")
-
-        def dp_train(p, x, lengths):
-            traces.append(1)
-            loss, g = jax.value_and_grad(loss_fn)(p, x, lengths)
-            loss, g = jax.lax.pmean((loss, g), "batch")
-            return loss, jax.tree.map(lambda a, b: a - 1e-3 * b, p, g)
+            return average(loss_fn(p, x, lengths))
 
         def wrap(f, out_specs):
             # check_vma=False: jaxseq does not annotate mesh-varying values (the zero
@@ -288,7 +285,7 @@ def build_jaxseq(
         params = jax.device_put(params, NamedSharding(mesh, specs[0]))
         x = jax.device_put(x, NamedSharding(mesh, specs[1]))
         lengths = jax.device_put(lengths, NamedSharding(mesh, specs[2]))
-        train_j = wrap(dp_train, (P(), P()))
+        train_j = wrap(train_step, (P(), P()))
         fwd_j = wrap(dp_loss, P())
         infer_j = wrap(infer_fn, P(None, "batch"))
     else:
@@ -548,18 +545,18 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines.append("")
         js = r["modes"]["train"].get("jaxseq")
         if js:
-            ratios = ", ".join(
-                f"{b}: {js[f'ratio_vs_{b}']:.2f}x" for b in BASELINES if f"ratio_vs_{b}" in js
-            )
-            lines.append(f"Training-step ratio jaxseq / baseline: {ratios}.")
-            dp = r["modes"]["train"].get("jaxseq_dp")
-            if dp:
+            for ours, title in (
+                ("jaxseq", "Training-step ratio jaxseq"),
+                ("jaxseq_dp", "jaxseq_dp ({devices} devices)"),
+            ):
+                st = r["modes"]["train"].get(ours)
+                if not st:
+                    continue
                 ratios = ", ".join(
-                    f"{b}: {dp[f'ratio_vs_{b}']:.2f}x" for b in BASELINES if f"ratio_vs_{b}" in dp
+                    f"{b}: {st[f'ratio_vs_{b}']:.2f}x" for b in BASELINES if f"ratio_vs_{b}" in st
                 )
-                lines.append(
-                    f"jaxseq_dp ({r['info']['jaxseq_dp']['devices']} devices) / baseline: {ratios}."
-                )
+                devices = r["info"][ours]["devices"]
+                lines.append(f"{title.format(devices=devices)} / baseline: {ratios}.")
             info = r["info"]["jaxseq"]
             lines.append(
                 f"jaxseq compile: train step {info['compile']['compile_s']:.2f} s, "
