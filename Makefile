@@ -10,7 +10,7 @@ PYTEST_WORKERS ?= 2
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,examples,bench]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[torch,dev,examples,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)

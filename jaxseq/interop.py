@@ -5,6 +5,9 @@ onto a jaxseq module with no transposes for the recurrent layers. Layouts that d
 between the frameworks (e.g. ``nnx.Linear`` stores ``kernel`` as (in, out) where torch's
 ``weight`` is (out, in)) are listed once, in :data:`LAYOUT`.
 
+Whole modules: :func:`from_torch` / :func:`to_torch` (from :mod:`jaxseq.convert`) build the
+twin module with the same configuration and weights.
+
 Checkpoints: :func:`save` / :func:`load` write and read safetensors files under the torch
 names, the same files that ``torchseq.checkpoint.save`` / ``load`` write and read.
 """
@@ -32,6 +35,8 @@ __all__ = [
     "LAYOUT",
     "save",
     "load",
+    "from_torch",
+    "to_torch",
 ]
 
 # (module type, torch name) -> (nnx attribute, to_jax, to_torch). One table for every
@@ -75,9 +80,9 @@ def torch_named_params(module: nnx.Module) -> dict[str, tuple[nnx.Module, str, C
                 out[prefix + name] = (mod, name, *ident)
             return
         handled = set()
-        for (typ, tname), (attr, to_jax, to_torch) in LAYOUT.items():
+        for (typ, tname), (attr, to_jax, to_th) in LAYOUT.items():
             if type(mod) is typ and isinstance(getattr(mod, attr, None), nnx.Param):
-                out[prefix + tname] = (mod, attr, to_jax, to_torch)
+                out[prefix + tname] = (mod, attr, to_jax, to_th)
                 handled.add(attr)
         for attr, value in vars(mod).items():
             if attr in handled or attr.startswith("_"):
@@ -122,13 +127,13 @@ def load_torch_state_dict(
     missing = sorted(set(targets) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(targets))
     mismatched, updates = [], []
-    for name, (owner, attr, to_jax, to_torch) in targets.items():
+    for name, (owner, attr, to_jax, to_th) in targets.items():
         if name not in state_dict:
             continue
         raw = _to_numpy(state_dict[name])
         param = getattr(owner, attr)
         # Compare in torch's layout: the message names torch names, so it shows torch shapes.
-        expected = tuple(to_torch(np.empty(param.shape, dtype=np.bool_)).shape)
+        expected = tuple(to_th(np.empty(param.shape, dtype=np.bool_)).shape)
         if tuple(raw.shape) != expected:
             mismatched.append(
                 f"{name}: checkpoint has {tuple(raw.shape)}, module expects {expected}"
@@ -158,10 +163,10 @@ def to_torch_state_dict(module: nnx.Module) -> dict[str, np.ndarray]:
     ``torch.nn.Module.load_state_dict({k: torch.from_numpy(v) ...})`` loads it.
     """
     out = {}
-    for name, (owner, attr, _, to_torch) in torch_named_params(module).items():
+    for name, (owner, attr, _, to_th) in torch_named_params(module).items():
         # A writable copy: torch.from_numpy warns on (and cannot own) read-only arrays.
         out[name] = np.array(
-            to_torch(np.asarray(jax.device_get(getattr(owner, attr)[...]))), copy=True
+            to_th(np.asarray(jax.device_get(getattr(owner, attr)[...]))), copy=True
         )
     return out
 
@@ -242,3 +247,7 @@ def load(module: nnx.Module, path: Any, strict: bool = True) -> nnx.Module:
     own = {k: getattr(o, a).dtype for k, (o, a, _, _) in torch_named_params(module).items()}
     _check_dtypes(module, own, tensors, path)
     return load_torch_state_dict(module, tensors, strict=strict)
+
+
+# Whole-module conversion lives in its own file; it uses the functions above.
+from jaxseq.convert import from_torch, to_torch  # noqa: E402

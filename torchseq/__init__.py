@@ -5,7 +5,19 @@ constructor arguments and ``state_dict`` names with ``jaxseq.models``; ``torchse
 pads and batches; ``torchseq.train`` is a plain ``torch.optim`` loop;
 ``torchseq.checkpoint`` reads and writes the safetensors files that ``jaxseq.interop``
 reads and writes.
+
+torchseq needs PyTorch, which ``pip install .`` (jaxseq alone) does not install:
+``pip install '.[torch]'`` adds it. torchseq never imports jax.
 """
+
+try:
+    import torch  # noqa: F401
+except ImportError as e:  # pragma: no cover - exercised in a subprocess by tests/test_packaging.py
+    raise ImportError(
+        "torchseq needs PyTorch, which is not installed. jaxseq alone installs without it; "
+        "for torchseq install the extra: pip install 'jaxseq[torch]' (or pip install '.[torch]' "
+        "from a checkout)."
+    ) from e
 
 from torchseq import checkpoint, data, models, train
 from torchseq.models import CharLM, FeedForwardClassifier, Forecaster, SequenceClassifier
