@@ -108,11 +108,11 @@ BASELINES = [
     "jaxseq_dp",
 ]
 _JAXSEQ_IMPLS = {
-    "jaxseq": "fast",
+    "jaxseq": "fused",
     "jaxseq_ref": "reference",
-    "jaxseq_hoisted": "fast_hoisted",
-    "jaxseq_loop": "fast_loop",
-    "jaxseq_dp": "fast",
+    "jaxseq_hoisted": "fused_hoisted",
+    "jaxseq_loop": "fused_loop",
+    "jaxseq_dp": "fused",
 }
 #: Frameworks that shard the batch over all local devices.
 _DATA_PARALLEL = ("jaxseq_dp",)

@@ -12,7 +12,10 @@ with ``torch.optim``. Both start from the same checkpoint and see the same windo
 
 It reports the held-out perplexity (exp of the mean cross-entropy per character, over
 the whole file read in consecutive chunks with the state carried across them) and a
-sampled continuation of a prompt (the state carried step by step).
+sampled continuation of a prompt (the state carried step by step). JAX samples with
+single-step cells (``jaxseq.nn.LSTMCell``/``GRUCell``/``RNNCell``, built from the trained
+layer with ``from_layer``) in one jitted step function, ``CellDecoder``; PyTorch feeds its
+layer one character at a time.
 
 Outputs in ``--out``: ``table.md``, ``results.json``, ``loss.png`` and ``samples.txt``.
 
@@ -221,6 +224,11 @@ class JaxLM:
         return total
 
     def sample(self, prompt_ids, n, temperature, rng):
+        """Sample with the model's layers as cells (:class:`CellDecoder`), one jitted step."""
+        return CellDecoder(self.model).sample(prompt_ids, n, temperature, rng)
+
+    def sample_scanned(self, prompt_ids, n, temperature, rng):
+        """The same, feeding the scanned layer one character at a time (T = 1)."""
         from flax import nnx
 
         state, hx, out = nnx.state(self.model), None, []
@@ -231,6 +239,84 @@ class JaxLM:
             logits, hx = self.next_logits(state, np.array([[cur]], dtype=np.int32), hx)
             cur = _draw(np.asarray(logits, dtype=np.float64), temperature, rng)
             out.append(cur)
+        return out
+
+
+class CellDecoder:
+    """Step-by-step decoding of a ``jaxseq.models.CharLM`` with ``jaxseq.nn`` cells.
+
+    Each layer of the model's ``rnn`` becomes a cell (``LSTMCell.from_layer(rnn, k)``,
+    likewise ``GRUCell`` / ``RNNCell``); with the model's ``embedding`` and ``head`` they
+    make one jitted function ``step(tokens (N,), hx) -> (logits (N, V), hx)``. The state
+    ``hx`` has the model's layout, h (L, N, H) or (h, c) for the LSTM, so a state from
+    the scanned model continues here and back. The cells are copies: build the decoder
+    after training. Dropout is not applied (the model in eval mode).
+    """
+
+    def __init__(self, model):
+        import jax
+        import jax.numpy as jnp
+        from flax import nnx
+
+        import jaxseq.nn
+
+        rnn = model.rnn
+        if rnn.bidirectional:
+            raise ExampleError("a bidirectional layer cannot decode step by step")
+        cell_cls = {"rnn": jaxseq.nn.RNNCell, "lstm": jaxseq.nn.LSTMCell, "gru": jaxseq.nn.GRUCell}
+        cells = [cell_cls[rnn.kind].from_layer(rnn, k) for k in range(rnn.num_layers)]
+        self.is_lstm = rnn.kind == "lstm"
+        self.shape = (rnn.num_layers, rnn.hidden_size)
+        self.dtype = jnp.dtype(rnn.param_dtype)
+        parts = nnx.Dict(embedding=model.embedding, cells=nnx.List(cells), head=model.head)
+        graphdef, self.state = nnx.split(parts)
+        is_lstm = self.is_lstm
+
+        @jax.jit
+        def step(state, tokens, hx):
+            p = nnx.merge(graphdef, state)
+            x = p["embedding"](tokens)  # (N, E)
+            new = []
+            for k, cell in enumerate(p["cells"]):
+                s = cell(x, (hx[0][k], hx[1][k]) if is_lstm else hx[k])  # (N, H) each
+                x = s[0] if is_lstm else s
+                new.append(s)
+            if is_lstm:
+                hx = (jnp.stack([h for h, _ in new]), jnp.stack([c for _, c in new]))
+            else:
+                hx = jnp.stack(new)  # (L, N, H)
+            return p["head"](x), hx
+
+        self._step = step
+
+    def initial_state(self, batch: int = 1):
+        """Zeros in the model's layout: (L, N, H), or a pair of them for the LSTM."""
+        import jax.numpy as jnp
+
+        L, H = self.shape
+        h = jnp.zeros((L, batch, H), self.dtype)
+        return (h, h) if self.is_lstm else h
+
+    def step(self, tokens, hx=None):
+        """Logits (N, V) for the next token after ``tokens`` (N,) int, and the new state."""
+        tokens = np.asarray(tokens, dtype=np.int32).reshape(-1)
+        if hx is None:
+            hx = self.initial_state(len(tokens))
+        return self._step(self.state, tokens, hx)
+
+    def sample(self, prompt_ids, n, temperature, rng):
+        """Feed the prompt, then draw ``n`` ids (greedy when temperature is 0)."""
+        if len(prompt_ids) == 0:
+            raise ExampleError("--prompt must not be empty")
+        hx = self.initial_state(1)
+        for i in prompt_ids:
+            logits, hx = self.step([int(i)], hx)
+        out = []
+        for j in range(n):
+            cur = _draw(np.asarray(logits[0], dtype=np.float64), temperature, rng)
+            out.append(cur)
+            if j + 1 < n:
+                logits, hx = self.step([cur], hx)
         return out
 
 
@@ -299,6 +385,8 @@ def main(argv=None):
     args = parse_args(build_parser(), argv, TINY)
     if min(args.steps, args.epochs, args.seq_len, args.batch_size) < 1:
         raise ExampleError("--steps, --epochs, --seq-len and --batch-size must be >= 1")
+    if not args.prompt:
+        raise ExampleError("--prompt must not be empty")
     out = prepare_out(args.out)
     ckpt_dir = prepare_out(out / "checkpoints")
     train_text, test_text, src = load_text(args)

@@ -1,6 +1,9 @@
 """Padding, lengths, masks and length-bucketed batching for variable-length sequences.
 
-Everything here runs on the host and returns NumPy arrays: a jitted step compiles once
+:func:`pad_sequence` and :func:`unpad_sequence` are ``torch.nn.utils.rnn``'s functions
+of the same names for JAX arrays (time-major by default, ``padding_side``), returning
+``jax.Array``. The batching helpers below run on the host and return NumPy arrays
+(batch-first): a jitted step compiles once
 per distinct input *shape*, so the batches are padded in time up to one of a small set of
 bucket sizes (:func:`bucket_length`) and the number of compilations stays bounded, while
 the true lengths travel as a traced (N,) int32 array that never triggers a recompile.
@@ -14,16 +17,24 @@ batch is (N, T, ...) with zeros at t >= lengths[n]; lengths is (N,) int32.
 ((2, 3, 2), [3, 1], [1.0, 0.0, 0.0])
 >>> bucket_length(5, (4, 8, 16)), make_buckets(29, num=4)
 (8, (8, 15, 22, 29))
+>>> padded = pad_sequence([np.array([1, 2, 3]), np.array([4])])  # (T, N) as torch
+>>> padded.tolist(), [s.tolist() for s in unpad_sequence(padded, [3, 1])]
+([[1, 4], [2, 0], [3, 0]], [[1, 2, 3], [4]])
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import numbers
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "pad_sequence",
+    "unpad_sequence",
     "pad_sequences",
     "lengths_to_mask",
     "bucket_length",
@@ -31,6 +42,198 @@ __all__ = [
     "batches",
     "batch_order",
 ]
+
+
+_PADDING_SIDES = ("left", "right")
+
+
+def _check_padding_side(padding_side: Any) -> None:
+    if padding_side not in _PADDING_SIDES:
+        raise ValueError(
+            f"Expected padding_side to be one of left or right, but got {padding_side}."
+        )
+
+
+def _padding_scalar(value: Any, dtype: np.dtype) -> Any:
+    """``value`` as a ``dtype`` scalar, as torch converts ``padding_value``: truncated toward
+    zero for integers, True for any nonzero value for bool, refused when it overflows."""
+    if not isinstance(value, numbers.Number):
+        raise TypeError(f"padding_value must be a number, got {type(value).__name__}")
+    overflow = ValueError(
+        f"padding_value {value!r} cannot be converted to type {np.dtype(dtype)} without overflow"
+    )
+    if jnp.issubdtype(dtype, jnp.bool_):
+        return np.bool_(value != 0)
+    if isinstance(value, complex) and not jnp.issubdtype(dtype, jnp.complexfloating):
+        raise TypeError(f"a complex padding_value {value!r} cannot pad {np.dtype(dtype)} sequences")
+    if jnp.issubdtype(dtype, jnp.integer):
+        if not np.isfinite(value):
+            raise overflow
+        v, info = int(value), jnp.iinfo(dtype)  # int() truncates toward zero, as torch
+        if not info.min <= v <= info.max:
+            raise overflow
+        return np.asarray(v).astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        v = np.asarray(value).astype(dtype)
+    if np.isfinite(value) and not np.isfinite(np.asarray(v, dtype=np.complex128)):
+        raise overflow
+    return v
+
+
+def _as_array(s: Any, i: int) -> Any:
+    a = s if isinstance(s, jax.Array) else np.asarray(s)
+    if (
+        not (jnp.issubdtype(a.dtype, jnp.number) or jnp.issubdtype(a.dtype, jnp.bool_))
+        or a.dtype == np.object_
+    ):
+        raise TypeError(f"sequence {i} has dtype {a.dtype}; expected a numeric or bool array")
+    if a.ndim == 0:
+        raise ValueError(
+            f"pad_sequence: sequence {i} is a 0-d array (a scalar); every sequence must have "
+            f"shape (L_i, *)"
+        )
+    return a
+
+
+def pad_sequence(
+    sequences: Iterable[Any],
+    batch_first: bool = False,
+    padding_value: float = 0.0,
+    padding_side: str = "right",
+) -> jax.Array:
+    """Pad variable-length sequences to one array, as ``torch.nn.utils.rnn.pad_sequence``.
+
+    Sequence i has shape (L_i, *), ``*`` the same for all; T = max L_i (0 when every
+    sequence is empty). Sequence i fills steps ``[0, L_i)`` with ``padding_side="right"``
+    (the default) or ``[T - L_i, T)`` with ``"left"``; every other step holds
+    ``padding_value`` (converted to the dtype as torch does: truncated for integers).
+
+    Args:
+      sequences: an iterable of N arrays of shape (L_i, *): NumPy or JAX arrays, or
+        nested lists. An (N, L, *) array is taken as N sequences of length L, as torch.
+      batch_first: return (N, T, *) instead of (T, N, *).
+      padding_value: the value of the padded steps.
+      padding_side: ``"right"`` or ``"left"``.
+
+    Returns:
+      A ``jax.Array`` (T, N, *), or (N, T, *) with ``batch_first=True``. Its dtype is the
+      sequences' dtype (as torch, which assumes one dtype); sequences of different dtypes
+      are promoted with JAX's standard rules (torch would cast to the first one's dtype).
+      NumPy inputs are padded on the host and moved to the device once; with any JAX
+      array among them the padding runs in JAX, so it also works under ``jax.jit``.
+
+    Raises:
+      TypeError: ``sequences`` is not iterable, or holds non-numeric data.
+      ValueError: no sequences, a 0-d sequence, different trailing shapes, a bad
+        ``padding_side``, or a ``padding_value`` that overflows the dtype.
+
+    >>> import numpy as np
+    >>> seqs = [np.ones((3, 2)), np.ones((1, 2))]                 # (L_i, I)
+    >>> pad_sequence(seqs).shape                                   # (T, N, I)
+    (3, 2, 2)
+    >>> pad_sequence([[1, 2, 3], [4]], batch_first=True, padding_value=-1,
+    ...              padding_side="left").tolist()
+    [[1, 2, 3], [-1, -1, 4]]
+    """
+    if not isinstance(sequences, Iterable):
+        raise TypeError(
+            "pad_sequence: Expected iterable for input sequences, but got arg of type: "
+            f"{type(sequences)}"
+        )
+    arrs = [_as_array(s, i) for i, s in enumerate(sequences)]
+    if not arrs:
+        raise ValueError("pad_sequence: received an empty list of sequences")
+    _check_padding_side(padding_side)
+    trailing = tuple(arrs[0].shape[1:])
+    for i, a in enumerate(arrs):
+        if tuple(a.shape[1:]) != trailing:
+            raise ValueError(
+                f"pad_sequence: the trailing dimensions of sequence {i}, {tuple(a.shape[1:])}, "
+                f"must match those of sequence 0, {trailing}: every sequence has shape "
+                f"(L_i, *) with the same *"
+            )
+    dtypes = [np.dtype(a.dtype) for a in arrs]
+    if all(d == dtypes[0] for d in dtypes):
+        dtype = jax.dtypes.canonicalize_dtype(dtypes[0])
+    else:
+        with jax.numpy_dtype_promotion("standard"):
+            dtype = jnp.result_type(*dtypes)
+    pad = _padding_scalar(padding_value, dtype)
+    N, T = len(arrs), max(a.shape[0] for a in arrs)
+    right = padding_side == "right"
+
+    if not any(isinstance(a, jax.Array) for a in arrs):  # all on the host: pad there
+        out = np.full((N, T) + trailing, pad, dtype=dtype)
+        for i, a in enumerate(arrs):
+            L = a.shape[0]
+            out[i, slice(0, L) if right else slice(T - L, T)] = a
+        return jnp.asarray(out if batch_first else np.swapaxes(out, 0, 1))
+
+    rows = []
+    for a in arrs:
+        a = jnp.asarray(a, dtype)
+        fill = jnp.full((T - a.shape[0],) + trailing, pad, dtype)
+        rows.append(jnp.concatenate([a, fill] if right else [fill, a]))
+    return jnp.stack(rows, axis=0 if batch_first else 1)
+
+
+def unpad_sequence(
+    padded: Any,
+    lengths: Any,
+    batch_first: bool = False,
+    *,
+    padding_side: str = "right",
+) -> list[jax.Array]:
+    """Split a padded batch into its N sequences, as ``torch.nn.utils.rnn.unpad_sequence``.
+
+    The inverse of :func:`pad_sequence`: ``unpad_sequence(pad_sequence(seqs), lengths)``
+    gives ``seqs`` back (with the same ``batch_first`` and ``padding_side``).
+
+    Args:
+      padded: (T, N, *), or (N, T, *) with ``batch_first=True``.
+      lengths: (N,) integers in [0, T]. They must be concrete (NumPy, a list, or a JAX
+        array outside ``jax.jit``): the output shapes depend on them. ``padded`` itself
+        may be traced.
+      batch_first: the layout of ``padded``.
+      padding_side: where the padding is, ``"right"`` (torch's only choice) or ``"left"``.
+
+    Returns:
+      A list of N ``jax.Array`` of shape (lengths[i], *).
+
+    >>> import numpy as np
+    >>> padded = np.array([[1, 2, 3], [4, 0, 0]])                  # (N, T)
+    >>> [s.tolist() for s in unpad_sequence(padded, [3, 1], batch_first=True)]
+    [[1, 2, 3], [4]]
+    """
+    _check_padding_side(padding_side)
+    if isinstance(lengths, jax.core.Tracer):
+        raise TypeError(
+            "unpad_sequence needs concrete lengths (the output shapes depend on them), but "
+            "got a traced array: call it outside jax.jit, or pass lengths as a NumPy array"
+        )
+    if not isinstance(padded, jax.Array):
+        padded = jnp.asarray(padded)
+    if padded.ndim < 2:
+        layout = "(N, T, *)" if batch_first else "(T, N, *)"
+        raise ValueError(f"padded must have shape {layout}, got {tuple(padded.shape)}")
+    if isinstance(lengths, (list, tuple)) and len(lengths) == 0:
+        lengths = np.zeros((0,), np.int64)
+    lengths = np.asarray(lengths)
+    if lengths.dtype == np.bool_ or not np.issubdtype(lengths.dtype, np.integer):
+        raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
+    N, T = padded.shape[:2] if batch_first else padded.shape[1::-1]
+    if lengths.shape != (N,):
+        raise ValueError(f"lengths must have shape (N,) = ({N},), got {lengths.shape}")
+    if N and (lengths.min() < 0 or lengths.max() > T):
+        raise ValueError(
+            f"lengths must lie in [0, T] = [0, {T}], got min {lengths.min()} and max "
+            f"{lengths.max()}"
+        )
+    out = []
+    for i, L in enumerate(lengths.tolist()):
+        seq = padded[i] if batch_first else padded[:, i]  # (T, *)
+        out.append(seq[:L] if padding_side == "right" else seq[T - L :])
+    return out
 
 
 def pad_sequences(

@@ -26,7 +26,19 @@ import jax.numpy as jnp
 
 Array = jax.Array
 
-__all__ = ["masked_scan"]
+__all__ = ["masked_scan", "length_mask"]
+
+
+def length_mask(lengths: Array, T: int) -> Array:
+    """(N,) lengths -> (T, N) bool, True at valid steps ``t < lengths[n]``.
+
+    The one place where lengths become a mask; lengths above T act as T, negative as 0.
+
+    >>> import jax.numpy as jnp
+    >>> length_mask(jnp.array([2, 0]), 3).T.tolist()
+    [[True, True, False], [False, False, False]]
+    """
+    return jnp.arange(T, dtype=lengths.dtype)[:, None] < lengths[None, :]
 
 
 def masked_scan(
@@ -36,6 +48,7 @@ def masked_scan(
     xs: Array,
     lengths: Array | None = None,
     *,
+    mask: Array | None = None,
     reverse: bool = False,
     unroll: int = 1,
 ) -> tuple[Any, Array]:
@@ -48,6 +61,8 @@ def masked_scan(
       xs: (T, N, ...) time-major inputs.
       lengths: optional (N,) integer array of valid lengths, ``0 <= lengths <= T``.
         ``None`` means every row has length T.
+      mask: instead of ``lengths``, a (T, N) bool array, True at valid steps (as
+        :func:`length_mask` builds it). Give one or neither.
       reverse: scan from ``t = T-1`` down to ``0`` (each row starts at its own last
         valid element when lengths are given).
       unroll: passed to ``jax.lax.scan``.
@@ -62,22 +77,24 @@ def masked_scan(
     >>> c.ravel().tolist(), ys[..., 0].T.tolist()
     ([4.0, 2.0], [[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 0.0, 0.0]])
     """
-    if lengths is None:
+    if lengths is not None and mask is not None:
+        raise ValueError("masked_scan: give lengths or mask, not both")
+    if lengths is not None:
+        mask = length_mask(lengths, xs.shape[0])
+    if mask is None:
 
         def body(c, x):
             return cell(params, c, x)
 
         return jax.lax.scan(body, carry, xs, reverse=reverse, unroll=unroll)
 
-    steps = jnp.arange(xs.shape[0], dtype=lengths.dtype)
-
     def masked_body(c, inp):
-        t, x = inp
+        m, x = inp
         new_c, y = cell(params, c, x)
-        valid = (t < lengths)[:, None]  # (N, 1)
+        valid = m[:, None]  # (N, 1)
         # Freeze the carry on padded steps; where() also blocks the gradient there.
         new_c = jax.tree.map(lambda n, o: jnp.where(valid, n, o), new_c, c)
         y = jnp.where(valid, y, jnp.zeros_like(y))
         return new_c, y
 
-    return jax.lax.scan(masked_body, carry, (steps, xs), reverse=reverse, unroll=unroll)
+    return jax.lax.scan(masked_body, carry, (mask, xs), reverse=reverse, unroll=unroll)

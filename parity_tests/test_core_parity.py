@@ -3,7 +3,7 @@
 Factors: kind (RNN tanh, RNN relu, LSTM, LSTM with proj_size, GRU) x layers 1-3 x
 bidirectional x batch_first x bias x lengths (none, unsorted, duplicates with 0 and T,
 all T) x hx given or not x float64 / float32 x unbatched, and every case runs with each
-registered layer implementation (``"reference"`` and ``"fast"``).
+registered layer implementation (``"reference"`` and ``"fused"``).
 
 The full product has 3,840 cases per implementation and JAX compilation dominates each,
 so the grid is a seeded covering array: every pair of factor values occurs in some case,
@@ -35,7 +35,7 @@ import jaxseq
 from jaxseq.layers import LAYER_IMPLS
 
 TOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
-IMPLS = ("reference", "fast")
+IMPLS = ("reference", "fused")
 assert all(i in LAYER_IMPLS for i in IMPLS)
 
 FACTORS: dict[str, tuple[Any, ...]] = {

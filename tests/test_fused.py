@@ -1,6 +1,6 @@
-"""The fast path (``impl="fast"``, :mod:`jaxseq.fused`) against the reference layer.
+"""The fast path (``impl="fused"``, :mod:`jaxseq.fused`) against the reference layer.
 
-Both placements of the input projection are held to it: ``"fast"`` uses the default one
+Both placements of the input projection are held to it: ``"fused"`` uses the default one
 (``jaxseq.fused.default_projection``), and every other case runs again with the other one.
 
 Values and every gradient (parameters, input, hx) must agree: to 1e-12 in float64 and
@@ -103,13 +103,13 @@ def _assert_close(a, b, tol):
 
 
 def _other_placement(kind):
-    return "fast_hoisted" if default_projection(kind) == "loop" else "fast_loop"
+    return "fused_hoisted" if default_projection(kind) == "loop" else "fused_loop"
 
 
 @pytest.mark.parametrize(
     "case,dtype,tol,impl",
-    [(c, jnp.float64, 1e-12, "fast") for c in CASES]
-    + [(c, jnp.float32, 1e-5, "fast") for c in CASES_F32]
+    [(c, jnp.float64, 1e-12, "fused") for c in CASES]
+    + [(c, jnp.float32, 1e-5, "fused") for c in CASES_F32]
     + [(c, jnp.float64, 1e-12, _other_placement(c[0])) for c in CASES[::2]]
     + [(c, jnp.float32, 1e-5, _other_placement(c[0])) for c in CASES_F32[1::2]],
     ids=lambda v: "-".join(map(str, v)) if isinstance(v, tuple) else None,
@@ -134,7 +134,7 @@ def test_fast_matches_reference(case, dtype, tol, impl):
 )
 def test_remat_equals_no_remat(case, remat):
     args = _inputs(case, jnp.float64)
-    _assert_close(_loss_fn(case, "fast", remat)(*args), _loss_fn(case, "fast")(*args), 1e-12)
+    _assert_close(_loss_fn(case, "fused", remat)(*args), _loss_fn(case, "fused")(*args), 1e-12)
 
 
 def test_default_placement_on_cpu_and_both_agree():
@@ -142,9 +142,9 @@ def test_default_placement_on_cpu_and_both_agree():
     assert [default_projection(k) for k in ("lstm", "gru", "rnn")] == ["loop", "hoisted", "hoisted"]
     case = next(c for c in CASES if c[0] == "lstm")
     args = _inputs(case, jnp.float64)
-    loop = _loss_fn(case, "fast_loop")(*args)
-    _assert_close(_loss_fn(case, "fast")(*args), loop, 0.0)  # the same program
-    _assert_close(_loss_fn(case, "fast_hoisted", 2)(*args), loop, 1e-12)
+    loop = _loss_fn(case, "fused_loop")(*args)
+    _assert_close(_loss_fn(case, "fused")(*args), loop, 0.0)  # the same program
+    _assert_close(_loss_fn(case, "fused_hoisted", 2)(*args), loop, 1e-12)
 
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])

@@ -125,7 +125,7 @@ def test_bad_lengths_raise_under_jit_too(lstm_params, x):
         f(jnp.ones((N + 1,), jnp.int32))
 
 
-@pytest.mark.parametrize("impl", ["reference", "fast"])
+@pytest.mark.parametrize("impl", ["reference", "fused"])
 def test_traced_out_of_range_lengths_clip_as_documented(lstm_params, x, impl):
     """Under jit the range cannot be read: above T acts as T, negative as 0 ..."""
     f = jax.jit(lambda lengths: jaxseq.lstm(lstm_params, x, None, lengths, impl=impl))

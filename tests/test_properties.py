@@ -40,7 +40,7 @@ def _params(kind, layers, bidir, rng, dtype=np.float64, in_size=I, hidden=H):
 
 
 @functools.cache
-def _fwd_grad(kind: str, impl: str = "fast"):
+def _fwd_grad(kind: str, impl: str = "fused"):
     """jit: (params, x, hx, lengths, cot_out, cot_h) -> ((out, state), grads wrt params, x, hx)."""
 
     def loss(params, x, hx, lengths, cot_out, cot_h):
@@ -246,7 +246,7 @@ def test_dtype_in_equals_dtype_out(dtype, atol):
     _leaves_close(f64(g[1]), ref_g[1], atol=atol)
 
 
-@pytest.mark.parametrize("impl", ["reference", "fast"])
+@pytest.mark.parametrize("impl", ["reference", "fused"])
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_batch_size_zero(kind, impl):
     rng = np.random.default_rng(2)

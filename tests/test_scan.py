@@ -22,7 +22,7 @@ from jaxseq.scan import masked_scan
 T, N, I, H = 5, 4, 3, 4
 LENGTHS = np.array([3, 0, 5, 3], np.int32)  # unsorted, a duplicate, 0 and T
 KINDS = ("rnn", "lstm", "gru")
-IMPLS = ("reference", "fast")
+IMPLS = ("reference", "fused")
 FNS = {"rnn": jaxseq.rnn, "lstm": jaxseq.lstm, "gru": jaxseq.gru}
 
 

@@ -1,0 +1,123 @@
+"""Array helpers of the fused path, shared by :mod:`jaxseq.fused` and the definitions.
+
+Shapes carry a direction axis D (1 or 2) after time: (T, D, N, ...) or (D, N, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+#: Per-step matmuls of at most this many multiply-adds (per direction) with at least
+#: ``_SPLIT_MIN_ROWS`` rows run as two row blocks in the backward scan (see bmm_rows).
+_SPLIT_MAX_MACS = 2**22
+_SPLIT_MIN_ROWS = 64
+
+
+def to_steps(a: Array) -> Array:
+    """(T, D, ...) time order <-> step order: flip the reverse direction's slice in time.
+
+    Its own inverse.
+    """
+    if a.shape[1] == 1:
+        return a
+    return jnp.concatenate([a[:, :1], a[::-1, 1:]], axis=1)
+
+
+def bmm(a: Array, w: Array) -> Array:
+    """Per-direction matmul: (D, N, K) x (D, K, M) -> (D, N, M)."""
+    if a.shape[0] == 1:
+        return (a[0] @ w[0])[None]
+    return jnp.einsum("dnk,dkm->dnm", a, w)
+
+
+def bmm_rows(a: Array, w: Array) -> Array:
+    """:func:`bmm` for the backward scan's per-step ``dG W_hh`` product.
+
+    XLA's CPU backend runs a small matmul with a long contraction, such as
+    (64, 512) x (512, 128) (the LSTM at H=128), on both cores, and the synchronisation
+    costs more than it gains; the same product as two (32, 512) row blocks runs on one
+    core each without it. Small matmuls with at least 64 rows are therefore split in two
+    row blocks; larger ones, whose threading pays, are left whole. Same values: each
+    output row is the same dot product.
+    """
+    n, k, m = a.shape[1], a.shape[2], w.shape[2]
+    if n < _SPLIT_MIN_ROWS or n % 2 or n * k * m > _SPLIT_MAX_MACS:
+        return bmm(a, w)
+    half = n // 2
+    return jnp.concatenate([bmm(a[:, :half], w), bmm(a[:, half:], w)], axis=1)
+
+
+def bias(b: Array | None) -> Array | None:
+    """(D, M) -> (D, 1, M) so it adds to (D, N, M) without rank promotion."""
+    return None if b is None else b.reshape(b.shape[0], 1, b.shape[1])
+
+
+def zero_invalid(valid: Array, a: Array) -> Array:
+    """``a`` where valid, else 0 (the output and the backward coefficients on padding)."""
+    return jnp.where(valid, a, jnp.zeros_like(a))
+
+
+def one_invalid(valid: Array, a: Array) -> Array:
+    """``a`` where valid, else 1 (a pass-through coefficient of the carried gradient)."""
+    return jnp.where(valid, a, jnp.ones_like(a))
+
+
+def sigmoid_consts(hidden: int, num_gates: int, tanh_gates: tuple[int, ...], dtype: Any, ndim: int):
+    """Per-column scale a and shift b so that ``a * tanh(a * v) + b`` is sigmoid on the
+    gate blocks and tanh on ``tanh_gates``: sigmoid(v) = 0.5 tanh(v / 2) + 0.5, so a
+    whole (N, G*H) gate block costs one transcendental."""
+    gate = np.arange(num_gates * hidden) // hidden
+    is_tanh = np.isin(gate, tanh_gates)
+    scale = np.where(is_tanh, 1.0, 0.5).reshape((1,) * (ndim - 1) + (-1,))
+    shift = np.where(is_tanh, 0.0, 0.5).reshape((1,) * (ndim - 1) + (-1,))
+    return jnp.asarray(scale, dtype), jnp.asarray(shift, dtype)
+
+
+def contract_tn(a: Array, b: Array) -> Array:
+    """sum over t, n of a[t, d, n, :]^T b[t, d, n, :]: (T, D, N, P), (T, D, N, Q) -> (D, P, Q).
+
+    One (P, T*N) x (T*N, Q) matmul per direction: a weight gradient for all steps at once.
+    """
+    if a.shape[1] == 1:
+        rows = a.shape[0] * a.shape[2]  # T*N, explicit so that N = 0 works (no reshape(-1))
+        return (a.reshape(rows, a.shape[-1]).T @ b.reshape(rows, b.shape[-1]))[None]
+    return jnp.einsum("tdnp,tdnq->dpq", a, b)
+
+
+def grad_inputs(dg: Array, w_ih_t: Array) -> Array:
+    """dx of the projection: (T, D, N, G*H) x (D, I, G*H)^T -> (T, D, N, I).
+
+    Written as one (T*N, G*H) x (G*H, I) matmul per direction: as an einsum, XLA's CPU
+    backend transposed the whole (T*N, G*H) gradient first, which measured slower.
+    """
+    T, D, N, GH = dg.shape
+    rows = T * N  # explicit so that N = 0 works (no reshape(-1))
+    per_dir = [
+        (dg[:, d].reshape(rows, GH) @ w_ih_t[d].T).reshape(T, 1, N, w_ih_t.shape[1])
+        for d in range(D)
+    ]
+    return per_dir[0] if D == 1 else jnp.concatenate(per_dir, axis=1)
+
+
+def prev_h(ys: Array, valid: Array, h0: Array) -> Array:
+    """The hidden state entering each step, rebuilt from the outputs (step order).
+
+    A direction's valid steps are contiguous and its carry is frozen elsewhere, so the
+    state entering a valid step is the previous step's output when that step was valid,
+    else the initial state. (Entries at invalid steps are never used: their gate
+    gradients are 0.)
+    """
+    prev_y = jnp.concatenate([jnp.zeros_like(ys[:1]), ys[:-1]], axis=0)
+    prev_v = jnp.concatenate([jnp.zeros_like(valid[:1]), valid[:-1]], axis=0)
+    return jnp.where(prev_v, prev_y, h0[None])
+
+
+def tile(a: Array, k: int) -> Array:
+    """``a`` repeated k times along the last axis (one copy per gate block)."""
+    return jnp.concatenate([a] * k, axis=-1)

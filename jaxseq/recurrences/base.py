@@ -1,0 +1,236 @@
+"""What a recurrence kind is: :class:`Recurrence`, one frozen definition per kind, and its registry.
+
+Everything that differs between the Elman RNN, the LSTM and the GRU (and any kind a user
+adds) lives in one :class:`Recurrence` value: its gate count, carry structure, options,
+parameter init, its reference step and the pieces of the fused path (the forward step
+that also saves the backward's coefficients, the backward step, and the gate gradients).
+The stack (:mod:`jaxseq.stack`), the masked scan and the fused path
+(:mod:`jaxseq.fused`) are generic over it: nothing outside a definition and
+:func:`register` branches on the kind.
+
+Conventions every definition follows (written once, here):
+
+* **Parameters** keep PyTorch's names and layout, per layer and direction, stripped of
+  the ``_l{k}{_reverse}`` suffix (G = ``num_gates``, H_out = proj_size or H)::
+
+      weight_ih  (G*H, I)    weight_hh  (G*H, H_out)    bias_ih, bias_hh  (G*H,)
+      weight_hr  (H_out, H)  only for kinds with ``projection=True`` and proj_size > 0
+
+  Both biases are kept separately, as torch keeps them.
+* **Carry**: ``h`` (N, H_out) for kinds with one state; ``(h, c)`` with c (N, H) for kinds
+  with ``cell_state=True``. The output y of a step is the new ``h``.
+* **Gate order** is the kind's torch order (LSTM i, f, g, o; GRU r, z, n).
+* **Reference step**: ``step(params, carry, gx, nonlinearity) -> (carry, y)`` where
+  ``gx = x W_ih^T + b_ih`` (N, G*H) is the input projection (:func:`input_projection`).
+* **Fused pieces** (shapes with a leading direction axis D, see :mod:`jaxseq.fused`)::
+
+      forward(w, carry, gx, gh, valid, nonlinearity) -> (carry', y, (scan_res, post_res))
+          gx (D, N, G*H) input part (b_ih included); gh (D, N, G*H) = h W_hh^T + b_hh, or
+          None when ``additive`` and the fused path already added it into gx (one
+          [x, h] matmul per step); valid (D, N, 1) bool. Must freeze the carry and zero y
+          where not valid. ``scan_res`` (tuple of arrays) holds the backward step's
+          coefficients, with the mask folded in: on an invalid step the backward must
+          pass the carried gradient through unchanged and emit zero gate gradients.
+          ``post_res`` holds what only :attr:`gate_grads` needs.
+      backward(w, dcarry, dy, scan_res, hmat) -> (dcarry_prev, emitted)
+          dcarry like the carry; dy (D, N, H_out); hmat(dG) = dG W_hh, (D, N, G*H) ->
+          (D, N, H_out).
+      gate_grads(emitted, scan_res, post_res, w) -> (dgx, dgh, extra)
+          all stacked over steps (T, D, N, ...); dgx / dgh (T, D, N, G*H) the gradients
+          of the input projection and of h W_hh^T + b_hh (the same array when they
+          coincide); extra: gradients of other fused weights (e.g. ``w_hr``).
+
+  ``w`` holds the fused layer's weights: ``w_hh_t`` (D, H_out, G*H), ``b_hh`` (D, G*H)
+  or None, ``w_hr`` (D, H_out, H) or None.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import jax
+import numpy as np
+
+Array = jax.Array
+Params = Mapping[str, Array]
+
+#: The kinds that ship with jaxseq. Registered kinds are plain strings too.
+Kind = Literal["rnn", "lstm", "gru"]
+
+__all__ = [
+    "Kind",
+    "Recurrence",
+    "register",
+    "get",
+    "registered",
+    "unregister",
+    "input_projection",
+    "linear",
+    "torch_uniform_init",
+]
+
+
+def linear(x: Array, w: Array, b: Array | None) -> Array:
+    """``x @ w.T + b`` with w in PyTorch's (out, in) layout."""
+    y = x @ w.T
+    # Explicit rank match: the suite runs with jax_numpy_rank_promotion="raise".
+    return y if b is None else y + b.reshape((1,) * (y.ndim - 1) + b.shape)
+
+
+def input_projection(params: Params, x: Array) -> Array:
+    """The input half of every cell: ``x W_ih^T + b_ih``.
+
+    It does not depend on the carry, so the fast path applies it to all T steps at once
+    (one (T*N, I) x (I, G*H) matmul) before the scan.
+
+    Args:
+      params: ``weight_ih`` (G*H, I) and optional ``bias_ih`` (G*H,).
+      x: (..., I): one step (N, I) or a whole sequence (T, N, I).
+
+    Returns:
+      (..., G*H), the gates' input contributions in the cell's gate order.
+
+    >>> import jax.numpy as jnp
+    >>> p = {"weight_ih": jnp.ones((8, 3)), "bias_ih": jnp.arange(8.0)}
+    >>> gx = input_projection(p, jnp.ones((5, 2, 3)))   # (T, N, I) -> (T, N, 4H)
+    >>> gx.shape, gx[0, 0].tolist()
+    ((5, 2, 8), [3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0])
+    """
+    return linear(x, params["weight_ih"], params.get("bias_ih"))
+
+
+def torch_uniform_init(key: Array, shape: tuple[int, ...], dtype: Any, hidden_size: int) -> Array:
+    """PyTorch's init for every recurrent parameter: U(-1/sqrt(H), 1/sqrt(H))."""
+    bound = 1.0 / np.sqrt(hidden_size)
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+StepFn = Callable[[Params, Any, Array, str], tuple[Any, Array]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Recurrence:
+    """One recurrence kind: everything the stack and the fused path need to know about it.
+
+    Attributes:
+      name: the registry key and the ``kind`` string (``"lstm"``).
+      display_name: the class name used in messages, as torch's (``"LSTM"``).
+      num_gates: G; ``weight_ih`` / ``weight_hh`` have G*H rows.
+      step: the reference step ``step(params, carry, gx, nonlinearity) -> (carry, y)``.
+      forward, backward, gate_grads: the fused path's pieces (module docstring).
+      cell_state: the carry is ``(h, c)`` (LSTM) rather than ``h``.
+      projection: the kind supports ``proj_size`` (``weight_hr``).
+      nonlinearities: the accepted ``nonlinearity`` values, the first the default.
+      additive: the gates see the input and hidden parts only through their sum
+        ``gx + gh``, so the fused path may compute both with one ``[x, h]`` matmul.
+      cpu_projection: where the fused path computes the input projection on XLA's CPU
+        backend by default (:func:`jaxseq.fused.default_projection`): ``"hoisted"``
+        (one matmul before the scan) or ``"loop"`` (in the per-step matmul).
+      init: ``init(key, shape, dtype, hidden_size) -> array`` for every parameter.
+    """
+
+    name: str
+    display_name: str
+    num_gates: int
+    step: StepFn
+    forward: Callable[..., tuple[Any, Array, tuple[Array, ...]]]
+    backward: Callable[..., tuple[Any, Any]]
+    gate_grads: Callable[..., tuple[Array, Array, dict[str, Array]]]
+    cell_state: bool = False
+    projection: bool = False
+    nonlinearities: tuple[str, ...] = ("tanh",)
+    additive: bool = True
+    cpu_projection: Literal["loop", "hoisted"] = "hoisted"
+    init: Callable[[Array, tuple[int, ...], Any, int], Array] = torch_uniform_init
+
+    # ----------------------------------------------------------------- carry structure
+
+    @property
+    def num_states(self) -> int:
+        """1 (carry ``h``) or 2 (carry ``(h, c)``)."""
+        return 2 if self.cell_state else 1
+
+    def state_sizes(self, hidden_size: int, output_size: int) -> tuple[int, ...]:
+        """Trailing size of each state: ``(H_out,)`` or ``(H_out, H)``."""
+        return (output_size, hidden_size)[: self.num_states]
+
+    def carry(self, states: tuple[Any, ...]) -> Any:
+        """States tuple -> the kind's carry (``h`` or ``(h, c)``)."""
+        return tuple(states) if self.cell_state else states[0]
+
+    def states(self, carry: Any) -> tuple[Any, ...]:
+        """The kind's carry -> a tuple of states (``(h,)`` or ``(h, c)``)."""
+        return tuple(carry) if self.cell_state else (carry,)
+
+    # ----------------------------------------------------------------- parameters
+
+    def layer_shapes(
+        self, input_size: int, hidden_size: int, proj_size: int = 0, bias: bool = True
+    ) -> dict[str, tuple[int, ...]]:
+        """``{base name: shape}`` of one layer and direction, in torch's order."""
+        g = self.num_gates * hidden_size
+        out = proj_size if proj_size > 0 else hidden_size
+        shapes: dict[str, tuple[int, ...]] = {"weight_ih": (g, input_size), "weight_hh": (g, out)}
+        if bias:
+            shapes["bias_ih"] = (g,)
+            shapes["bias_hh"] = (g,)
+        if proj_size > 0:
+            shapes["weight_hr"] = (proj_size, hidden_size)
+        return shapes
+
+    def cell(
+        self, nonlinearity: str | None = None
+    ) -> Callable[[Params, Any, Array], tuple[Any, Array]]:
+        """The whole reference cell ``cell(params, carry, x) -> (carry, y)``."""
+        nl = self.nonlinearities[0] if nonlinearity is None else nonlinearity
+        return lambda p, carry, x: self.step(p, carry, input_projection(p, x), nl)
+
+    def step_fn(
+        self, nonlinearity: str | None = None
+    ) -> Callable[[Params, Any, Array], tuple[Any, Array]]:
+        """The reference step with the nonlinearity bound: ``step(params, carry, gx)``."""
+        nl = self.nonlinearities[0] if nonlinearity is None else nonlinearity
+        return lambda p, carry, gx: self.step(p, carry, gx, nl)
+
+
+_REGISTRY: dict[str, Recurrence] = {}
+
+
+def register(rec: Recurrence, *, overwrite: bool = False) -> Recurrence:
+    """Make ``rec`` available as ``kind=rec.name`` to the stack, the fused path and modules.
+
+    Returns ``rec``. Registering a taken name raises unless ``overwrite=True``.
+    """
+    if not isinstance(rec, Recurrence):
+        raise TypeError(f"register expects a Recurrence, got {type(rec).__name__}")
+    if rec.name in _REGISTRY and not overwrite and _REGISTRY[rec.name] is not rec:
+        raise ValueError(f"a recurrence named {rec.name!r} is already registered")
+    _REGISTRY[rec.name] = rec
+    return rec
+
+
+def get(kind: str | Recurrence) -> Recurrence:
+    """The registered :class:`Recurrence` for ``kind`` (a definition passes through).
+
+    >>> get("gru").num_gates, get("lstm").num_states
+    (3, 2)
+    """
+    if isinstance(kind, Recurrence):
+        return kind
+    rec = _REGISTRY.get(kind) if isinstance(kind, str) else None
+    if rec is None:
+        names = ", ".join(repr(k) for k in _REGISTRY)
+        raise ValueError(f"Unknown RNN kind {kind!r}; expected one of {names}")
+    return rec
+
+
+def unregister(name: str) -> None:
+    """Remove a registered kind (for tests and interactive use); unknown names are ignored."""
+    _REGISTRY.pop(name, None)
+
+
+def registered() -> dict[str, Recurrence]:
+    """A copy of the registry: ``{name: Recurrence}``."""
+    return dict(_REGISTRY)

@@ -1,0 +1,145 @@
+"""The GRU, as ``torch.nn.GRU`` / ``GRUCell`` (gate order r, z, n; reset after the hidden matmul).
+
+PyTorch's GRU applies the reset gate *after* the hidden matmul and its bias::
+
+    r  = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+    z  = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+    n  = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+    h' = (1 - z) * n + z * h
+
+Flax's ``GRUCell`` has no ``b_hn`` and Haiku applies ``r`` before the matmul; neither
+matches PyTorch when ``b_hn != 0``. This one does. G = 3; the carry is h (N, H).
+Because ``r`` multiplies the hidden part of n alone, the gates are not a function of
+``gx + gh`` (``additive=False``): the fused path keeps the two matmuls apart.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxseq.fused_ops import one_invalid, tile, zero_invalid
+from jaxseq.recurrences.base import Params, Recurrence, input_projection, linear, register
+
+Array = jax.Array
+
+__all__ = ["GRU", "gru_step", "gru_cell"]
+
+
+def gru_step(
+    params: Params, h: Array, gx: Array, nonlinearity: str = "tanh"
+) -> tuple[Array, Array]:
+    """GRU step on a projected input ``gx = x W_ih^T + b_ih`` (gate order r, z, n).
+
+    PyTorch's GRU applies the reset gate *after* the hidden matmul and its bias::
+
+        r  = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+        z  = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+        n  = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+        h' = (1 - z) * n + z * h
+
+    Args:
+      params: ``weight_hh`` (3H, H) and optional ``bias_hh`` (3H,).
+      h: (N, H) previous hidden state.
+      gx: (N, 3H) projected input ``[W_ir x + b_ir, W_iz x + b_iz, W_in x + b_in]``.
+      nonlinearity: unused (the GRU's are fixed); there for the common step signature.
+
+    Returns:
+      ``(h', h')``, both (N, H).
+
+    >>> import jax.numpy as jnp
+    >>> p = {"weight_hh": jnp.zeros((6, 2)), "bias_hh": jnp.ones(6)}
+    >>> h, gx = jnp.ones((1, 2)), jnp.zeros((1, 6))
+    >>> y = gru_step(p, h, gx)[1]  # r = z = sigmoid(1) = 0.7311, n = tanh(r * b_hn) = 0.6237
+    >>> round(float(y[0, 0]), 4)      # h' = (1 - z) * n + z * h
+    0.8988
+    """
+    gh = linear(h, params["weight_hh"], params.get("bias_hh"))
+    x_r, x_z, x_n = jnp.split(gx, 3, axis=-1)
+    h_r, h_z, h_n = jnp.split(gh, 3, axis=-1)
+    r = jax.nn.sigmoid(x_r + h_r)
+    z = jax.nn.sigmoid(x_z + h_z)
+    n = jnp.tanh(x_n + r * h_n)
+    h_new = (1.0 - z) * n + z * h
+    return h_new, h_new
+
+
+def gru_cell(params: Params, h: Array, x: Array) -> tuple[Array, Array]:
+    """GRU cell, as ``torch.nn.GRUCell`` (reset applied after the hidden matmul).
+
+    ::
+
+        r  = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+        z  = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+        n  = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+        h' = (1 - z) * n + z * h
+
+    Flax's ``GRUCell`` has no ``b_hn`` and Haiku applies ``r`` before the matmul; neither
+    matches PyTorch when ``b_hn != 0``. This one does.
+
+    Args:
+      params: ``weight_ih`` (3H, I), ``weight_hh`` (3H, H), optional biases (3H,).
+      h: (N, H) previous hidden state.
+      x: (N, I) input.
+
+    Returns:
+      ``(h', h')``, both (N, H).
+
+    >>> import jax.numpy as jnp
+    >>> p = {"weight_ih": jnp.zeros((6, 3)), "weight_hh": jnp.zeros((6, 2))}
+    >>> h, y = gru_cell(p, jnp.ones((1, 2)), jnp.ones((1, 3)))
+    >>> y.tolist()  # z = 0.5, n = 0: h' = 0.5 * h
+    [[0.5, 0.5]]
+    """
+    return gru_step(params, h, input_projection(params, x))
+
+
+# --------------------------------------------------------------------------- fused pieces
+# With dh' = dh + dy, the gate gradients are dh' times coefficients of the forward:
+#   input part   dgx = [dh']*3 * Qx,  Qx = [pn hn r(1-r), (h-n) z(1-z), pn]
+#   hidden part  dgh = [dh']*3 * Qh,  Qh = [pn hn r(1-r), (h-n) z(1-z), pn r]
+# with pn = (1-z)(1-n^2) and hn = W_hn h + b_hn; dh_prev = dh' Z + dgh W_hh, Z = z
+# (1 where invalid, where Qx = Qh = 0).
+
+
+def _forward(w, h, gx, gh, valid, nonlinearity):
+    H = h.shape[-1]
+    x_rz, x_n = jnp.split(gx, [2 * H], axis=-1)
+    h_rz, h_n = jnp.split(gh, [2 * H], axis=-1)
+    # sigmoid(v) = 0.5 * tanh(v / 2) + 0.5: one transcendental over both gates.
+    r, z = jnp.split(0.5 * jnp.tanh(0.5 * (x_rz + h_rz)) + 0.5, 2, axis=-1)
+    n = jnp.tanh(x_n + r * h_n)
+    h_new = (1.0 - z) * n + z * h
+    pn = (1.0 - z) * (1.0 - n * n)
+    pz = (h - n) * z * (1.0 - z)
+    pr = pn * h_n * r * (1.0 - r)
+    Qx = zero_invalid(valid, jnp.concatenate([pr, pz, pn], axis=-1))
+    Qh = zero_invalid(valid, jnp.concatenate([pr, pz, pn * r], axis=-1))
+    res = ((Qh, one_invalid(valid, z)), (Qx,))
+    return jnp.where(valid, h_new, h), zero_invalid(valid, h_new), res
+
+
+def _backward(w, dh, dy, scan_res, hmat):
+    qh, zk = scan_res
+    dh_new = dh + dy
+    return dh_new * zk + hmat(tile(dh_new, 3) * qh), dh_new
+
+
+def _gate_grads(dh_all, scan_res, post_res, w):
+    (Qh, _), (Qx,) = scan_res, post_res
+    dh3 = tile(dh_all, 3)
+    return dh3 * Qx, dh3 * Qh, {}
+
+
+GRU = register(
+    Recurrence(
+        name="gru",
+        display_name="GRU",
+        num_gates=3,
+        step=gru_step,
+        forward=_forward,
+        backward=_backward,
+        gate_grads=_gate_grads,
+        additive=False,
+    )
+)

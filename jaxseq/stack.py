@@ -1,0 +1,332 @@
+"""The functional stack: layers x directions over a flat dict of torch-named parameters.
+
+``jaxseq.rnn``, ``jaxseq.lstm`` and ``jaxseq.gru`` take the same flat dict that a
+``torch.nn.RNN/LSTM/GRU`` ``state_dict()`` holds (as JAX arrays; names and shapes in
+:mod:`jaxseq.params`) and infer the number of layers, the directions, the hidden size,
+``proj_size`` and ``bias`` from its keys and shapes. :func:`run_stack` does the work for
+every kind: it validates the call (:mod:`jaxseq.validation`), builds the (T, N) mask
+once, stacks each layer's weights by direction once, and calls the layer implementation
+(:mod:`jaxseq.impls`) layer after layer, with dropout in between.
+
+Shapes of the call (L = num_layers, D = 2 if bidirectional else 1, H_out = proj_size or H)::
+
+    x        (T, N, I), or (N, T, I) with batch_first, or unbatched (T, I)
+    hx       (L*D, N, H_out) — for LSTM a pair (h0, c0), c0 (L*D, N, H); unbatched: no N
+    lengths  (N,) integers in [0, T]; None means all T
+    output   (T, N, D*H_out) (batch_first: (N, T, D*H_out)); zero at t >= lengths[n]
+    h_n      (L*D, N, H_out) ordered l0-forward, l0-reverse, l1-forward, ...
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxseq.impls import LAYER_IMPLS, REMAT_IMPLS
+from jaxseq.params import BASES, spec_from_params, suffixes
+from jaxseq.recurrences import get
+from jaxseq.scan import length_mask
+from jaxseq.validation import (
+    Impl,
+    check_dropout,
+    check_hx,
+    check_impl,
+    check_input,
+    check_lengths,
+    check_nonlinearity,
+    check_unroll,
+)
+
+Array = jax.Array
+
+__all__ = ["run_stack", "rnn", "lstm", "gru"]
+
+
+def _dropout(key: Array, x: Array, rate: float) -> Array:
+    if rate >= 1.0:
+        return jnp.zeros_like(x)
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros_like(x))
+
+
+def run_stack(
+    kind: str,
+    params: Mapping[str, Any],
+    x: Any,
+    hx: Any = None,
+    lengths: Any = None,
+    *,
+    nonlinearity: str = "tanh",
+    batch_first: bool = False,
+    dropout: float = 0.0,
+    train: bool = False,
+    key: Array | None = None,
+    unroll: int = 1,
+    impl: Impl | str = "fused",
+    dtype: Any = None,
+    remat: int | None = None,
+) -> tuple[Array, Any]:
+    """The stack for any registered kind; :func:`rnn`, :func:`lstm`, :func:`gru` call it.
+
+    Returns ``(output, h_n)``, or ``(output, (h_n, c_n))`` for kinds whose carry is
+    ``(h, c)``; arguments as :func:`lstm`.
+    """
+    rec = get(kind)
+    name = rec.display_name
+    spec = spec_from_params(rec.name, params)
+    check_nonlinearity(rec, nonlinearity)
+    check_dropout(dropout)
+    impl = check_impl(impl, list(LAYER_IMPLS), remat, REMAT_IMPLS)
+    check_unroll(unroll)
+    check_input(name, x, spec.input_size)
+
+    pdtype = jnp.dtype(params["weight_ih_l0"].dtype)
+    if dtype is None:
+        # An explicit, documented choice (as Flax): compute in the promotion of the input
+        # and parameter dtypes, even when the caller runs with strict promotion.
+        with jax.numpy_dtype_promotion("standard"):
+            dtype = jnp.promote_types(x.dtype, pdtype)
+    dtype = jnp.dtype(dtype)
+
+    unbatched = x.ndim == 2
+    if unbatched:
+        x = x[:, None, :]
+    elif batch_first:
+        x = jnp.swapaxes(x, 0, 1)
+    x = jnp.asarray(x)
+    T, N = x.shape[0], x.shape[1]
+    L, D = spec.num_layers, spec.num_directions
+    sizes = rec.state_sizes(spec.hidden_size, spec.output_size)
+
+    # Initial states, each (L*D, N, size) ---------------------------------------------
+    if hx is None:
+        states = tuple(jnp.zeros((L * D, N, s), dtype) for s in sizes)
+    else:
+        shapes = [(L * D, s) if unbatched else (L * D, N, s) for s in sizes]
+        states = check_hx(rec, name, hx, shapes, x.dtype)
+        states = tuple((s[:, None] if unbatched else s).astype(dtype) for s in states)
+
+    mask = None
+    if lengths is not None:
+        lengths = check_lengths(name, lengths, N, T, unbatched)
+        mask = length_mask(lengths, T)  # (T, N), built once for every layer
+    if train and dropout > 0 and L > 1 and key is None:
+        raise ValueError(f"{name}: dropout={dropout} in training mode needs a PRNG key (key=...)")
+
+    layer_fn = LAYER_IMPLS[impl]
+    if remat is not None:
+        layer_fn = functools.partial(layer_fn, remat=int(remat))
+    x = x.astype(dtype)
+    if mask is not None:
+        # Padding never reaches a layer: a NaN or inf there would otherwise poison the
+        # weight gradients (0 * nan = nan), though outputs and states stay right.
+        x = jnp.where(mask[:, :, None], x, jnp.zeros_like(x))
+    finals: list[tuple[Array, ...]] = []
+    with jax.named_scope(f"jaxseq.{name}"):
+        for layer in range(L):
+            sfxs = suffixes(layer, spec.bidirectional)
+            w = {
+                base: jnp.stack([jnp.asarray(params[base + s]).astype(dtype) for s in sfxs])
+                for base in BASES
+                if base + sfxs[0] in params
+            }
+            layer_states = tuple(s[layer * D : (layer + 1) * D] for s in states)
+            with jax.named_scope(f"layer{layer}"):
+                x, fin = layer_fn(
+                    rec, w, x, layer_states, mask, nonlinearity=nonlinearity, unroll=unroll
+                )
+            finals.append(fin)
+            if train and dropout > 0 and layer < L - 1:
+                key, sub = jax.random.split(key)
+                x = _dropout(sub, x, float(dropout))
+
+    # (L*D, N, size) per state, ordered l0-forward, l0-reverse, l1-forward, ...
+    out_states = tuple(
+        jnp.concatenate(per_state, axis=0) for per_state in zip(*finals, strict=True)
+    )
+    if unbatched:
+        x = x[:, 0]
+        out_states = tuple(s[:, 0] for s in out_states)
+    elif batch_first:
+        x = jnp.swapaxes(x, 0, 1)
+    return x, rec.carry(out_states)
+
+
+def rnn(
+    params: Mapping[str, Any],
+    x: Any,
+    hx: Any = None,
+    lengths: Any = None,
+    *,
+    nonlinearity: str = "tanh",
+    batch_first: bool = False,
+    dropout: float = 0.0,
+    train: bool = False,
+    key: Array | None = None,
+    unroll: int = 1,
+    impl: Impl | str = "fused",
+    dtype: Any = None,
+    remat: int | None = None,
+) -> tuple[Array, Array]:
+    """Multi-layer Elman RNN, as ``torch.nn.RNN`` (``h' = act(W_ih x + b_ih + W_hh h + b_hh)``).
+
+    Arguments as :func:`lstm`, plus ``nonlinearity``: ``'tanh'`` (default) or ``'relu'``;
+    ``hx`` is h0 (L*D, N, H).
+
+    Returns:
+      ``(output, h_n)``: output (T, N, D*H), h_n (L*D, N, H).
+
+    >>> import jax, jax.numpy as jnp, jaxseq
+    >>> params = jaxseq.init_rnn(jax.random.key(0), input_size=3, hidden_size=5, num_layers=2)
+    >>> out, h_n = jaxseq.rnn(params, jnp.ones((7, 4, 3)), lengths=jnp.array([7, 3, 0, 5]))
+    >>> out.shape, h_n.shape, float(abs(out[3:, 1]).max())
+    ((7, 4, 5), (2, 4, 5), 0.0)
+    """
+    return run_stack(
+        "rnn",
+        params,
+        x,
+        hx,
+        lengths,
+        nonlinearity=nonlinearity,
+        batch_first=batch_first,
+        dropout=dropout,
+        train=train,
+        key=key,
+        unroll=unroll,
+        impl=impl,
+        dtype=dtype,
+        remat=remat,
+    )
+
+
+def lstm(
+    params: Mapping[str, Any],
+    x: Any,
+    hx: Any = None,
+    lengths: Any = None,
+    *,
+    batch_first: bool = False,
+    dropout: float = 0.0,
+    train: bool = False,
+    key: Array | None = None,
+    unroll: int = 1,
+    impl: Impl | str = "fused",
+    dtype: Any = None,
+    remat: int | None = None,
+) -> tuple[Array, tuple[Array, Array]]:
+    """Multi-layer LSTM, as ``torch.nn.LSTM`` (gate order i, f, g, o; optional ``proj_size``).
+
+    Per layer and direction (see :func:`jaxseq.cells.lstm_cell`)::
+
+        i = sigmoid(W_ii x + b_ii + W_hi h + b_hi)     f = sigmoid(W_if x + b_if + W_hf h + b_hf)
+        g = tanh(W_ig x + b_ig + W_hg h + b_hg)        o = sigmoid(W_io x + b_io + W_ho h + b_ho)
+        c' = f * c + i * g                             h' = o * tanh(c')   (W_hr o*tanh(c') if projected)
+
+    Args:
+      params: flat dict of torch-named parameters (see :mod:`jaxseq.params`); the number
+        of layers, directions, sizes, ``bias`` and ``proj_size`` are read from it.
+      x: (T, N, I), or (N, T, I) with ``batch_first=True``, or unbatched (T, I).
+      hx: optional initial state ``(h0, c0)`` with h0 (L*D, N, H_out), c0 (L*D, N, H)
+        (the RNN and GRU take h0 alone); zeros when None.
+      lengths: optional (N,) integer array (or list) of valid lengths in [0, T], unsorted
+        and repeated values allowed. Output at ``t >= lengths[n]`` is 0, the final state
+        is the state at each row's last valid step, the reverse direction starts at each
+        row's last valid element; length 0 gives zero output and ``h_n = h0``. Traced
+        lengths (under ``jit``) are not range-checked; values above T act as T and
+        negative values as 0.
+      batch_first: input and output are (N, T, ...).
+      dropout: dropout probability on the outputs of every layer but the last.
+      train: apply dropout (needs ``key`` when ``dropout > 0`` and there are 2+ layers).
+      key: PRNG key for dropout.
+      unroll: ``jax.lax.scan`` unroll factor.
+      impl: ``"fused"`` (default: directions fused in one scan, custom VJP, the input
+        projection hoisted out of the scan, or for the LSTM on CPU part of the per-step
+        matmul; ``"fused_loop"`` / ``"fused_hoisted"`` force one placement; see
+        :mod:`jaxseq.fused`), ``"unfused"`` (projection hoisted, one plain masked scan
+        per direction) or ``"reference"`` (the cell, input matmul included, inside a plain
+        masked scan: slow and obviously correct). The old names ``"fast"``,
+        ``"fast_loop"``, ``"fast_hoisted"`` and ``"hoisted"`` still work and warn.
+      dtype: computation dtype; default: the promotion of the input and parameter dtypes.
+      remat: None, or a chunk length K (fused implementations only): checkpoint every K
+        steps and recompute inside each chunk on the backward pass, so training memory
+        grows like T/K + K instead of T (try K about sqrt(T)). Same values and gradients.
+
+    Returns:
+      ``(output, (h_n, c_n))``: output (T, N, D*H_out), h_n (L*D, N, H_out), c_n (L*D, N, H).
+
+    >>> import jax, jax.numpy as jnp, jaxseq
+    >>> params = jaxseq.init_lstm(jax.random.key(0), 3, 5, bidirectional=True, proj_size=2)
+    >>> out, (h_n, c_n) = jaxseq.lstm(params, jnp.ones((7, 4, 3)), lengths=[7, 3, 0, 5])
+    >>> out.shape, h_n.shape, c_n.shape
+    ((7, 4, 4), (2, 4, 2), (2, 4, 5))
+    """
+    return run_stack(
+        "lstm",
+        params,
+        x,
+        hx,
+        lengths,
+        batch_first=batch_first,
+        dropout=dropout,
+        train=train,
+        key=key,
+        unroll=unroll,
+        impl=impl,
+        dtype=dtype,
+        remat=remat,
+    )
+
+
+def gru(
+    params: Mapping[str, Any],
+    x: Any,
+    hx: Any = None,
+    lengths: Any = None,
+    *,
+    batch_first: bool = False,
+    dropout: float = 0.0,
+    train: bool = False,
+    key: Array | None = None,
+    unroll: int = 1,
+    impl: Impl | str = "fused",
+    dtype: Any = None,
+    remat: int | None = None,
+) -> tuple[Array, Array]:
+    """Multi-layer GRU, as ``torch.nn.GRU`` (gate order r, z, n; reset after the hidden matmul).
+
+    Per layer and direction (see :func:`jaxseq.cells.gru_cell`)::
+
+        r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)     z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+        n = tanh(W_in x + b_in + r * (W_hn h + b_hn))  h' = (1 - z) * n + z * h
+
+    Arguments as :func:`lstm`; ``hx`` is h0 (L*D, N, H).
+
+    Returns:
+      ``(output, h_n)``: output (T, N, D*H), h_n (L*D, N, H).
+
+    >>> import jax, jax.numpy as jnp, jaxseq
+    >>> params = jaxseq.init_gru(jax.random.key(0), 3, 5, num_layers=2)
+    >>> out, h_n = jaxseq.gru(params, jnp.ones((4, 7, 3)), batch_first=True)
+    >>> out.shape, h_n.shape
+    ((4, 7, 5), (2, 4, 5))
+    """
+    return run_stack(
+        "gru",
+        params,
+        x,
+        hx,
+        lengths,
+        batch_first=batch_first,
+        dropout=dropout,
+        train=train,
+        key=key,
+        unroll=unroll,
+        impl=impl,
+        dtype=dtype,
+        remat=remat,
+    )

@@ -1,0 +1,209 @@
+"""Argument checks of the stack and the modules: every message in one place.
+
+Errors are raised in Python, before tracing, as ``ValueError`` / ``TypeError`` with
+torch's wording where torch has a message for the case. :mod:`jaxseq.checks` (the
+opt-in checks that also work under ``jit``) uses the same lengths message.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxseq.recurrences import Recurrence
+
+Array = jax.Array
+
+#: The layer implementations (see :mod:`jaxseq.impls`).
+Impl = Literal["fused", "fused_loop", "fused_hoisted", "unfused", "reference"]
+
+#: Old ``impl`` names, accepted with a ``DeprecationWarning`` for one release.
+DEPRECATED_IMPLS: dict[str, str] = {
+    "fast": "fused",
+    "fast_loop": "fused_loop",
+    "fast_hoisted": "fused_hoisted",
+    "hoisted": "unfused",
+}
+
+#: The message for lengths outside [0, T]; ``jaxseq.checks`` formats it under jit too.
+LENGTHS_RANGE = "lengths must lie in [0, T] = [0, {T}], got min {lo} and max {hi}"
+
+
+def is_concrete(a: Any) -> bool:
+    """False for a traced value (inside ``jit``/``grad``), whose contents Python cannot read."""
+    return not isinstance(a, jax.core.Tracer)
+
+
+def shape_str(shape: Sequence[int]) -> str:
+    """torch's way of printing a size in messages: ``[2, 3, 8]``."""
+    return "[" + ", ".join(str(s) for s in shape) + "]"
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def check_structure(
+    rec: Recurrence, input_size: Any, hidden_size: Any, num_layers: Any, proj_size: Any
+) -> None:
+    """torch's constructor checks of sizes, layers and ``proj_size``."""
+    for field, v in (
+        ("input_size", input_size),
+        ("hidden_size", hidden_size),
+        ("num_layers", num_layers),
+    ):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+            raise TypeError(f"{field} should be of type int, got: {type(v).__name__}")
+    if hidden_size <= 0:
+        raise ValueError("hidden_size must be greater than zero")
+    if input_size < 0:
+        raise ValueError("input_size must be non-negative")
+    if num_layers <= 0:
+        raise ValueError("num_layers must be greater than zero")
+    if proj_size < 0:
+        raise ValueError("proj_size should be a positive integer or zero to disable projections")
+    if proj_size > 0 and not rec.projection:
+        raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+    if proj_size > 0 and proj_size >= hidden_size:
+        raise ValueError("proj_size has to be smaller than hidden_size")
+
+
+def check_nonlinearity(kind: str | Recurrence, nonlinearity: str) -> None:
+    """Raise torch's error for a nonlinearity the kind does not take (RNN: tanh or relu).
+
+    Kinds with a single, fixed nonlinearity ignore the argument, as torch's LSTM and GRU
+    have none.
+    """
+    from jaxseq.recurrences import get
+
+    allowed = get(kind).nonlinearities
+    if len(allowed) > 1 and nonlinearity not in allowed:
+        options = " or ".join(f"'{a}'" for a in allowed)
+        raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from {options}.")
+
+
+def check_dropout(dropout: Any) -> float:
+    """Raise torch's error unless ``dropout`` is a number in [0, 1]; return it as a float."""
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
+        raise ValueError(
+            "dropout should be a number in range [0, 1] representing the probability "
+            f"of an element being zeroed, got {dropout!r}"
+        )
+    return float(dropout)
+
+
+def check_impl(impl: Any, known: Sequence[str], remat: Any, remat_impls: Sequence[str]) -> str:
+    """The ``impl`` name (old names warn and map to new ones); checks ``remat`` against it."""
+    if impl in DEPRECATED_IMPLS:
+        new = DEPRECATED_IMPLS[impl]
+        warnings.warn(
+            f"impl={impl!r} is deprecated and will be removed in the next release; "
+            f"use impl={new!r} (same computation)",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+        impl = new
+    if impl not in known:
+        raise ValueError(f"Unknown impl {impl!r}; expected one of {sorted(known)}")
+    if remat is not None:
+        if not isinstance(remat, (int, np.integer)) or isinstance(remat, bool) or remat < 1:
+            raise ValueError(
+                f"remat must be None or a positive integer chunk length, got {remat!r}"
+            )
+        if impl not in remat_impls:
+            raise ValueError(
+                f"remat is supported by impl in {list(remat_impls)}, got impl={impl!r}"
+            )
+    return impl
+
+
+def check_unroll(unroll: Any) -> None:
+    if not isinstance(unroll, (int, bool)) or (not isinstance(unroll, bool) and unroll < 1):
+        raise ValueError(f"unroll must be a positive integer or a bool, got {unroll!r}")
+
+
+# --------------------------------------------------------------------------- call arguments
+
+
+def check_input(name: str, x: Any, input_size: int) -> None:
+    """x must be a floating (T, N, I) / (N, T, I) / unbatched (T, I) array with I = input_size."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{name}: input must be an array, got {type(x).__name__}")
+    if x.ndim not in (2, 3):
+        raise ValueError(f"{name}: Expected input to be 2D or 3D, got {x.ndim}D instead")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name}: input must be a floating point array, got dtype {x.dtype}")
+    if x.shape[-1] != input_size:
+        raise ValueError(
+            f"input.size(-1) must be equal to input_size. Expected {input_size}, got {x.shape[-1]}"
+        )
+
+
+def check_lengths(name: str, lengths: Any, batch: int, T: int, unbatched: bool) -> Array:
+    """lengths as an (N,) int32 array; type, shape and (where concrete) range checked."""
+    if isinstance(lengths, (list, tuple)):
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in lengths):
+            raise TypeError(f"{name}: lengths must be integers, got {lengths!r}")
+        lengths = np.asarray(lengths, dtype=np.int32).reshape(len(lengths))
+    elif isinstance(lengths, (int, np.integer)) and not isinstance(lengths, bool):
+        lengths = np.asarray(lengths, dtype=np.int32)
+    if not hasattr(lengths, "dtype") or not hasattr(lengths, "shape"):
+        raise TypeError(
+            f"{name}: lengths must be an integer array of shape (N,), got {type(lengths).__name__}"
+        )
+    if lengths.dtype == np.bool_ or not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise TypeError(f"{name}: lengths must be an integer array, got dtype {lengths.dtype}")
+    expected = () if unbatched else (batch,)
+    if tuple(lengths.shape) not in (expected, (batch,)):
+        raise ValueError(
+            f"{name}: lengths must have shape {expected} (one length per sequence), "
+            f"got {tuple(lengths.shape)}"
+        )
+    if is_concrete(lengths):
+        arr = np.asarray(lengths)
+        if arr.size and (arr.min() < 0 or arr.max() > T):
+            raise ValueError(f"{name}: " + LENGTHS_RANGE.format(T=T, lo=arr.min(), hi=arr.max()))
+    return jnp.asarray(lengths).reshape(batch).astype(jnp.int32)
+
+
+def check_hidden(name: str, label: str, h: Any, expected: tuple[int, ...], dtype: Any) -> Array:
+    """One initial state: an array of the expected shape and the input's floating dtype."""
+    if not hasattr(h, "shape") or not hasattr(h, "dtype"):
+        raise TypeError(f"{name}: {label} must be an array, got {type(h).__name__}")
+    if tuple(h.shape) != expected:
+        raise ValueError(f"Expected {label} size {tuple(expected)}, got {shape_str(h.shape)}")
+    if not jnp.issubdtype(h.dtype, jnp.floating):
+        raise TypeError(f"{name}: {label} must be a floating point array, got dtype {h.dtype}")
+    if jnp.dtype(h.dtype) != jnp.dtype(dtype):
+        raise TypeError(
+            f"{name}: input and {label} must have the same dtype, found input of dtype "
+            f"{jnp.dtype(dtype)} and {label} of dtype {h.dtype}"
+        )
+    return jnp.asarray(h)
+
+
+def check_hx(
+    rec: Recurrence, name: str, hx: Any, shapes: Sequence[tuple[int, ...]], dtype: Any
+) -> tuple[Array, ...]:
+    """The initial states of ``hx`` (one array, or a tuple ``(h_0, c_0)`` for the LSTM)."""
+    if rec.num_states == 1:
+        if isinstance(hx, (tuple, list)):
+            raise TypeError(
+                f"{name}: hx must be a single array for {name}, got a {type(hx).__name__}"
+            )
+        return (check_hidden(name, "hidden", hx, tuple(shapes[0]), dtype),)
+    if not isinstance(hx, (tuple, list)) or len(hx) != rec.num_states:
+        names = (
+            "h_0, c_0"
+            if rec.num_states == 2
+            else ", ".join(f"state_{i}" for i in range(rec.num_states))
+        )
+        raise TypeError(f"{name}: hx must be a tuple ({names}), got {type(hx).__name__}")
+    return tuple(
+        check_hidden(name, f"hidden[{i}]", h, tuple(s), dtype)
+        for i, (h, s) in enumerate(zip(hx, shapes, strict=True))
+    )
