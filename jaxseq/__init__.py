@@ -9,14 +9,36 @@ Modules (Flax NNX, ``torch.nn`` signatures): ``jaxseq.nn.RNN/LSTM/GRU``.
 Interop: ``jaxseq.interop.load_torch_state_dict`` / ``to_torch_state_dict``.
 """
 
-from jaxseq import cells, checks, data, interop, layers, models, nn, plotting, scan, train
+from jaxseq import (
+    cells,
+    checks,
+    data,
+    impls,
+    interop,
+    layers,
+    models,
+    nn,
+    params,
+    plotting,
+    recurrences,
+    scan,
+    stack,
+    train,
+    validation,
+)
 from jaxseq.cells import gru_cell, lstm_cell, rnn_cell
-from jaxseq.layers import gru, init_gru, init_lstm, init_params, init_rnn, lstm, param_shapes, rnn
+from jaxseq.params import init_gru, init_lstm, init_params, init_rnn, param_shapes
 from jaxseq.scan import masked_scan
+from jaxseq.stack import gru, lstm, rnn
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "recurrences",
+    "params",
+    "validation",
+    "impls",
+    "stack",
     "cells",
     "scan",
     "layers",

@@ -35,6 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxseq.recurrences import get
+
 __all__ = ["from_torch", "to_torch", "SUPPORTED"]
 
 
@@ -62,16 +64,17 @@ def _layer_config(m: Any) -> dict[str, Any]:
         "dropout": float(m.dropout),
         "bidirectional": bool(m.bidirectional),
     }
-    if _cell(m) == "lstm":
+    rec = get(_cell(m))
+    if rec.projection:
         cfg["proj_size"] = m.proj_size
-    if _cell(m) == "rnn":
+    if len(rec.nonlinearities) > 1:
         cfg["nonlinearity"] = m.nonlinearity
     return cfg
 
 
 def _cell_config(m: Any) -> dict[str, Any]:
     cfg = {"input_size": m.input_size, "hidden_size": m.hidden_size, "bias": bool(m.bias)}
-    if type(m).__name__ == "RNNCell":
+    if len(get(_cell(m).removesuffix("cell")).nonlinearities) > 1:
         cfg["nonlinearity"] = m.nonlinearity
     return cfg
 

@@ -27,6 +27,7 @@ from flax import nnx
 from seqfile import finalize as _finalize
 from seqfile import read_checked as _read_checked
 from seqfile import write_atomic as _write_atomic
+from seqfile.report import compare, dtype_error, load_error, torch_parts
 
 __all__ = [
     "load_torch_state_dict",
@@ -124,34 +125,19 @@ def load_torch_state_dict(
             f"state_dict must be a mapping of names to tensors, got {type(state_dict).__name__}"
         )
     targets = torch_named_params(module)
-    missing = sorted(set(targets) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(targets))
-    mismatched, updates = [], []
-    for name, (owner, attr, to_jax, to_th) in targets.items():
-        if name not in state_dict:
-            continue
-        raw = _to_numpy(state_dict[name])
+    expected, updates = {}, []
+    for name, (owner, attr, _, to_th) in targets.items():
         param = getattr(owner, attr)
         # Compare in torch's layout: the message names torch names, so it shows torch shapes.
-        expected = tuple(to_th(np.empty(param.shape, dtype=np.bool_)).shape)
-        if tuple(raw.shape) != expected:
-            mismatched.append(
-                f"{name}: checkpoint has {tuple(raw.shape)}, module expects {expected}"
-            )
-            continue
-        value = to_jax(raw)
-        updates.append((param, jnp.asarray(value, dtype=param.dtype)))
-    if mismatched or (strict and (missing or unexpected)):
-        parts = []
-        if missing and strict:
-            parts.append(f"Missing key(s) in state_dict: {missing}")
-        if unexpected and strict:
-            parts.append(f"Unexpected key(s) in state_dict: {unexpected}")
-        if mismatched:
-            parts.append("size mismatch: " + "; ".join(mismatched))
-        raise ValueError(
-            f"Error(s) in loading state_dict for {type(module).__name__}:\n  " + "\n  ".join(parts)
-        )
+        expected[name] = tuple(to_th(np.empty(param.shape, dtype=np.bool_)).shape)
+    raw = {k: _to_numpy(v) for k, v in state_dict.items()}
+    parts = torch_parts(compare(expected, {k: tuple(v.shape) for k, v in raw.items()}), strict)
+    if parts:
+        raise ValueError(load_error(type(module).__name__, parts))
+    for name, (owner, attr, to_jax, _) in targets.items():
+        if name in raw:
+            param = getattr(owner, attr)
+            updates.append((param, jnp.asarray(to_jax(raw[name]), dtype=param.dtype)))
     for param, value in updates:
         param[...] = value
     return module
@@ -195,15 +181,12 @@ def _check_dtypes(
 ) -> None:
     """Refuse non-floating tensors for floating parameters (a silent cast would hide them)."""
     bad = [
-        f"{k}: checkpoint has {tensors[k].dtype}, module expects a floating point dtype ({own[k]})"
+        (k, str(tensors[k].dtype), str(own[k]))
         for k in sorted(own)
         if k in tensors and not jnp.issubdtype(tensors[k].dtype, jnp.floating)
     ]
     if bad:
-        raise ValueError(
-            f"Error(s) in loading {os.fspath(path)} into {type(module).__name__}:\n  dtype mismatch: "
-            + "; ".join(bad)
-        )
+        raise ValueError(dtype_error(os.fspath(path), type(module).__name__, bad))
 
 
 def save(module: nnx.Module, path: Any, metadata: Mapping[str, str] | None = None) -> None:

@@ -43,7 +43,8 @@ import numpy as np
 from flax import nnx
 
 from jaxseq import nn as jnn
-from jaxseq.layers import check_dropout
+from jaxseq.recurrences import get
+from jaxseq.validation import check_dropout
 
 Array = jax.Array
 
@@ -118,7 +119,8 @@ def make_rnn(
     """
     if cell not in _CELLS:
         raise ValueError(f"cell must be one of 'rnn', 'lstm', 'gru', got {cell!r}")
-    if proj_size and cell != "lstm":
+    rec = get(cell)
+    if proj_size and not rec.projection:
         raise ValueError(f"proj_size is only supported for cell='lstm', got cell={cell!r}")
     kw: dict[str, Any] = {
         "batch_first": True,
@@ -127,9 +129,9 @@ def make_rnn(
         "param_dtype": param_dtype,
         "rngs": rngs,
     }
-    if cell == "lstm":
+    if rec.projection:
         kw["proj_size"] = proj_size
-    if cell == "rnn":
+    if len(rec.nonlinearities) > 1:
         kw["nonlinearity"] = nonlinearity
     return _CELLS[cell](input_size, hidden_size, num_layers, **kw)
 

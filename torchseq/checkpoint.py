@@ -27,6 +27,7 @@ from safetensors.torch import save as serialize
 from seqfile import finalize as _finalize
 from seqfile import read_checked as _read_checked
 from seqfile import write_atomic as _write_atomic
+from seqfile.report import compare, dtype_error, load_error, torch_parts
 
 __all__ = ["save", "load", "check_state_dict"]
 
@@ -48,25 +49,10 @@ def check_state_dict(
     model: torch.nn.Module, state_dict: Mapping[str, Any], strict: bool = True
 ) -> None:
     """Raise one ``ValueError`` naming every key or shape of ``state_dict`` that does not fit."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    mismatched = [
-        f"{k}: checkpoint has {tuple(state_dict[k].shape)}, module expects {tuple(own[k].shape)}"
-        for k in own
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
-    ]
-    parts = []
-    if strict and missing:
-        parts.append(f"Missing key(s) in state_dict: {missing}")
-    if strict and unexpected:
-        parts.append(f"Unexpected key(s) in state_dict: {unexpected}")
-    if mismatched:
-        parts.append("size mismatch: " + "; ".join(mismatched))
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    parts = torch_parts(compare(own, {k: tuple(v.shape) for k, v in state_dict.items()}), strict)
     if parts:
-        raise ValueError(
-            f"Error(s) in loading state_dict for {type(model).__name__}:\n  " + "\n  ".join(parts)
-        )
+        raise ValueError(load_error(type(model).__name__, parts))
 
 
 def load(model: torch.nn.Module, path: Any, strict: bool = True) -> torch.nn.Module:
@@ -80,16 +66,12 @@ def load(model: torch.nn.Module, path: Any, strict: bool = True) -> torch.nn.Mod
     state_dict = _read_checked(path, deserialize)
     own = model.state_dict()
     bad = [
-        f"{k}: checkpoint has {state_dict[k].dtype}, module expects a floating point dtype "
-        f"({own[k].dtype})"
+        (k, str(state_dict[k].dtype), str(own[k].dtype))
         for k in sorted(own)
         if k in state_dict and own[k].is_floating_point() and not state_dict[k].is_floating_point()
     ]
     if bad:
-        raise ValueError(
-            f"Error(s) in loading {os.fspath(path)} into {type(model).__name__}:\n  "
-            "dtype mismatch: " + "; ".join(bad)
-        )
+        raise ValueError(dtype_error(os.fspath(path), type(model).__name__, bad))
     check_state_dict(model, state_dict, strict=strict)
     model.load_state_dict(state_dict, strict=strict)
     return model
