@@ -155,10 +155,6 @@ def _torch_module(kind: str, cfg: Config, seed: int = 0):
     return cls(cfg.I, cfg.H, cfg.layers, bidirectional=cfg.bidirectional)
 
 
-def _loss_np(out):
-    return (out * out).mean()
-
-
 def build_torch(kind: str, cfg: Config, x_np, lengths_np, packed: bool):
     import torch
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence

@@ -113,18 +113,6 @@ class RNNBase(nnx.Module):
             setattr(self, name, nnx.Param(value))
         self.dropout_rngs = rngs["dropout"].fork() if self.dropout > 0 and num_layers > 1 else None
 
-    @property
-    def spec(self) -> RNNSpec:
-        return RNNSpec(
-            self.kind,
-            self.input_size,
-            self.hidden_size,
-            self.num_layers,
-            self.bias,
-            self.bidirectional,
-            self.proj_size,
-        )
-
     def params_dict(self) -> dict[str, Array]:
         """The parameters as a flat ``{torch name: array}`` dict (for the functional API)."""
         return {name: getattr(self, name)[...] for name in self._param_names}
@@ -156,21 +144,6 @@ class RNNBase(nnx.Module):
             dtype=self.dtype,
             remat=self.remat,
         )
-
-    def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.proj_size:
-            s += f", proj_size={self.proj_size}"
-        for k, default in (
-            ("num_layers", 1),
-            ("bias", True),
-            ("batch_first", False),
-            ("dropout", 0.0),
-            ("bidirectional", False),
-        ):
-            if getattr(self, k) != default:
-                s += f", {k}={getattr(self, k)}"
-        return s
 
 
 class RNN(RNNBase):
@@ -521,14 +494,6 @@ class RNNCellBase(nnx.Module):
         if unbatched:
             out = jax.tree.map(lambda a: a[0], out)
         return out
-
-    def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if not self.bias:
-            s += ", bias=False"
-        if getattr(self, "nonlinearity", "tanh") != "tanh":
-            s += f", nonlinearity={self.nonlinearity}"
-        return s
 
 
 class RNNCell(RNNCellBase):
