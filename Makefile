@@ -21,6 +21,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 demo: $(STAMP)
 	$(PY) examples/classify.py --out runs/demo

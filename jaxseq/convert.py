@@ -236,7 +236,7 @@ def _jax_dtype(torch_dtype: Any) -> Any:
     name = str(torch_dtype).removeprefix("torch.")
     if name not in ("float16", "bfloat16", "float32", "float64"):
         raise TypeError(f"from_torch: parameters of dtype {torch_dtype} are not supported")
-    if name == "float64" and not jax.config.jax_enable_x64:
+    if name == "float64" and not jax.config.read("jax_enable_x64"):
         raise ValueError(
             "from_torch: the module has float64 parameters but JAX's float64 is off; "
             'call jax.config.update("jax_enable_x64", True) first'

@@ -187,6 +187,7 @@ def fused_layer(
     x: Array,
     states: tuple[Array, ...],
     mask: Array | None,
+    /,
     *,
     nonlinearity: str = "tanh",
     unroll: int = 1,

@@ -18,8 +18,8 @@ same thing (the tests hold each against ``"reference"``):
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -60,15 +60,22 @@ class LayerImpl(Protocol):
         x: Array,
         states: tuple[Array, ...],
         mask: Array | None,
+        /,
         *,
         nonlinearity: str,
         unroll: int,
-        remat: int | None,
+        remat: int | None = None,
     ) -> tuple[Array, tuple[Array, ...]]: ...
 
 
 def _per_direction(
-    rec: Recurrence, w: Mapping[str, Array], x_or_gx, states, mask, cell, unroll
+    rec: Recurrence,
+    w: Mapping[str, Array],
+    x_or_gx: Callable[[dict[str, Array]], Array],
+    states: tuple[Array, ...],
+    mask: Array | None,
+    cell: Callable[..., tuple[Any, Array]],
+    unroll: int,
 ) -> tuple[Array, tuple[Array, ...]]:
     outs, finals = [], []
     for d in range(w["weight_ih"].shape[0]):
@@ -82,12 +89,34 @@ def _per_direction(
     return out, tuple(jnp.stack(f) for f in zip(*finals, strict=True))
 
 
-def reference_layer(rec, w, x, states, mask, *, nonlinearity, unroll, remat=None):
+def reference_layer(
+    rec: Recurrence,
+    w: Mapping[str, Array],
+    x: Array,
+    states: tuple[Array, ...],
+    mask: Array | None,
+    /,
+    *,
+    nonlinearity: str,
+    unroll: int,
+    remat: int | None = None,
+) -> tuple[Array, tuple[Array, ...]]:
     """Slow, obviously correct: the whole cell (input matmul included) inside the scan."""
     return _per_direction(rec, w, lambda p: x, states, mask, rec.cell(nonlinearity), unroll)
 
 
-def unfused_layer(rec, w, x, states, mask, *, nonlinearity, unroll, remat=None):
+def unfused_layer(
+    rec: Recurrence,
+    w: Mapping[str, Array],
+    x: Array,
+    states: tuple[Array, ...],
+    mask: Array | None,
+    /,
+    *,
+    nonlinearity: str,
+    unroll: int,
+    remat: int | None = None,
+) -> tuple[Array, tuple[Array, ...]]:
     """Input projection hoisted out of the scan: one (T*N, I) x (I, G*H) matmul per direction."""
     project = lambda p: input_projection(p, x)  # noqa: E731  (T, N, G*H)
     return _per_direction(rec, w, project, states, mask, rec.step_fn(nonlinearity), unroll)

@@ -141,6 +141,7 @@ def run_stack(
                 )
             finals.append(fin)
             if train and dropout > 0 and layer < L - 1:
+                assert key is not None  # checked above
                 key, sub = jax.random.split(key)
                 x = _dropout(sub, x, float(dropout))
 

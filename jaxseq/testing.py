@@ -31,8 +31,9 @@ differs beyond tolerance::
 
 Both modules are copied and the copies put in eval mode (``.eval()``: no dropout), so
 the modules you pass are never changed; the comparison needs deterministic modules. This
-module imports PyTorch only when :func:`check_parity` or :func:`copy_weights` runs
-(``pip install 'jaxseq[torch]'``); its doctests use no torch.
+module imports PyTorch only when :func:`check_parity` runs (``pip install
+'jaxseq[torch]'``), so ``import jaxseq.testing`` works without it; its doctests use no
+torch.
 
 Tolerances: ``|jax - torch| <= atol + rtol * |torch|`` elementwise (as ``np.allclose``
 and ``torch.testing.assert_close``), torch being the reference, with defaults by dtype
@@ -330,6 +331,9 @@ class ParityReport:
 
     def __str__(self) -> str:
         return self._summary() + "\n" + _format_table(self.rows)
+
+    def __repr__(self) -> str:
+        return f"<ParityReport {self._summary()}>"
 
     def failure_message(self, n: int = 10) -> str:
         """The ``AssertionError`` text: the summary, hints, and the ``n`` worst rows."""

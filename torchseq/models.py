@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 __all__ = [
     "SequenceClassifier",
@@ -95,10 +95,12 @@ def final_hidden(
         lengths = torch.as_tensor(lengths)
         if lengths.ndim != 1 or lengths.shape[0] != x.shape[0]:
             raise ValueError(f"lengths must have shape ({x.shape[0]},), got {tuple(lengths.shape)}")
-        x = pack_padded_sequence(
+    inputs: torch.Tensor | PackedSequence = x
+    if lengths is not None:
+        inputs = pack_padded_sequence(
             x, lengths.cpu().to(torch.int64), batch_first=True, enforce_sorted=False
         )
-    _, h_n = rnn(x, hx)
+    _, h_n = rnn(inputs, hx)
     if isinstance(h_n, tuple):  # LSTM: (h_n, c_n)
         h_n = h_n[0]
     D = 2 if rnn.bidirectional else 1
