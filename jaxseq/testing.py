@@ -387,10 +387,6 @@ def copy_weights(torch_module: Any, jax_module: nnx.Module, strict: bool = True)
 # --------------------------------------------------------------------------- check_parity
 
 
-def _is_array(a: Any) -> bool:
-    return isinstance(a, (np.ndarray, np.generic, jax.Array)) or hasattr(a, "detach")
-
-
 def _to_host(a: Any) -> Any:
     if hasattr(a, "detach"):  # a torch.Tensor
         return interop._to_numpy(a)
