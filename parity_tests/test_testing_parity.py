@@ -42,8 +42,15 @@ for (c, cell), tokens, bidirectional, layers in itertools.product(
 ):
     if (tokens + bidirectional + layers + c) % 2:  # a half fraction: see the docstring
         continue
-    kw = dict(input_size=I, num_classes=C, hidden_size=H, cell=cell, num_layers=layers,
-              bidirectional=bidirectional, vocab_size=V if tokens else None)  # fmt: skip
+    kw = dict(
+        input_size=I,
+        num_classes=C,
+        hidden_size=H,
+        cell=cell,
+        num_layers=layers,
+        bidirectional=bidirectional,
+        vocab_size=V if tokens else None,
+    )
     name = f"classifier-{cell}-{'tokens' if tokens else 'features'}-D{1 + bidirectional}-L{layers}"
     CASES[name] = ("SequenceClassifier", kw, (TOKENS if tokens else X, LENGTHS))
 CASES["classifier-lstm-proj"] = (

@@ -36,8 +36,15 @@ def classifier_pair(dtype=np.float64, **kw):
 def lstm_pair():
     torch.manual_seed(1)
     t = torch.nn.LSTM(I, H, num_layers=2, batch_first=True, bidirectional=True).double()
-    j = jaxseq.nn.LSTM(I, H, num_layers=2, batch_first=True, bidirectional=True,
-                       param_dtype=jnp.float64, rngs=nnx.Rngs(0))  # fmt: skip
+    j = jaxseq.nn.LSTM(
+        I,
+        H,
+        num_layers=2,
+        batch_first=True,
+        bidirectional=True,
+        param_dtype=jnp.float64,
+        rngs=nnx.Rngs(0),
+    )
     return t, jt.copy_weights(t, j)
 
 
@@ -90,8 +97,9 @@ def test_adapters_and_lengths_through_jax_fn():
     lengths = np.array([6, 1, 3])
 
     def torch_fn(m, x, n):
-        packed = torch.nn.utils.rnn.pack_padded_sequence(x, n, batch_first=True,
-                                                         enforce_sorted=False)  # fmt: skip
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            x, n, batch_first=True, enforce_sorted=False
+        )
         out, (h, c) = m(packed)
         out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)
         return {"out": out, "h": h}
@@ -122,8 +130,10 @@ def test_eager_mode_and_integer_outputs():
 
     report = jt.check_parity(t, j, X, LENGTHS, torch_fn=both, jax_fn=both, jit=False, steps=1)
     out = rows_of(report, "output")
-    assert [(r.name, r.dtype, r.rtol) for r in out] == [("out[0]", "float64", 1e-9),
-                                                       ("out[1]", "int64", 0.0)]  # fmt: skip
+    assert [(r.name, r.dtype, r.rtol) for r in out] == [
+        ("out[0]", "float64", 1e-9),
+        ("out[1]", "int64", 0.0),
+    ]
     assert report.passed
 
 
@@ -209,8 +219,9 @@ def test_different_computation_fails_on_outputs_and_grads():
 def test_gru_with_one_bias_changed_fails():
     torch.manual_seed(3)
     t = torch.nn.GRU(I, H, batch_first=True).double()
-    j = jt.copy_weights(t, jaxseq.nn.GRU(I, H, batch_first=True, param_dtype=jnp.float64,
-                                         rngs=nnx.Rngs(0)))  # fmt: skip
+    j = jt.copy_weights(
+        t, jaxseq.nn.GRU(I, H, batch_first=True, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+    )
 
     def jax_fn(m, x):  # the same weights, but one bias is changed in the computation
         params = {**m.params_dict(), "bias_ih_l0": m.bias_ih_l0[...].at[7].add(0.01)}
@@ -245,8 +256,14 @@ def test_output_structure_mismatch_is_reported():
     assert notes["out"] == "missing in torch's outputs"
     assert notes["out[0]"] == "missing in jax's outputs"
     assert not rows_of(report, "grad")  # no gradient without matching outputs
-    report = jt.check_parity(t, j, X, torch_fn=lambda m, x: m(x)[0],
-                             jax_fn=lambda m, x: m(x)[0][:, :-1], raise_on_fail=False)  # fmt: skip
+    report = jt.check_parity(
+        t,
+        j,
+        X,
+        torch_fn=lambda m, x: m(x)[0],
+        jax_fn=lambda m, x: m(x)[0][:, :-1],
+        raise_on_fail=False,
+    )
     (row,) = report.failures
     assert row.note == "shape (3, 5, 10) (jax) != (3, 6, 10) (torch)"
     assert "FAIL  (shape (3, 5, 10) (jax) != (3, 6, 10) (torch))" in str(report)
@@ -292,8 +309,14 @@ def test_report_numbers_on_a_hand_made_case():
 
 
 def test_compare_numbers():
-    row = jt.compare(np.array([1.0, 2.0, 0.0, 1e-3]), np.array([1.0, 2.5, 0.0, 0.0]),
-                     what="grad", name="w", rtol=0.1, atol=0.01)  # fmt: skip
+    row = jt.compare(
+        np.array([1.0, 2.0, 0.0, 1e-3]),
+        np.array([1.0, 2.5, 0.0, 0.0]),
+        what="grad",
+        name="w",
+        rtol=0.1,
+        atol=0.01,
+    )
     assert (row.max_abs_err, row.max_rel_err) == (0.5, np.inf)
     assert row.err_over_tol == pytest.approx(0.5 / (0.01 + 0.1 * 2.5))
     assert not row.passed and (row.rtol, row.atol) == (0.1, 0.01)

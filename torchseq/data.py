@@ -21,21 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
+# Shared with jaxseq.data (NumPy only): the same seed gives the same batches in both.
+from seqfile.batching import as_numpy, batch_order, padded_batches
+
 __all__ = ["pad_sequences", "lengths_to_mask", "collate", "batches", "batch_order"]
-
-
-def batch_order(
-    n: int, batch_size: int, *, seed: int | None = 0, shuffle: bool = True, drop_last: bool = False
-) -> list[np.ndarray]:
-    """The index arrays of each batch (a permutation from ``np.random.default_rng(seed)``).
-
-    Identical to ``jaxseq.data.batch_order``.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
-    stop = n - n % batch_size if drop_last else n
-    return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
 
 
 def pad_sequences(
@@ -109,31 +98,13 @@ def batches(
     ``jaxseq.data.batches(X, lengths, y, batch_size, seed=seed, shuffle=shuffle,
     buckets=buckets, drop_last=drop_last)``.
     """
-    X = X.numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
-    lengths = (
-        lengths.numpy() if isinstance(lengths, torch.Tensor) else np.asarray(lengths)
-    ).astype(np.int64)
-    y = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
-    if X.ndim < 2 or lengths.shape != (X.shape[0],) or y.shape[:1] != (X.shape[0],):
-        raise ValueError(
-            f"X (N, T, ...), lengths (N,) and y (N, ...) must share N; got X "
-            f"{X.shape}, lengths {lengths.shape}, y {y.shape}"
-        )
-    for idx in batch_order(X.shape[0], batch_size, seed=seed, shuffle=shuffle, drop_last=drop_last):
-        lb = lengths[idx]
-        T_b = X.shape[1]
-        if buckets is not None:
-            fits = [b for b in sorted(buckets) if b >= int(lb.max())]
-            if not fits:
-                raise ValueError(
-                    f"length {int(lb.max())} exceeds the largest bucket {max(buckets)}"
-                )
-            T_b = fits[0]
-        xb = X[idx, :T_b]
-        if xb.shape[1] < T_b:
-            xb = np.pad(xb, [(0, 0), (0, T_b - xb.shape[1])] + [(0, 0)] * (X.ndim - 2))
+    X, y = as_numpy(X), as_numpy(y)
+    lengths = as_numpy(lengths).astype(np.int64)
+    for xb, lb, yb in padded_batches(
+        X, lengths, y, batch_size, seed=seed, shuffle=shuffle, buckets=buckets, drop_last=drop_last
+    ):
         yield (
             torch.from_numpy(np.ascontiguousarray(xb)),
             torch.from_numpy(lb),
-            torch.from_numpy(y[idx]),
+            torch.from_numpy(yb),
         )
