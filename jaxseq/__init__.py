@@ -12,6 +12,7 @@ Interop: ``jaxseq.interop.load_torch_state_dict`` / ``to_torch_state_dict``.
 from jaxseq import (
     cells,
     checks,
+    convert,
     data,
     impls,
     interop,
@@ -23,6 +24,7 @@ from jaxseq import (
     recurrences,
     scan,
     stack,
+    testing,
     train,
     validation,
 )
@@ -41,6 +43,8 @@ __all__ = [
     "stack",
     "cells",
     "scan",
+    "convert",
+    "testing",
     "layers",
     "nn",
     "interop",

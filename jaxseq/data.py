@@ -32,6 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# Shared with torchseq.data (NumPy only): the same seed gives the same batches in both.
+from seqfile.batching import batch_order, bucket_length, make_buckets, padded_batches
+
 __all__ = [
     "pad_sequence",
     "unpad_sequence",
@@ -283,45 +286,6 @@ def lengths_to_mask(lengths: Any, max_len: int) -> np.ndarray:
     return np.arange(max_len).reshape(1, -1) < lengths.reshape(-1, 1)
 
 
-def make_buckets(max_len: int, num: int = 4, min_len: int | None = None) -> tuple[int, ...]:
-    """``num`` evenly spaced bucket sizes ending at ``max_len`` (a tuple, increasing).
-
-    The smallest is ``min_len`` (default ``ceil(max_len / num)``); duplicates are dropped.
-    """
-    if max_len < 1 or num < 1:
-        raise ValueError(f"max_len and num must be >= 1, got max_len={max_len}, num={num}")
-    lo = -(-max_len // num) if min_len is None else min(max(int(min_len), 1), max_len)
-    return tuple(sorted({int(round(v)) for v in np.linspace(lo, max_len, num)}))
-
-
-def bucket_length(T: int, buckets: Sequence[int] | None) -> int:
-    """The smallest bucket size >= T (T itself when ``buckets`` is None).
-
-    Raises ValueError if T exceeds the largest bucket.
-    """
-    if buckets is None:
-        return int(T)
-    fits = [b for b in sorted(buckets) if b >= T]
-    if not fits:
-        raise ValueError(f"length {T} exceeds the largest bucket {max(buckets)}")
-    return int(fits[0])
-
-
-def batch_order(
-    n: int, batch_size: int, *, seed: int | None = 0, shuffle: bool = True, drop_last: bool = False
-) -> list[np.ndarray]:
-    """The index arrays of each batch: a permutation from ``np.random.default_rng(seed)``.
-
-    ``torchseq.data.batches`` uses the same function, so the same seed gives the same
-    batches in the same order in both frameworks.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
-    stop = n - n % batch_size if drop_last else n
-    return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
-
-
 def batches(
     X: Any,
     lengths: Any,
@@ -351,23 +315,9 @@ def batches(
     if isinstance(X, (list, tuple)):
         X, computed = pad_sequences(X)
         lengths = computed if lengths is None else lengths
-    X = np.asarray(X)
-    lengths = np.asarray(lengths).astype(np.int32)
-    y = np.asarray(y)
-    if X.ndim < 2 or lengths.shape != (X.shape[0],) or y.shape[:1] != (X.shape[0],):
-        raise ValueError(
-            f"X (N, T, ...), lengths (N,) and y (N, ...) must share N; got X "
-            f"{X.shape}, lengths {lengths.shape}, y {y.shape}"
-        )
+    X, lengths, y = np.asarray(X), np.asarray(lengths).astype(np.int32), np.asarray(y)
     if key is not None:
-        import jax
-
         seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
-    for idx in batch_order(X.shape[0], batch_size, seed=seed, shuffle=shuffle, drop_last=drop_last):
-        lb = lengths[idx]
-        T_b = bucket_length(int(lb.max()), buckets) if buckets is not None else X.shape[1]
-        xb = X[idx, :T_b]
-        if xb.shape[1] < T_b:
-            pad = [(0, 0), (0, T_b - xb.shape[1])] + [(0, 0)] * (X.ndim - 2)
-            xb = np.pad(xb, pad)
-        yield xb, lb, y[idx]
+    yield from padded_batches(
+        X, lengths, y, batch_size, seed=seed, shuffle=shuffle, buckets=buckets, drop_last=drop_last
+    )
