@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -62,6 +62,7 @@ def _padding_scalar(value: Any, dtype: np.dtype) -> Any:
     zero for integers, True for any nonzero value for bool, refused when it overflows."""
     if not isinstance(value, numbers.Number):
         raise TypeError(f"padding_value must be a number, got {type(value).__name__}")
+    value = cast(Any, value)  # a Python or NumPy number; NumPy's stubs do not type Number
     overflow = ValueError(
         f"padding_value {value!r} cannot be converted to type {np.dtype(dtype)} without overflow"
     )
@@ -77,10 +78,10 @@ def _padding_scalar(value: Any, dtype: np.dtype) -> Any:
             raise overflow
         return np.asarray(v).astype(dtype)
     with np.errstate(over="ignore", invalid="ignore"):
-        v = np.asarray(value).astype(dtype)
-    if np.isfinite(value) and not np.isfinite(np.asarray(v, dtype=np.complex128)):
+        converted = np.asarray(value).astype(dtype)
+    if np.isfinite(value) and not np.isfinite(np.asarray(converted, dtype=np.complex128)):
         raise overflow
-    return v
+    return converted
 
 
 def _as_array(s: Any, i: int) -> Any:

@@ -415,7 +415,7 @@ def _check_tol(name: str, v: Any) -> None:
         return
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name} must be a non-negative number or None, got {type(v).__name__}")
-    if not v >= 0:
+    if not float(v) >= 0:
         raise ValueError(f"{name} must be >= 0, got {v}")
 
 
@@ -450,7 +450,7 @@ def _resolve_optimizer(
 ) -> tuple[str, Callable[[Any], Any], _Update]:
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
         raise TypeError(f"lr must be a number, got {type(lr).__name__}")
-    if not lr >= 0:
+    if not float(lr) >= 0:
         raise ValueError(f"Invalid learning rate: {lr}")  # torch.optim's message
     if isinstance(optimizer, str):
         if optimizer not in OPTIMIZERS:
