@@ -53,6 +53,27 @@ def _dropout(key: Array, x: Array, rate: float) -> Array:
     return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros_like(x))
 
 
+def _varying_axes(a: Any) -> frozenset[str]:
+    """The manual mesh axes over which ``a`` varies (empty outside ``shard_map``)."""
+    aval = jax.typeof(a)
+    mat = getattr(aval, "manual_axis_type", None)  # jax >= 0.10
+    return frozenset(mat.varying) if mat is not None else frozenset(getattr(aval, "vma", ()))
+
+
+def _vary_like(a: Any, axes: tuple[str, ...]) -> Any:
+    """``a`` marked as varying over the manual mesh axes ``axes`` (inside ``shard_map``).
+
+    Under ``jax.shard_map`` (with its default ``check_vma=True``) a batch-sharded input
+    varies over the mesh axis, while zeros made here and replicated weights do not; a
+    scan whose carry starts invariant and becomes varying is a type error. Casting the
+    initial states and the weights to varying first fixes both, and the cast's transpose
+    sums the per-device weight gradients (a ``psum``), so gradients are those of the
+    whole batch. Outside ``shard_map`` ``axes`` is empty and this is the identity.
+    """
+    missing = tuple(ax for ax in axes if ax not in _varying_axes(a))
+    return jax.lax.pcast(a, missing, to="varying") if missing else a
+
+
 def run_stack(
     kind: str,
     params: Mapping[str, Any],
@@ -121,6 +142,13 @@ def run_stack(
     if remat is not None:
         layer_fn = functools.partial(layer_fn, remat=int(remat))
     x = x.astype(dtype)
+    # Inside shard_map: everything the layers combine varies like the input does.
+    varying = _varying_axes(x) | (_varying_axes(mask) if mask is not None else frozenset())
+    vma = tuple(sorted(varying))
+    if vma:
+        x = _vary_like(x, vma)
+        mask = None if mask is None else _vary_like(mask, vma)
+        states = tuple(_vary_like(st, vma) for st in states)
     if mask is not None:
         # Padding never reaches a layer: a NaN or inf there would otherwise poison the
         # weight gradients (0 * nan = nan), though outputs and states stay right.
@@ -130,7 +158,9 @@ def run_stack(
         for layer in range(L):
             sfxs = suffixes(layer, spec.bidirectional)
             w = {
-                base: jnp.stack([jnp.asarray(params[base + s]).astype(dtype) for s in sfxs])
+                base: _vary_like(
+                    jnp.stack([jnp.asarray(params[base + s]).astype(dtype) for s in sfxs]), vma
+                )
                 for base in BASES
                 if base + sfxs[0] in params
             }

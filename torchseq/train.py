@@ -1,7 +1,12 @@
 """A plain PyTorch training loop: ``torch.optim`` plus gradient clipping by norm.
 
-One step is ``zero_grad -> loss.backward() -> clip_grad_norm_ (optional) -> step()``, the
-loop the PyTorch tutorials teach; ``jaxseq.train`` reproduces it with optax.
+One step is ``zero_grad -> loss.backward() -> clip_grad_norm_ (optional) -> step() ->
+scheduler.step() (optional)``, the loop the PyTorch tutorials teach; ``jaxseq.train``
+reproduces it with optax, under the same names: :func:`fit` (returns a :class:`History`),
+the losses :func:`classification_loss`, :func:`regression_loss`,
+:func:`language_model_loss`, and :func:`predict`, :func:`evaluate`,
+:func:`evaluate_regression`, :func:`evaluate_language_model`. Batches may hold NumPy
+arrays (shared with the JAX side): they become tensors, integer arrays as int64.
 
 >>> import torch
 >>> from torchseq.models import SequenceClassifier
@@ -16,13 +21,31 @@ loop the PyTorch tutorials teach; ``jaxseq.train`` reproduces it with optax.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["classification_loss", "train_step", "fit", "evaluate"]
+__all__ = [
+    "classification_loss",
+    "regression_loss",
+    "language_model_loss",
+    "as_tensors",
+    "cosine_decay",
+    "History",
+    "train_step",
+    "fit",
+    "predict",
+    "evaluate",
+    "evaluate_regression",
+    "evaluate_language_model",
+]
+
+Batches = Iterable[tuple] | Callable[[int], Iterable[tuple]]
 
 
 def classification_loss(
@@ -30,6 +53,106 @@ def classification_loss(
 ) -> torch.Tensor:
     """The default loss: mean ``F.cross_entropy(model(x, lengths), y)``."""
     return F.cross_entropy(model(x, lengths), y)
+
+
+def regression_loss(model: torch.nn.Module, *batch: torch.Tensor) -> torch.Tensor:
+    """Mean squared error: ``batch = (*inputs, target)``, ``model(*inputs)`` reshaped to the
+    target's shape (e.g. (N, 1, 1) -> (N,)): ``mean((model(*inputs) - target) ** 2)``.
+
+    >>> float(regression_loss(lambda x: 2 * x, torch.tensor([[1.0], [2.0]]), torch.ones(2)))
+    5.0
+    """
+    *inputs, target = batch
+    pred = model(*inputs)
+    return torch.mean((pred.reshape(target.shape) - target) ** 2)
+
+
+def language_model_loss(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """Mean next-token cross-entropy of a language model ``model(x (N, T)) -> (logits
+    (N, T, V), state)`` against targets y (N, T) int, over all N*T positions."""
+    logits, _ = model(x)  # (N, T, V)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+def as_tensors(batch: Iterable[Any]) -> tuple:
+    """The batch with every NumPy array as a tensor: integer arrays as int64 (torch's index
+    dtype), others in their own dtype (sharing memory where possible). Tensors and other
+    values pass through.
+
+    >>> import numpy as np
+    >>> [t.dtype for t in as_tensors((np.zeros(2, np.float32), np.zeros(2, np.int32)))]
+    [torch.float32, torch.int64]
+    """
+    out = []
+    for a in batch:
+        if isinstance(a, np.ndarray):
+            t = torch.from_numpy(np.ascontiguousarray(a))
+            a = t.long() if np.issubdtype(a.dtype, np.integer) else t
+        out.append(a)
+    return tuple(out)
+
+
+def cosine_decay(total_steps: int, alpha: float = 0.0) -> Callable[[int], float]:
+    """The learning-rate factor of ``optax.cosine_decay_schedule(lr, total_steps, alpha)``,
+    for ``torch.optim.lr_scheduler.LambdaLR``: ``(1 - alpha) * 0.5 * (1 + cos(pi *
+    min(step, total_steps) / total_steps)) + alpha``.
+
+    >>> f = cosine_decay(10)
+    >>> f(0), f(5), f(10), f(20)
+    (1.0, 0.5, 0.0, 0.0)
+    """
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+
+    def factor(step: int) -> float:
+        decay = 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+        return (1.0 - alpha) * decay + alpha
+
+    return factor
+
+
+class History(list[float]):
+    """What a training loop measured: the loss of every step (it *is* that ``list`` of
+    floats, what :func:`fit` has always returned), plus per-epoch records and timings.
+
+    The twin of ``jaxseq.train.History``.
+
+    Attributes:
+      epochs: one dict per epoch: ``"loss"`` (the mean of its step losses) and whatever
+        ``eval_fn`` returned after it.
+      step_seconds: wall time of every step (evaluation excluded).
+      compiled: indices of the steps that compiled: always empty here (JAX fills it).
+
+    >>> h = History([0.5, 0.25]); h.step_seconds = [1.5, 0.5]
+    >>> h.train_seconds, h.compiles, h.steps_per_second
+    (2.0, 0, 1.0)
+    """
+
+    def __init__(self, losses: Iterable[float] = ()):
+        super().__init__(losses)
+        self.epochs: list[dict[str, float]] = []
+        self.step_seconds: list[float] = []
+        self.compiled: list[int] = []
+
+    @property
+    def train_seconds(self) -> float:
+        """Total wall time of the steps (evaluation excluded)."""
+        return float(sum(self.step_seconds))
+
+    @property
+    def compiles(self) -> int:
+        """How many steps compiled (0 in torch)."""
+        return len(self.compiled)
+
+    @property
+    def steps_per_second(self) -> float:
+        """Steps per second over the steps that did not compile (NaN if there are none)."""
+        skip = set(self.compiled)
+        times = [t for i, t in enumerate(self.step_seconds) if i not in skip]
+        total = sum(times)
+        return len(times) / total if total > 0 else float("nan")
 
 
 def train_step(
@@ -52,28 +175,103 @@ def train_step(
 
 def fit(
     model: torch.nn.Module,
-    batches: Iterable[tuple] | Callable[[int], Iterable[tuple]],
+    batches: Batches,
     optimizer: torch.optim.Optimizer,
     *,
     epochs: int = 1,
     clip_norm: float | None = None,
     loss_fn: Callable[..., torch.Tensor] = classification_loss,
     callback: Callable[[int, int, float], Any] | None = None,
-) -> list[float]:
-    """Train ``model`` in place; return the loss of every step.
+    eval_fn: Callable[[torch.nn.Module], Mapping[str, float]] | None = None,
+    on_epoch_end: Callable[[int, dict[str, float]], Any] | None = None,
+    scheduler: Any = None,
+) -> History:
+    """Train ``model`` in place; return the loss of every step as a :class:`History`.
 
-    ``batches`` is a re-iterable of batch tuples (a list, a ``DataLoader``) or a function
-    ``epoch -> iterable``. ``callback(epoch, step, loss)`` runs after every step. The model
-    is put in training mode.
+    Args:
+      model: put in training mode (at the start of every epoch), trained in place.
+      batches: a re-iterable of batch tuples (a list, a ``DataLoader``) or a function
+        ``epoch -> iterable``; NumPy arrays in a batch become tensors (:func:`as_tensors`);
+        each batch is passed as ``loss_fn(model, *batch)``.
+      optimizer: a ``torch.optim`` optimizer over ``model.parameters()``.
+      epochs: passes over ``batches``.
+      clip_norm: ``clip_grad_norm_(model.parameters(), clip_norm)`` before every step.
+      loss_fn: :func:`classification_loss` (the default), :func:`regression_loss`,
+        :func:`language_model_loss` or your own ``loss_fn(model, *batch) -> scalar``.
+      callback: ``callback(epoch, step, loss)`` after every step (``step`` counts from 1).
+      eval_fn: ``eval_fn(model) -> {name: value}`` after every epoch, e.g.
+        ``lambda m: evaluate(m, test_batches)``; recorded in ``history.epochs``.
+      on_epoch_end: ``on_epoch_end(epoch, record)`` after every epoch (and ``eval_fn``),
+        with ``record = {"loss": mean step loss, **eval_fn(model)}``.
+      scheduler: a learning-rate scheduler stepped after every optimizer step, e.g.
+        ``LambdaLR(optimizer, cosine_decay(total_steps))`` (``optax``'s schedules count
+        steps the same way).
+
+    >>> from torchseq.models import SequenceClassifier
+    >>> _ = torch.manual_seed(0)
+    >>> model = SequenceClassifier(2, 3, hidden_size=4)
+    >>> batch = (torch.ones(4, 5, 2), torch.tensor([5, 1, 3, 2]), torch.tensor([0, 1, 2, 0]))
+    >>> opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    >>> h = fit(model, [batch], opt, epochs=3, eval_fn=lambda m: evaluate(m, [batch]),
+    ...         scheduler=torch.optim.lr_scheduler.LambdaLR(opt, cosine_decay(3)))
+    >>> len(h), h[2] < h[0], sorted(h.epochs[-1]), opt.param_groups[0]["lr"]
+    (3, True, ['accuracy', 'loss'], 0.0)
     """
-    model.train()
-    losses: list[float] = []
+    history = History()
     for epoch in range(epochs):
+        model.train()
+        start = len(history)
         for batch in batches(epoch) if callable(batches) else batches:
-            losses.append(train_step(model, batch, optimizer, clip_norm=clip_norm, loss_fn=loss_fn))
+            t0 = time.perf_counter()
+            loss = train_step(
+                model, as_tensors(batch), optimizer, clip_norm=clip_norm, loss_fn=loss_fn
+            )
+            if scheduler is not None:
+                scheduler.step()
+            history.step_seconds.append(time.perf_counter() - t0)
+            history.append(loss)
             if callback is not None:
-                callback(epoch, len(losses), losses[-1])
-    return losses
+                callback(epoch, len(history), loss)
+        record = {"loss": float(np.mean(history[start:])) if len(history) > start else math.nan}
+        if eval_fn is not None:
+            record.update(eval_fn(model))
+        history.epochs.append(record)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+    return history
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _numpy(out: Any) -> Any:
+    if isinstance(out, torch.Tensor):
+        return out.detach().cpu().numpy()
+    if isinstance(out, (tuple, list)):
+        return type(out)(_numpy(o) for o in out)
+    return out
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, *inputs: Any) -> Any:
+    """``model(*inputs)`` in eval mode without gradients, as NumPy arrays.
+
+    NumPy inputs become tensors (:func:`as_tensors`); tuple outputs (e.g. a language
+    model's ``(logits, state)``) come back as tuples of arrays. The previous train/eval
+    mode is restored afterwards.
+
+    >>> import numpy as np
+    >>> from torchseq.models import SequenceClassifier
+    >>> model = SequenceClassifier(2, 3, hidden_size=4)
+    >>> predict(model, np.ones((4, 5, 2), np.float32), np.array([5, 1, 3, 2])).shape
+    (4, 3)
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        return _numpy(model(*as_tensors(inputs)))
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -85,10 +283,69 @@ def evaluate(model: torch.nn.Module, batches: Iterable[tuple]) -> dict[str, floa
     was_training = model.training
     model.eval()
     total, correct, n = 0.0, 0, 0
-    for x, lengths, y in batches:
+    for batch in batches:
+        x, lengths, y = as_tensors(batch)
         logits = model(x, lengths)
         total += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(-1) == y).sum())
         n += int(y.shape[0])
     model.train(was_training)
     return {"loss": total / max(n, 1), "accuracy": correct / max(n, 1)}
+
+
+@torch.no_grad()
+def evaluate_regression(model: torch.nn.Module, batches: Iterable[tuple]) -> dict[str, float]:
+    """Mean squared error (``"mse"``) and its root (``"rmse"``) over ``(*inputs, target)``
+    batches, as :func:`regression_loss` computes it, in eval mode.
+
+    >>> import numpy as np
+    >>> model = torch.nn.Linear(1, 1)
+    >>> x, y = torch.tensor([[1.0], [2.0]]), torch.tensor([1.0, 3.0])
+    >>> r = evaluate_regression(model, [(x[:1], y[:1]), (x[1:], y[1:])])
+    >>> bool(abs(r["mse"] - np.mean((predict(model, x)[:, 0] - y.numpy()) ** 2)) < 1e-6)
+    True
+    """
+    was_training = model.training
+    model.eval()
+    total, n = 0.0, 0
+    for batch in batches:
+        *inputs, target = as_tensors(batch)
+        pred = model(*inputs)
+        total += float(torch.sum((pred.reshape(target.shape) - target) ** 2))
+        n += int(target.numel())
+    model.train(was_training)
+    mse = total / max(n, 1)
+    return {"mse": mse, "rmse": math.sqrt(mse)}
+
+
+@torch.no_grad()
+def evaluate_language_model(
+    model: torch.nn.Module, ids: Any, chunk: int = 256
+) -> dict[str, float]:
+    """Next-token negative log-likelihood of one long token sequence ``ids`` (L,) int.
+
+    The sequence is read in consecutive chunks of ``chunk`` tokens (the last partial chunk
+    is dropped), the model's state carried from chunk to chunk, so every prediction sees
+    all the text before it: ``model(x (1, T), hx) -> (logits (1, T, V), hx)``. Eval mode.
+
+    Returns ``{"nll": summed NLL (nats), "tokens": predictions scored, "loss": nll per
+    token, "perplexity": exp(loss)}``.
+    """
+    ids = torch.as_tensor(np.asarray(ids)).long()
+    if chunk < 1 or len(ids) < chunk + 1:
+        raise ValueError(f"need chunk >= 1 and more than chunk={chunk} tokens, got {len(ids)}")
+    was_training = model.training
+    model.eval()
+    total, tokens, hx = 0.0, 0, None
+    for s in range(0, len(ids) - chunk, chunk):
+        x, y = ids[s : s + chunk].reshape(1, -1), ids[s + 1 : s + chunk + 1]
+        logits, hx = model(x, hx)  # (1, T, V)
+        total += float(F.cross_entropy(logits[0], y, reduction="sum"))
+        tokens += chunk
+    model.train(was_training)
+    return {
+        "nll": total,
+        "tokens": tokens,
+        "loss": total / tokens,
+        "perplexity": math.exp(total / tokens),
+    }
