@@ -1,9 +1,11 @@
-"""Shared helpers of the example programs: CLI, output folder, errors, tables, plots.
+"""Shared helpers of the example programs: CLI, output folder, errors, twin models,
+training, tables, plots.
 
 Every example is a single file that reads top to bottom; what they all need (the common
-flags, a checked output folder, a clear one-line error instead of a traceback, a
-Markdown table, JSON and PNG output, a progress bar) lives here so the examples stay
-about their model and data.
+flags, a checked output folder, a clear one-line error instead of a traceback, a torch
+model and its JAX twin from one checkpoint, Adam through the libraries' own loops
+``jaxseq.train`` / ``torchseq.train``, a Markdown table, JSON and PNG output, a progress
+bar) lives here so the examples stay about their model and data.
 """
 
 from __future__ import annotations
@@ -83,6 +85,137 @@ def frameworks(choice: str) -> list[str]:
     return ["jax", "torch"] if choice == "both" else [choice]
 
 
+def parse_list(value: str, allowed: Sequence[str], flag: str) -> list[str]:
+    """``"lstm,gru"`` -> ``["lstm", "gru"]``; ExampleError unless a non-empty subset of ``allowed``."""
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items or any(v not in allowed for v in items):
+        raise ExampleError(
+            f"{flag} must be a comma-separated subset of {','.join(allowed)}, got {value!r}"
+        )
+    return items
+
+
+# The two training libraries are twins: the same function names and arguments.
+TRAIN_MODULES = {"jax": "jaxseq.train", "torch": "torchseq.train"}
+
+
+def train_lib(fw: str) -> Any:
+    """The training module of framework ``fw``: ``jaxseq.train`` or ``torchseq.train``."""
+    import importlib
+
+    return importlib.import_module(TRAIN_MODULES[fw])
+
+
+def twin_models(make_torch_model: Callable[[], Any], seed: int, checkpoint: Path) -> dict:
+    """``{"torch": model, "jax": twin}`` starting from the same checkpoint.
+
+    Seeds torch with ``seed`` and builds the torch model, writes its initial weights to
+    ``checkpoint`` (safetensors, torch names; ``torchseq.checkpoint.save``), builds the
+    JAX twin with the same configuration (``jaxseq.interop.from_torch``, dropout stream
+    ``nnx.Rngs(seed)``) and loads that file into it (``jaxseq.interop.load``), so the twin
+    holds arrays of its own, not views of the torch parameters that torch trains in place.
+    """
+    import torch
+    from flax import nnx
+
+    import jaxseq.interop
+    import torchseq.checkpoint
+
+    torch.manual_seed(seed)
+    tmodel = make_torch_model()
+    torchseq.checkpoint.save(tmodel, checkpoint)
+    jmodel = jaxseq.interop.from_torch(tmodel, rngs=nnx.Rngs(seed))
+    jaxseq.interop.load(jmodel, checkpoint)
+    return {"torch": tmodel, "jax": jmodel}
+
+
+class Adam:
+    """Adam training in framework ``fw`` through its library loop: ``jaxseq.train`` (one
+    jitted optax step) or ``torchseq.train`` (``torch.optim.Adam``); the same update.
+
+    ``loss`` names the loss in both libraries (``"classification_loss"``,
+    ``"regression_loss"``, ``"language_model_loss"``); ``clip_norm`` clips gradients as
+    ``clip_grad_norm_``; ``decay_steps`` decays the learning rate to 0 along a cosine over
+    that many steps (``optax.cosine_decay_schedule``, ``LambdaLR(cosine_decay)``).
+
+    JAX compiles its step on the first :meth:`fit` and reuses it for every later model of
+    the same architecture (a fresh initialisation: no recompilation); each torch fit gets
+    a fresh ``torch.optim.Adam``.
+    """
+
+    def __init__(
+        self,
+        fw: str,
+        *,
+        lr: float,
+        loss: str = "classification_loss",
+        clip_norm: float | None = None,
+        decay_steps: int | None = None,
+    ):
+        self.fw, self.lib, self.lr = fw, train_lib(fw), lr
+        self.loss_fn = getattr(self.lib, loss)
+        self.clip_norm, self.decay_steps = clip_norm, decay_steps
+        self.step: Any = None  # JAX: the compiled TrainStep, made on the first fit
+
+    def fit(
+        self,
+        model: Any,
+        batches: Any,
+        *,
+        epochs: int = 1,
+        desc: str = "",
+        quiet: bool = False,
+        eval_fn: Callable[[Any], dict] | None = None,
+    ) -> Any:
+        """Train ``model`` in place with a progress bar over the steps; return the
+        ``History`` (step losses, per-epoch records, timings). The loop is the library's:
+        ``torchseq.train.fit``, or ``TrainStep.fit`` (what ``jaxseq.train.fit`` runs)."""
+        total = epochs * len(batches(0)) if callable(batches) else epochs * len(batches)
+        with progress(range(total), desc=desc, disable=quiet) as bar:
+            kw = {
+                "epochs": epochs,
+                "eval_fn": eval_fn,
+                "callback": lambda epoch, step, loss: bar.update(1),
+                "on_epoch_end": lambda epoch, record: bar.set_postfix(
+                    {k: f"{v:.3f}" for k, v in record.items()}, refresh=False
+                ),
+            }
+            if self.fw == "jax":
+                return self._jax_step(model).fit(batches, **kw)
+            import torch
+
+            opt = torch.optim.Adam(model.parameters(), lr=self.lr)
+            sched = None
+            if self.decay_steps:
+                sched = torch.optim.lr_scheduler.LambdaLR(
+                    opt, self.lib.cosine_decay(self.decay_steps)
+                )
+            return self.lib.fit(
+                model,
+                batches,
+                opt,
+                clip_norm=self.clip_norm,
+                loss_fn=self.loss_fn,
+                scheduler=sched,
+                **kw,
+            )
+
+    def _jax_step(self, model: Any) -> Any:
+        """The compiled train step, bound to ``model`` with a fresh optimizer state."""
+        model.train()
+        if self.step is not None:
+            self.step.reset(model)
+            return self.step
+        import optax
+
+        lr = optax.cosine_decay_schedule(self.lr, self.decay_steps) if self.decay_steps else self.lr
+        tx = optax.adam(lr)
+        if self.clip_norm is not None:
+            tx = optax.chain(self.lib.clip_by_global_norm_torch(self.clip_norm), tx)
+        self.step = self.lib.make_train_step(model, tx, self.loss_fn, sync_model=False)
+        return self.step
+
+
 def prepare_out(out: str | os.PathLike) -> Path:
     """Create the output folder and check that it is writable; ExampleError if not."""
     path = Path(out)
@@ -142,6 +275,15 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join([fmt(cells[0]), sep] + [fmt(r) for r in cells[1:]])
 
 
+def show_table(caption: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Print the caption and the Markdown table; return the table."""
+    table = markdown_table(headers, rows)
+    print()
+    print(caption)
+    print(table)
+    return table
+
+
 def mean_spread(values: Sequence[float], fmt: str = "{:.3f}") -> str:
     """``"0.978"`` for one value, ``"0.978 ± 0.003"`` (mean ± sample std) for several."""
     v = np.asarray(values, dtype=np.float64)
@@ -171,6 +313,33 @@ def write_json(path: Path, obj: Any) -> Path:
     """Write ``obj`` as indented JSON (NumPy scalars/arrays converted, NaN/inf -> null)."""
     path.write_text(json.dumps(_jsonable(obj), indent=2) + "\n")
     return path
+
+
+def save_results(
+    out: Path,
+    example: str,
+    caption: str,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    results: dict[str, Any],
+    also: Sequence[Path] = (),
+) -> None:
+    """Write ``OUT/table.md`` (caption and table) and ``OUT/results.json`` (``example``,
+    ``results``, the table, the machine and the time); print what was written."""
+    table = markdown_table(headers, rows)
+    (out / "table.md").write_text(caption + "\n\n" + table + "\n")
+    write_json(
+        out / "results.json",
+        {
+            "example": example,
+            **results,
+            "table": {"caption": caption, "headers": headers, "rows": rows},
+            "machine": machine_info(),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    )
+    files = [out / "table.md", out / "results.json", *also]
+    print(f"\nwrote {', '.join(map(str, files))}")
 
 
 def new_figure(nrows: int = 1, ncols: int = 2, size: tuple[float, float] = (11.0, 4.0)):

@@ -7,11 +7,13 @@ id.
 
 Model: ``CharLM`` (embedding -> LSTM/GRU/RNN -> Linear over the vocabulary). Training is
 truncated backpropagation through time on random windows of ``--seq-len`` characters,
-batch-first (N, T). JAX runs one jitted step (``jaxseq.train``); PyTorch the same loop
-with ``torch.optim``. Both start from the same checkpoint and see the same windows.
+batch-first (N, T): ``fit`` with ``language_model_loss`` from ``jaxseq.train`` (one jitted
+optax step) and from ``torchseq.train`` (``torch.optim``). Both start from the same
+checkpoint and see the same windows.
 
-It reports the held-out perplexity (exp of the mean cross-entropy per character, over
-the whole file read in consecutive chunks with the state carried across them) and a
+It reports the held-out perplexity (``evaluate_language_model``: exp of the mean
+cross-entropy per character, over the whole file read in consecutive chunks with the
+state carried across them) and a
 sampled continuation of a prompt (the state carried step by step). JAX samples with
 single-step cells (``jaxseq.nn.LSTMCell``/``GRUCell``/``RNNCell``, built from the trained
 layer with ``from_layer``) in one jitted step function, ``CellDecoder``; PyTorch feeds its
@@ -26,24 +28,24 @@ Outputs in ``--out``: ``table.md``, ``results.json``, ``loss.png`` and ``samples
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 from _common import (
+    Adam,
     ExampleError,
     base_parser,
     configure_torch,
     frameworks,
-    machine_info,
-    markdown_table,
     new_figure,
     parse_args,
     prepare_out,
-    progress,
     run_main,
     save_figure,
-    write_json,
+    save_results,
+    show_table,
+    train_lib,
+    twin_models,
 )
 
 
@@ -156,90 +158,27 @@ def make_batches(ids: np.ndarray, args, seed: int) -> list[tuple[np.ndarray, np.
     return out
 
 
-# --------------------------------------------------------------------------- models
+# --------------------------------------------------------------------------- sampling
 
 
-def init_models(vocab_size, args, ckpt_dir):
+def sample(fw, model, prompt_ids, n, temperature, rng):
+    """Feed the prompt, then draw ``n`` ids: JAX through the model's layers as cells
+    (:class:`CellDecoder`, one jitted step), torch feeding its layer one id at a time."""
+    if fw == "jax":
+        return CellDecoder(model).sample(prompt_ids, n, temperature, rng)
     import torch
-    from flax import nnx
 
-    import jaxseq.interop
-    import jaxseq.models
-    import torchseq.checkpoint
-    import torchseq.models
-
-    kw = {"embed_dim": args.embed_dim, "hidden_size": args.hidden_size, "cell": args.cell}
-    torch.manual_seed(args.seed)
-    tmodel = torchseq.models.CharLM(vocab_size, **kw)
-    path = ckpt_dir / "charlm-init.safetensors"
-    torchseq.checkpoint.save(tmodel, path)
-    jmodel = jaxseq.models.CharLM(vocab_size, **kw, rngs=nnx.Rngs(args.seed))
-    jaxseq.interop.load(jmodel, path)
-    return tmodel, jmodel
-
-
-class JaxLM:
-    """Training, scoring and sampling of the JAX model, each one jitted function."""
-
-    def __init__(self, model, args):
-        import jax
-        import jax.numpy as jnp
-        import optax
-        from flax import nnx
-
-        from jaxseq.train import clip_by_global_norm_torch, make_train_step
-
-        def lm_loss(m, x, y):
-            logits, _ = m(x)  # (N, T, V)
-            return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
-
-        self.model = model
-        tx = optax.chain(clip_by_global_norm_torch(args.clip_norm), optax.adam(args.lr))
-        self.step = make_train_step(model, tx, loss_fn=lm_loss)
-        graphdef = nnx.graphdef(model)
-
-        @jax.jit
-        def chunk_nll(state, x, y, hx):  # summed NLL of a (1, T) chunk, state carried
-            logits, hx = nnx.merge(graphdef, state)(x, hx)
-            return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, y)), hx
-
-        @jax.jit
-        def next_logits(state, x, hx):  # x (1, 1) -> logits (V,)
-            logits, hx = nnx.merge(graphdef, state)(x, hx)
-            return logits[0, -1], hx
-
-        self.chunk_nll, self.next_logits = chunk_nll, next_logits
-
-    def train_step(self, x, y) -> float:
-        return float(self.step(x, y))
-
-    def nll(self, ids, chunk):
-        from flax import nnx
-
-        state, total, hx = nnx.state(self.model), 0.0, None
-        for s in range(0, len(ids) - 1 - chunk + 1, chunk):
-            x, y = ids[s : s + chunk].reshape(1, -1), ids[s + 1 : s + chunk + 1].reshape(1, -1)
-            nll, hx = self.chunk_nll(state, x, y, hx)
-            total += float(nll)
-        return total
-
-    def sample(self, prompt_ids, n, temperature, rng):
-        """Sample with the model's layers as cells (:class:`CellDecoder`), one jitted step."""
-        return CellDecoder(self.model).sample(prompt_ids, n, temperature, rng)
-
-    def sample_scanned(self, prompt_ids, n, temperature, rng):
-        """The same, feeding the scanned layer one character at a time (T = 1)."""
-        from flax import nnx
-
-        state, hx, out = nnx.state(self.model), None, []
+    model.eval()
+    hx, out = None, []
+    with torch.no_grad():
         for i in prompt_ids[:-1]:
-            _, hx = self.next_logits(state, np.array([[i]], dtype=np.int32), hx)
+            _, hx = model(torch.tensor([[int(i)]]), hx)
         cur = int(prompt_ids[-1])
         for _ in range(n):
-            logits, hx = self.next_logits(state, np.array([[cur]], dtype=np.int32), hx)
-            cur = _draw(np.asarray(logits, dtype=np.float64), temperature, rng)
+            logits, hx = model(torch.tensor([[cur]]), hx)
+            cur = _draw(logits[0, -1].double().numpy(), temperature, rng)
             out.append(cur)
-        return out
+    return out
 
 
 class CellDecoder:
@@ -320,55 +259,6 @@ class CellDecoder:
         return out
 
 
-class TorchLM:
-    """The same three operations in PyTorch."""
-
-    def __init__(self, model, args):
-        import torch
-
-        self.torch, self.model, self.args = torch, model, args
-        self.opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-
-    def train_step(self, x, y) -> float:
-        torch, F = self.torch, self.torch.nn.functional
-        self.model.train()
-        self.opt.zero_grad()
-        logits, _ = self.model(torch.from_numpy(x).long())  # (N, T, V)
-        loss = F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), torch.from_numpy(y).long().reshape(-1)
-        )
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.clip_norm)
-        self.opt.step()
-        return float(loss.detach())
-
-    def nll(self, ids, chunk):
-        torch, F = self.torch, self.torch.nn.functional
-        self.model.eval()
-        total, hx = 0.0, None
-        with torch.no_grad():
-            for s in range(0, len(ids) - 1 - chunk + 1, chunk):
-                x = torch.from_numpy(ids[s : s + chunk].reshape(1, -1)).long()
-                y = torch.from_numpy(ids[s + 1 : s + chunk + 1]).long()
-                logits, hx = self.model(x, hx)
-                total += float(F.cross_entropy(logits[0], y, reduction="sum"))
-        return total
-
-    def sample(self, prompt_ids, n, temperature, rng):
-        torch = self.torch
-        self.model.eval()
-        hx, out = None, []
-        with torch.no_grad():
-            for i in prompt_ids[:-1]:
-                _, hx = self.model(torch.tensor([[int(i)]]), hx)
-            cur = int(prompt_ids[-1])
-            for _ in range(n):
-                logits, hx = self.model(torch.tensor([[cur]]), hx)
-                cur = _draw(logits[0, -1].double().numpy(), temperature, rng)
-                out.append(cur)
-        return out
-
-
 def _draw(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
     """Sample an id from softmax(logits / temperature) (greedy when temperature is 0)."""
     if temperature <= 0:
@@ -381,60 +271,8 @@ def _draw(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> i
 # --------------------------------------------------------------------------- main
 
 
-def main(argv=None):
-    args = parse_args(build_parser(), argv, TINY)
-    if min(args.steps, args.epochs, args.seq_len, args.batch_size) < 1:
-        raise ExampleError("--steps, --epochs, --seq-len and --batch-size must be >= 1")
-    if not args.prompt:
-        raise ExampleError("--prompt must not be empty")
-    out = prepare_out(args.out)
-    ckpt_dir = prepare_out(out / "checkpoints")
-    train_text, test_text, src = load_text(args)
-    configure_torch(args.torch_threads)
-    vocab = Vocab(train_text)
-    train_ids, test_ids = vocab.encode(train_text), vocab.encode(test_text)
-    unk = float(np.mean(test_ids == 0))
-    print(
-        f"text: {len(train_ids):,} training characters from {src}, held-out {args.heldout} "
-        f"({len(test_ids):,} characters, {100 * unk:.2f}% <unk>), vocabulary {len(vocab)}"
-    )
-    batches = make_batches(train_ids, args, args.seed)
-    eval_chunk = min(256, len(test_ids) - 1)
-    scored = (len(test_ids) - 1) // eval_chunk * eval_chunk  # characters predicted
-
-    tmodel, jmodel = init_models(len(vocab), args, ckpt_dir)
-    results = []
-    for fw in frameworks(args.framework):
-        lm = JaxLM(jmodel, args) if fw == "jax" else TorchLM(tmodel, args)
-        losses, times = [], []
-        with progress(batches, desc=f"{args.cell.upper()} {fw}", disable=args.no_progress) as bar:
-            for i, (x, y) in enumerate(bar):
-                t0 = time.perf_counter()
-                losses.append(lm.train_step(x, y))  # a float: waits for the step
-                times.append(time.perf_counter() - t0)
-                if i % 20 == 0:
-                    bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        train_s = float(np.sum(times))
-        # steps/s without the first step (JAX compiles there)
-        steady = len(times) - 1, float(np.sum(times[1:]))
-        nll = lm.nll(test_ids, eval_chunk)
-        rng = np.random.default_rng(args.seed)
-        sample = vocab.decode(
-            lm.sample(vocab.encode(args.prompt), args.sample_chars, args.temperature, rng)
-        )
-        results.append(
-            {
-                "framework": fw,
-                "losses": losses,
-                "train_s": train_s,
-                "steps_per_s": steady[0] / steady[1] if steady[0] else float("nan"),
-                "test_nll_per_char": nll / scored,
-                "test_perplexity": float(np.exp(nll / scored)),
-                "train_perplexity_last": float(np.exp(np.mean(losses[-20:]))),
-                "sample": args.prompt + sample,
-            }
-        )
-
+def summarize(results, vocab, scored, n_steps, args):
+    """The caption, headers and rows of the table (the uniform model as a reference)."""
     headers = [
         "model",
         "framework",
@@ -457,28 +295,19 @@ def main(argv=None):
         for r in results
     ]
     rows.append(
-        [
-            "uniform over vocabulary",
-            "-",
-            f"{len(vocab):.2f}",
-            f"{np.log2(len(vocab)):.2f}",
-            "-",
-            "-",
-            "-",
-        ]
+        ["uniform over vocabulary", "-", f"{len(vocab):.2f}", f"{np.log2(len(vocab)):.2f}"]
+        + ["-"] * 3
     )
-    table = markdown_table(headers, rows)
     caption = (
-        f"character LM on standard-library source: {len(batches)} steps of {args.batch_size} x "
+        f"character LM on standard-library source: {n_steps} steps of {args.batch_size} x "
         f"{args.seq_len} characters; perplexity on {scored:,} characters of {args.heldout}; "
         f"train s includes JAX compilation, steps/s excludes the first step"
     )
-    print()
-    print(caption)
-    print(table)
-    for r in results:
-        print(f"\n--- sample ({r['framework']}, temperature {args.temperature}) ---\n{r['sample']}")
+    return caption, headers, rows
 
+
+def plot(results, path):
+    """The training loss of each framework."""
     fig, axes = new_figure(1, 1, size=(7.0, 4.0))
     for r in results:
         axes[0, 0].plot(
@@ -488,26 +317,76 @@ def main(argv=None):
         xlabel="step", ylabel="train cross-entropy (nats/char)", title="character LM training loss"
     )
     axes[0, 0].legend()
-    png = save_figure(fig, out / "loss.png")
-    (out / "table.md").write_text(caption + "\n\n" + table + "\n")
-    (out / "samples.txt").write_text(
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv=None):
+    args = parse_args(build_parser(), argv, TINY)
+    if min(args.steps, args.epochs, args.seq_len, args.batch_size) < 1:
+        raise ExampleError("--steps, --epochs, --seq-len and --batch-size must be >= 1")
+    if not args.prompt:
+        raise ExampleError("--prompt must not be empty")
+    out = prepare_out(args.out)
+    ckpt_dir = prepare_out(out / "checkpoints")
+    train_text, test_text, src = load_text(args)
+    configure_torch(args.torch_threads)
+    vocab = Vocab(train_text)
+    train_ids, test_ids = vocab.encode(train_text), vocab.encode(test_text)
+    print(
+        f"text: {len(train_ids):,} training characters from {src}, held-out {args.heldout} "
+        f"({len(test_ids):,} characters, {100 * np.mean(test_ids == 0):.2f}% <unk>), "
+        f"vocabulary {len(vocab)}"
+    )
+    batches = make_batches(train_ids, args, args.seed)  # every epoch's windows, in order
+    eval_chunk = min(256, len(test_ids) - 1)
+    scored = (len(test_ids) - 1) // eval_chunk * eval_chunk  # characters predicted
+
+    import torchseq.models
+
+    kw = {"embed_dim": args.embed_dim, "hidden_size": args.hidden_size, "cell": args.cell}
+    models = twin_models(
+        lambda: torchseq.models.CharLM(len(vocab), **kw),
+        args.seed,
+        ckpt_dir / "charlm-init.safetensors",
+    )
+    results = []
+    for fw in frameworks(args.framework):
+        model = models[fw]
+        history = Adam(fw, lr=args.lr, clip_norm=args.clip_norm, loss="language_model_loss").fit(
+            model, batches, desc=f"{args.cell.upper()} {fw}", quiet=args.no_progress
+        )
+        test = train_lib(fw).evaluate_language_model(model, test_ids, eval_chunk)
+        rng = np.random.default_rng(args.seed)
+        ids = sample(fw, model, vocab.encode(args.prompt), args.sample_chars, args.temperature, rng)
+        steady = history.step_seconds[1:]  # without the first step (JAX compiles there)
+        results.append(
+            {
+                "framework": fw,
+                "losses": list(history),
+                "train_s": history.train_seconds,
+                "steps_per_s": len(steady) / sum(steady) if steady else float("nan"),
+                "test_nll_per_char": test["loss"],
+                "test_perplexity": test["perplexity"],
+                "train_perplexity_last": float(np.exp(np.mean(history[-20:]))),
+                "sample": args.prompt + vocab.decode(ids),
+            }
+        )
+
+    caption, headers, rows = summarize(results, vocab, scored, len(batches), args)
+    show_table(caption, headers, rows)
+    for r in results:
+        print(f"\n--- sample ({r['framework']}, temperature {args.temperature}) ---\n{r['sample']}")
+    png = plot(results, out / "loss.png")
+    samples = out / "samples.txt"
+    samples.write_text(
         "\n\n".join(f"--- {r['framework']} ---\n{r['sample']}" for r in results) + "\n"
     )
-    write_json(
-        out / "results.json",
-        {
-            "example": "charlm",
-            "config": vars(args),
-            "vocab_size": len(vocab),
-            "train_chars": len(train_ids),
-            "heldout_chars_scored": scored,
-            "table": {"caption": caption, "headers": headers, "rows": rows},
-            "results": results,
-            "machine": machine_info(),
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-        },
-    )
-    print(f"\nwrote {out / 'table.md'}, {out / 'results.json'}, {png}, {out / 'samples.txt'}")
+    payload = {"config": vars(args), "vocab_size": len(vocab), "train_chars": len(train_ids)}
+    payload.update(heldout_chars_scored=scored, results=results)
+    save_results(out, "charlm", caption, headers, rows, payload, also=[png, samples])
 
 
 if __name__ == "__main__":

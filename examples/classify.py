@@ -28,27 +28,27 @@ curves to ``OUT/results.json`` and the loss/accuracy curves to ``OUT/curves.png`
 
 from __future__ import annotations
 
-import math
 import os
-import time
 
 import numpy as np
 from _common import (
+    Adam,
     ExampleError,
     base_parser,
     configure_torch,
     frameworks,
     load_ts_classification,
-    machine_info,
-    markdown_table,
     mean_spread,
     new_figure,
     parse_args,
+    parse_list,
     prepare_out,
-    progress,
     run_main,
     save_figure,
-    write_json,
+    save_results,
+    show_table,
+    train_lib,
+    twin_models,
 )
 
 MODELS = ("rnn", "lstm", "gru", "ff")
@@ -97,11 +97,13 @@ TINY = {"epochs": 1, "hidden_size": 8, "models": "gru,ff", "batch_size": 17}  # 
 # --------------------------------------------------------------------------- data
 
 
-def load_data(data, args):
-    """Standardized, padded NumPy arrays: X (N, T, C) float32, lengths (N,) int32, y (N,) int32."""
-    from jaxseq.data import pad_sequences
+def load_data(raw, args):
+    """Standardized, padded NumPy arrays ``{"train": ..., "test": ...}``, each X (N, T, C)
+    float32, lengths (N,) int32, y (N,) int32; and the number of classes, the longest
+    length and the time buckets. Prints a summary."""
+    from jaxseq.data import make_buckets, pad_sequences
 
-    (tr_seqs, tr_labels), (te_seqs, te_labels) = data["train"], data["test"]
+    (tr_seqs, tr_labels), (te_seqs, te_labels) = raw["train"], raw["test"]
     classes = sorted(set(tr_labels.tolist()))
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted(set(te_labels.tolist()) - set(classes))
@@ -114,12 +116,19 @@ def load_data(data, args):
     frames = np.concatenate(tr_seqs)  # (sum T_i, C)
     mu, sd = frames.mean(0), frames.std(0) + 1e-8
     max_len = max(max(len(s) for s in tr_seqs), max(len(s) for s in te_seqs))
-    out = {}
+    data = {}
     for split, seqs, labels in (("train", tr_seqs, tr_labels), ("test", te_seqs, te_labels)):
         X, lengths = pad_sequences([(s - mu) / sd for s in seqs], max_len=max_len, dtype=np.float32)
         y = np.array([index[c] for c in labels.tolist()], dtype=np.int32)
-        out[split] = (X, lengths, y)  # (N, T, C), (N,), (N,)
-    return out, len(classes), max_len
+        data[split] = (X, lengths, y)  # (N, T, C), (N,), (N,)
+    buckets = make_buckets(max_len, num=max(args.buckets, 1))
+    (X, lengths, _), (_, te_lengths, _) = data["train"], data["test"]
+    print(
+        f"{args.dataset}: {len(tr_seqs)} train / {len(te_seqs)} test sequences, {X.shape[2]} "
+        f"channels, lengths {int(min(lengths.min(), te_lengths.min()))}-{max_len}, "
+        f"{len(classes)} classes; time buckets {buckets}"
+    )
+    return data, len(classes), max_len, buckets
 
 
 def make_epochs(train, args, seed, buckets):
@@ -145,143 +154,78 @@ def make_epochs(train, args, seed, buckets):
     return epochs
 
 
-def lr_factor(step: int, total: int) -> float:
-    """Cosine decay from 1 to 0 over ``total`` steps (optax.cosine_decay_schedule's rule)."""
-    return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-
-
 # --------------------------------------------------------------------------- models
 
 
-def init_models(kind, seed, n_features, n_classes, max_len, args, ckpt_dir):
-    """A torch model and a JAX model holding the same initial weights (via one checkpoint)."""
-    import torch
-    from flax import nnx
-
-    import jaxseq.interop
-    import jaxseq.models
-    import torchseq.checkpoint
+def build_model(kind, n_features, n_classes, max_len, args):
+    """The torch model of ``kind`` (its JAX twin comes from the same checkpoint)."""
     import torchseq.models
 
-    def build(zoo, **kw):
-        if kind == "ff":
-            return zoo.FeedForwardClassifier(
-                n_features, n_classes, max_len=max_len, hidden_size=args.hidden_size, **kw
-            )
-        return zoo.SequenceClassifier(
-            n_features, n_classes, hidden_size=args.hidden_size, cell=kind, **kw
+    if kind == "ff":
+        return torchseq.models.FeedForwardClassifier(
+            n_features, n_classes, max_len=max_len, hidden_size=args.hidden_size
         )
-
-    torch.manual_seed(seed)
-    tmodel = build(torchseq.models)
-    path = ckpt_dir / f"{kind}-seed{seed}-init.safetensors"
-    torchseq.checkpoint.save(tmodel, path)
-    jmodel = build(jaxseq.models, rngs=nnx.Rngs(seed))
-    jaxseq.interop.load(jmodel, path)  # same values, torch names
-    return tmodel, jmodel
-
-
-# --------------------------------------------------------------------------- training
-
-
-def train_jax(model, epochs, test, args, bar):
-    """Train with one jitted optax step; return curves, timings and test logits."""
-    import jax
-    import optax
-    from flax import nnx
-
-    from jaxseq.train import clip_by_global_norm_torch, make_train_step
-
-    total = sum(len(e) for e in epochs)
-    tx = optax.chain(
-        clip_by_global_norm_torch(args.clip_norm),
-        optax.adam(optax.cosine_decay_schedule(args.lr, total)),
+    return torchseq.models.SequenceClassifier(
+        n_features, n_classes, hidden_size=args.hidden_size, cell=kind
     )
-    step = make_train_step(model, tx)  # loss = cross_entropy(model(x, lengths), y)
-    graphdef = nnx.graphdef(model)
-
-    @jax.jit
-    def predict(state, x, lengths):
-        return nnx.merge(graphdef, state)(x, lengths)  # (N, C)
-
-    Xte, Lte, yte = test
-    curves = {"loss": [], "test_acc": []}
-    steady_time, steady_steps, wall = 0.0, 0, 0.0
-    for epoch_batches in epochs:
-        losses = []
-        for xb, lb, yb in epoch_batches:
-            compiles = step.compiles
-            t0 = time.perf_counter()
-            loss = float(step(xb, lb, yb))  # float() waits for the result
-            dt = time.perf_counter() - t0
-            wall += dt
-            if step.compiles == compiles:  # not a compiling call
-                steady_time, steady_steps = steady_time + dt, steady_steps + 1
-            losses.append(loss)
-        logits = np.asarray(predict(nnx.state(model), Xte, Lte))
-        curves["loss"].append(float(np.mean(losses)))
-        curves["test_acc"].append(float(np.mean(logits.argmax(-1) == yte)))
-        bar.set_postfix(loss=f"{curves['loss'][-1]:.3f}", acc=f"{curves['test_acc'][-1]:.3f}")
-        bar.update(1)
-    return {
-        "curves": curves,
-        "train_s": wall,
-        "steps": total,
-        "compiles": step.compiles,
-        "steps_per_s": steady_steps / steady_time if steady_time else float("nan"),
-        "test_acc": curves["test_acc"][-1],
-        "logits": logits,
-    }
 
 
-def train_torch(model, epochs, test, args, bar):
-    """The same loop in PyTorch (packed sequences inside the model)."""
-    import torch
-    import torch.nn.functional as F
-
+def train(fw, model, epochs, test, args, desc):
+    """Adam with a cosine-decayed learning rate and clipping, test accuracy after every
+    epoch (``jaxseq.train`` / ``torchseq.train``); curves, timings and test logits."""
+    lib = train_lib(fw)
     total = sum(len(e) for e in epochs)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total))
-    Xte, Lte, yte = (torch.from_numpy(a) for a in test)
-    curves = {"loss": [], "test_acc": []}
-    wall = 0.0
-    for epoch_batches in epochs:
-        model.train()
-        losses = []
-        for xb, lb, yb in epoch_batches:
-            t0 = time.perf_counter()
-            x, lengths, y = torch.from_numpy(xb), torch.from_numpy(lb), torch.from_numpy(yb).long()
-            opt.zero_grad()
-            loss = F.cross_entropy(model(x, lengths), y)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_norm)
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            wall += time.perf_counter() - t0
-        model.eval()
-        with torch.no_grad():
-            logits = model(Xte, Lte).numpy()  # (N, C)
-        curves["loss"].append(float(np.mean(losses)))
-        curves["test_acc"].append(float(np.mean(logits.argmax(-1) == test[2])))
-        bar.set_postfix(loss=f"{curves['loss'][-1]:.3f}", acc=f"{curves['test_acc'][-1]:.3f}")
-        bar.update(1)
+    h = Adam(fw, lr=args.lr, clip_norm=args.clip_norm, decay_steps=total).fit(
+        model,
+        lambda epoch: epochs[epoch],
+        epochs=len(epochs),
+        eval_fn=lambda m: {"test_acc": lib.evaluate(m, [test])["accuracy"]},
+        desc=desc,
+        quiet=args.no_progress,
+    )
     return {
-        "curves": curves,
-        "train_s": wall,
-        "steps": total,
-        "compiles": 0,
-        "steps_per_s": total / wall if wall else float("nan"),
-        "test_acc": curves["test_acc"][-1],
-        "logits": logits,
+        "curves": {
+            "loss": [r["train_loss"] for r in h.epochs],
+            "test_acc": [r["test_acc"] for r in h.epochs],
+        },
+        "train_s": h.train_seconds,
+        "steps": len(h),
+        "compiles": h.compiles,
+        "steps_per_s": h.steps_per_second,
+        "test_acc": h.epochs[-1]["test_acc"],
+        "logits": lib.predict(model, *test[:2]),  # (N_test, C)
     }
+
+
+def compare(kind, seed, results, init_diff):
+    """One run record per framework, with the JAX-vs-torch logit difference; print it."""
+    diff = agree = None
+    if len(results) == 2:
+        jl, tl = results["jax"]["logits"], results["torch"]["logits"]  # (N_test, C)
+        diff = float(np.abs(jl - tl).max())
+        agree = float(np.mean(jl.argmax(-1) == tl.argmax(-1)))
+    runs = []
+    for fw, res in results.items():
+        run = {"model": kind, "framework": fw, "seed": seed, "init_logit_diff": init_diff}
+        run.update({k: v for k, v in res.items() if k != "logits"})
+        if diff is not None:
+            run["logit_diff"], run["prediction_agreement"] = diff, agree
+        runs.append(run)
+    line = ", ".join(f"{fw} acc {res['test_acc']:.3f}" for fw, res in results.items())
+    if diff is not None:
+        line += (
+            f", max |logit diff| {diff:.2e} (at init {init_diff:.1e}), same prediction on "
+            f"{100 * agree:.1f}% of test cases"
+        )
+    print(f"seed {seed} {NAMES[kind]}: {line}")
+    return runs
 
 
 # --------------------------------------------------------------------------- report
 
 
-def summarize(runs, kinds, fws):
-    """One table row per (model, framework), aggregated over seeds."""
+def summarize(runs, kinds, fws, seeds, args):
+    """The caption and one table row per (model, framework), aggregated over seeds."""
     headers = [
         "model",
         "framework",
@@ -311,10 +255,35 @@ def summarize(runs, kinds, fws):
                     f"{100 * min(agree):.1f}%" if agree else "-",
                 ]
             )
-    return headers, rows
+    spread = (
+        "mean ± std over seeds " + ", ".join(map(str, seeds))
+        if len(seeds) > 1
+        else f"seed {seeds[0]}"
+    )
+    caption = (
+        f"{args.dataset} test accuracy ({spread}); {args.epochs} epochs, hidden "
+        f"{args.hidden_size}, batch {args.batch_size}; train s includes JAX compilation; "
+        f"steps/s excludes compiling steps; logit diff and same prediction: worst over "
+        f"seeds, on the test set; {os.cpu_count()} CPU cores"
+    )
+    return caption, headers, rows
 
 
-def plot(runs, kinds, fws, seed, path):
+def check_goal(runs, kinds, args):
+    """Whether LSTM and GRU reach 0.97 test accuracy in every run (None if not measured)."""
+    goal = [k for k in ("lstm", "gru") if k in kinds]
+    if not goal or args.tiny:
+        return None
+    worst = min(r["test_acc"] for r in runs if r["model"] in goal)
+    print(
+        f"\ngoal (LSTM/GRU test accuracy >= 0.97 in every run): "
+        f"{'met' if worst >= 0.97 else 'NOT met'}, lowest {worst:.3f}"
+    )
+    return worst >= 0.97
+
+
+def plot(runs, seed, path):
+    """Training loss and test accuracy per epoch, of every model and framework."""
     fig, axes = new_figure(1, 2)
     colors = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green", "ff": "tab:gray"}
     styles = {"jax": "-", "torch": "--"}
@@ -340,131 +309,52 @@ def plot(runs, kinds, fws, seed, path):
 
 def main(argv=None):
     args = parse_args(build_parser(), argv, TINY)
-    kinds = [m.strip() for m in args.models.split(",") if m.strip()]
-    bad = [m for m in kinds if m not in MODELS]
-    if bad or not kinds:
-        raise ExampleError(
-            f"--models must be a comma-separated subset of {','.join(MODELS)}, got {args.models!r}"
-        )
+    kinds = parse_list(args.models, MODELS, "--models")
     if args.epochs < 1 or args.seeds < 1 or args.batch_size < 1:
         raise ExampleError("--epochs, --seeds and --batch-size must be >= 1")
     fws = frameworks(args.framework)
     out = prepare_out(args.out)  # fail early, before any training
     ckpt_dir = prepare_out(out / "checkpoints")
     raw = load_ts_classification(args.dataset, args.data_dir)  # ExampleError if missing
-
-    import torch
-
-    from jaxseq.data import make_buckets
-
     configure_torch(args.torch_threads)
-    data, n_classes, max_len = load_data(raw, args)
-    train, test = data["train"], data["test"]
-    n_features = train[0].shape[2]
-    buckets = make_buckets(max_len, num=max(args.buckets, 1))
-    print(
-        f"{args.dataset}: {len(train[2])} train / {len(test[2])} test sequences, {n_features} "
-        f"channels, lengths {int(min(train[1].min(), test[1].min()))}-{max_len}, {n_classes} classes; "
-        f"time buckets {buckets}"
-    )
+    data, n_classes, max_len, buckets = load_data(raw, args)
+    train_set, test = data["train"], data["test"]
+    n_features = train_set[0].shape[2]
 
     runs = []
     seeds = list(range(args.seed, args.seed + args.seeds))
     for seed in seeds:
-        epochs = make_epochs(train, args, seed, buckets)
+        epochs = make_epochs(train_set, args, seed, buckets)  # the same batches for both
         for kind in kinds:
-            tmodel, jmodel = init_models(kind, seed, n_features, n_classes, max_len, args, ckpt_dir)
-            with torch.no_grad():
-                init_diff = float(
-                    np.abs(
-                        np.asarray(jmodel(test[0], test[1]))
-                        - tmodel(*(torch.from_numpy(a) for a in test[:2])).numpy()
-                    ).max()
-                )
-            results = {}
-            for fw in fws:
-                with progress(
-                    range(args.epochs),
-                    desc=f"seed {seed} {NAMES[kind]:>11} {fw:>5}",
-                    disable=args.no_progress,
-                ) as bar:
-                    trainer = train_jax if fw == "jax" else train_torch
-                    results[fw] = trainer(
-                        jmodel if fw == "jax" else tmodel, epochs, test, args, bar
-                    )
-            diff = agree = None
-            if len(fws) == 2:
-                jl, tl = results["jax"]["logits"], results["torch"]["logits"]  # (N_test, C)
-                diff = float(np.abs(jl - tl).max())
-                agree = float(np.mean(jl.argmax(-1) == tl.argmax(-1)))
-            for fw, res in results.items():
-                run = {
-                    "model": kind,
-                    "framework": fw,
-                    "seed": seed,
-                    "init_logit_diff": init_diff,
-                    **{k: v for k, v in res.items() if k != "logits"},
-                }
-                if diff is not None:
-                    run["logit_diff"], run["prediction_agreement"] = diff, agree
-                runs.append(run)
-            line = ", ".join(f"{fw} acc {results[fw]['test_acc']:.3f}" for fw in fws)
-            print(
-                f"seed {seed} {NAMES[kind]}: {line}"
-                + (
-                    f", max |logit diff| {diff:.2e} (at init {init_diff:.1e}), same prediction on "
-                    f"{100 * agree:.1f}% of test cases"
-                    if diff is not None
-                    else ""
-                )
+            models = twin_models(
+                lambda: build_model(kind, n_features, n_classes, max_len, args),  # noqa: B023
+                seed,
+                ckpt_dir / f"{kind}-seed{seed}-init.safetensors",
             )
+            jl, tl = (train_lib(fw).predict(models[fw], *test[:2]) for fw in ("jax", "torch"))
+            trained = {
+                fw: train(
+                    fw, models[fw], epochs, test, args, f"seed {seed} {NAMES[kind]:>11} {fw:>5}"
+                )
+                for fw in fws
+            }
+            runs += compare(kind, seed, trained, init_diff=float(np.abs(jl - tl).max()))
 
-    headers, rows = summarize(runs, kinds, fws)
-    table = markdown_table(headers, rows)
-    spread = (
-        "mean ± std over seeds " + ", ".join(map(str, seeds))
-        if len(seeds) > 1
-        else f"seed {seeds[0]}"
-    )
-    caption = (
-        f"{args.dataset} test accuracy ({spread}); {args.epochs} epochs, hidden {args.hidden_size}, "
-        f"batch {args.batch_size}; train s includes JAX compilation; steps/s excludes "
-        f"compiling steps; logit diff and same prediction: worst over seeds, on the test set; "
-        f"{os.cpu_count()} CPU cores"
-    )
-    print()
-    print(caption)
-    print(table)
-    goal = [k for k in ("lstm", "gru") if k in kinds]
-    goal_met = None
-    if goal and not args.tiny:
-        worst = min(r["test_acc"] for r in runs if r["model"] in goal)
-        goal_met = worst >= 0.97
-        print(
-            f"\ngoal (LSTM/GRU test accuracy >= 0.97 in every run): "
-            f"{'met' if goal_met else 'NOT met'}, lowest {worst:.3f}"
-        )
-
-    (out / "table.md").write_text(caption + "\n\n" + table + "\n")
-    png = plot(runs, kinds, fws, seeds[0], out / "curves.png")
-    write_json(
-        out / "results.json",
-        {
-            "example": "classify",
-            "dataset": args.dataset,
-            "config": vars(args),
-            "buckets": buckets,
-            "n_train": len(train[2]),
-            "n_test": len(test[2]),
-            "classes": n_classes,
-            "table": {"caption": caption, "headers": headers, "rows": rows},
-            "goal_met": goal_met,
-            "runs": runs,
-            "machine": machine_info(),
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-        },
-    )
-    print(f"\nwrote {out / 'table.md'}, {out / 'results.json'}, {png}")
+    caption, headers, rows = summarize(runs, kinds, fws, seeds, args)
+    show_table(caption, headers, rows)
+    goal_met = check_goal(runs, kinds, args)
+    png = plot(runs, seeds[0], out / "curves.png")
+    results = {
+        "dataset": args.dataset,
+        "config": vars(args),
+        "buckets": buckets,
+        "n_train": len(train_set[2]),
+        "n_test": len(test[2]),
+        "classes": n_classes,
+        "goal_met": goal_met,
+        "runs": runs,
+    }
+    save_results(out, "classify", caption, headers, rows, results, also=[png])
 
 
 if __name__ == "__main__":

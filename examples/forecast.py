@@ -27,24 +27,23 @@ forecasts against the truth, and the training curves).
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from _common import (
+    Adam,
     ExampleError,
     aeon_data_dir,
     base_parser,
     configure_torch,
     frameworks,
-    machine_info,
-    markdown_table,
     new_figure,
     parse_args,
     prepare_out,
-    progress,
     run_main,
     save_figure,
-    write_json,
+    save_results,
+    show_table,
+    train_lib,
+    twin_models,
 )
 
 
@@ -122,147 +121,45 @@ def make_windows(log_y: np.ndarray, W: int, targets: range):
 # --------------------------------------------------------------------------- models
 
 
-def init_models(kind, args, ckpt_dir):
-    """A torch and a JAX model with the same initial weights (through one checkpoint)."""
-    import torch
-    from flax import nnx
-
-    import jaxseq.interop
-    import jaxseq.models
-    import torchseq.checkpoint
+def build_model(kind, args):
+    """The torch model: the recurrent forecaster, or ("ff") an MLP regressor on the window
+    (the feedforward "classifier" with one output). Its JAX twin comes from its checkpoint."""
     import torchseq.models
 
-    def build(zoo, **kw):
-        if kind == "ff":  # an MLP regressor: the feedforward "classifier" with one output
-            return zoo.FeedForwardClassifier(
-                1, 1, max_len=args.window, hidden_size=args.hidden_size, **kw
-            )
-        return zoo.Forecaster(1, hidden_size=args.hidden_size, cell=args.cell, horizon=1, **kw)
-
-    torch.manual_seed(args.seed)
-    tmodel = build(torchseq.models)
-    path = ckpt_dir / f"{kind}-init.safetensors"
-    torchseq.checkpoint.save(tmodel, path)
-    jmodel = build(jaxseq.models, rngs=nnx.Rngs(args.seed))
-    jaxseq.interop.load(jmodel, path)
-    return tmodel, jmodel
-
-
-def train_jax(model, x, d, x_test, args, bar):
-    """Full-batch Adam on the MSE with one jitted step; return losses, time, test output."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-    from flax import nnx
-
-    from jaxseq.train import make_train_step
-
-    def mse(m, x, d):
-        pred = m(x).reshape(-1)  # (N, 1, 1) or (N, 1) -> (N,)
-        return jnp.mean((pred - d) ** 2)
-
-    step = make_train_step(model, optax.adam(args.lr), loss_fn=mse)
-    losses, t0 = [], time.perf_counter()
-    for _ in range(args.epochs):
-        losses.append(float(step(x, d)))
-        bar.update(1)
-    train_s = time.perf_counter() - t0
-    graphdef = nnx.graphdef(model)
-    pred = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x).reshape(-1))(nnx.state(model), x_test)
-    return losses, train_s, np.asarray(pred, dtype=np.float64)
-
-
-def train_torch(model, x, d, x_test, args, bar):
-    import torch
-
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    x, d = torch.from_numpy(x), torch.from_numpy(d)
-    losses, t0 = [], time.perf_counter()
-    model.train()
-    for _ in range(args.epochs):
-        opt.zero_grad()
-        loss = torch.mean((model(x).reshape(-1) - d) ** 2)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        bar.update(1)
-    train_s = time.perf_counter() - t0
-    model.eval()
-    with torch.no_grad():
-        pred = model(torch.from_numpy(x_test)).reshape(-1).numpy()
-    return losses, train_s, pred.astype(np.float64)
-
-
-# --------------------------------------------------------------------------- main
-
-
-def main(argv=None):
-    args = parse_args(build_parser(), argv, TINY)
-    if args.epochs < 1 or args.window < 1 or args.test_months < 1:
-        raise ExampleError("--epochs, --window and --test-months must be >= 1")
-    out = prepare_out(args.out)
-    ckpt_dir = prepare_out(out / "checkpoints")
-    y, name = load_series(args)
-    if not np.all(y > 0):
-        raise ExampleError(f"series '{name}' must be positive (the models work on its logarithm)")
-    n_test = args.test_months
-    if len(y) < args.window + n_test + 12:
-        raise ExampleError(
-            f"series '{name}' has {len(y)} values; need window + test months + 12 = "
-            f"{args.window + n_test + 12}"
+    if kind == "ff":
+        return torchseq.models.FeedForwardClassifier(
+            1, 1, max_len=args.window, hidden_size=args.hidden_size
         )
-    log_y = np.log(y)
-    split = len(y) - n_test  # first test month
-    x_tr, d_tr, _ = make_windows(log_y, args.window, range(args.window, split))
-    x_te, d_te, t_te = make_windows(log_y, args.window, range(split, len(y)))
-    print(
-        f"{name}: {len(y)} values; {len(d_tr)} training windows of {args.window}, "
-        f"test = last {n_test}"
-    )
+    return torchseq.models.Forecaster(1, hidden_size=args.hidden_size, cell=kind, horizon=1)
 
-    truth = y[t_te]
 
-    def scores(forecast):
-        err = forecast - truth
-        return {
-            "rmse": float(np.sqrt(np.mean(err**2))),
-            "mape_%": float(100 * np.mean(np.abs(err) / truth)),
-        }
-
-    results = [
-        {"model": "naive last value", "framework": "-", "forecast": y[t_te - 1], "train_s": 0.0},
+def baselines(y, t_test):
+    """The naive forecasts: last value y[t-1] and seasonal naive y[t-12]."""
+    return [
+        {"model": "naive last value", "framework": "-", "forecast": y[t_test - 1], "train_s": 0.0},
         {
             "model": "seasonal naive (t-12)",
             "framework": "-",
-            "forecast": y[t_te - 12],
+            "forecast": y[t_test - 12],
             "train_s": 0.0,
         },
     ]
-    fws = frameworks(args.framework)
-    configure_torch(args.torch_threads)
-    for kind in (args.cell, "ff"):
-        tmodel, jmodel = init_models(kind, args, ckpt_dir)
-        label = f"{args.cell.upper()} forecaster" if kind != "ff" else "feedforward window MLP"
-        for fw in fws:
-            with progress(
-                range(args.epochs), desc=f"{label} {fw}", disable=args.no_progress
-            ) as bar:
-                trainer = train_jax if fw == "jax" else train_torch
-                losses, train_s, d_hat = trainer(
-                    jmodel if fw == "jax" else tmodel, x_tr, d_tr, x_te, args, bar
-                )
-            results.append(
-                {
-                    "model": label,
-                    "framework": fw,
-                    "forecast": y[t_te - 1] * np.exp(d_hat),
-                    "train_s": train_s,
-                    "losses": losses,
-                }
-            )
 
-    for r in results:
-        r.update(scores(r["forecast"]))
+
+def scores(forecast, truth):
+    """Test RMSE and MAPE (%) of a forecast."""
+    err = forecast - truth
+    return {
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "mape_%": float(100 * np.mean(np.abs(err) / truth)),
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def summarize(results, name, args):
+    """The caption, headers and rows of the table."""
     headers = [
         "model",
         "framework",
@@ -280,16 +177,16 @@ def main(argv=None):
         ]
         for r in results
     ]
-    table = markdown_table(headers, rows)
     caption = (
-        f"{name}: one-step-ahead forecasts of the last {n_test} values from windows of "
-        f"{args.window}; {args.epochs} full-batch Adam steps, hidden {args.hidden_size}, "
+        f"{name}: one-step-ahead forecasts of the last {args.test_months} values from windows "
+        f"of {args.window}; {args.epochs} full-batch Adam steps, hidden {args.hidden_size}, "
         f"seed {args.seed}"
     )
-    print()
-    print(caption)
-    print(table)
+    return caption, headers, rows
 
+
+def plot(y, t_test, results, name, path):
+    """One-step-ahead forecasts against the truth, and the training curves."""
     fig, axes = new_figure(1, 2, size=(12.0, 4.0))
     ax = axes[0, 0]
     ax.plot(np.arange(len(y)), y, color="black", linewidth=1.5, label="truth")
@@ -297,13 +194,13 @@ def main(argv=None):
     for r, color in zip(results, palette, strict=False):
         r["color"] = color  # the same color in both panels
         ax.plot(
-            t_te,
+            t_test,
             r["forecast"],
             color=color,
             linestyle="--" if r["framework"] == "torch" else "-",
             label=f"{r['model']} ({r['framework']})" if r["framework"] != "-" else r["model"],
         )
-    ax.axvline(split - 0.5, color="gray", linestyle=":", linewidth=1)
+    ax.axvline(t_test[0] - 0.5, color="gray", linestyle=":", linewidth=1)
     ax.set(
         xlabel="month",
         ylabel="value",
@@ -321,23 +218,70 @@ def main(argv=None):
             )
     ax.set(xlabel="Adam step", ylabel="train MSE (log change)", yscale="log", title="training loss")
     ax.legend(fontsize=7)
-    png = save_figure(fig, out / "forecast.png")
-    (out / "table.md").write_text(caption + "\n\n" + table + "\n")
-    write_json(
-        out / "results.json",
-        {
-            "example": "forecast",
-            "series": name,
-            "config": vars(args),
-            "test_index": t_te,
-            "truth": truth,
-            "table": {"caption": caption, "headers": headers, "rows": rows},
-            "results": results,
-            "machine": machine_info(),
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-        },
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv=None):
+    args = parse_args(build_parser(), argv, TINY)
+    if args.epochs < 1 or args.window < 1 or args.test_months < 1:
+        raise ExampleError("--epochs, --window and --test-months must be >= 1")
+    out = prepare_out(args.out)
+    ckpt_dir = prepare_out(out / "checkpoints")
+    y, name = load_series(args)
+    if not np.all(y > 0):
+        raise ExampleError(f"series '{name}' must be positive (the models work on its logarithm)")
+    if len(y) < args.window + args.test_months + 12:
+        raise ExampleError(
+            f"series '{name}' has {len(y)} values; need window + test months + 12 = "
+            f"{args.window + args.test_months + 12}"
+        )
+    log_y = np.log(y)
+    split = len(y) - args.test_months  # first test month
+    x_tr, d_tr, _ = make_windows(log_y, args.window, range(args.window, split))
+    x_te, _, t_te = make_windows(log_y, args.window, range(split, len(y)))
+    print(
+        f"{name}: {len(y)} values; {len(d_tr)} training windows of {args.window}, "
+        f"test = last {args.test_months}"
     )
-    print(f"\nwrote {out / 'table.md'}, {out / 'results.json'}, {png}")
+
+    results = baselines(y, t_te)
+    configure_torch(args.torch_threads)
+    for kind in (args.cell, "ff"):
+        models = twin_models(
+            lambda: build_model(kind, args),  # noqa: B023
+            args.seed,
+            ckpt_dir / f"{kind}-init.safetensors",
+        )
+        label = f"{args.cell.upper()} forecaster" if kind != "ff" else "feedforward window MLP"
+        for fw in frameworks(args.framework):
+            history = Adam(fw, lr=args.lr, loss="regression_loss").fit(
+                models[fw],
+                [(x_tr, d_tr)],  # full batch: one step per epoch
+                epochs=args.epochs,
+                desc=f"{label} {fw}",
+                quiet=args.no_progress,
+            )
+            d_hat = train_lib(fw).predict(models[fw], x_te).reshape(-1).astype(np.float64)
+            results.append(
+                {
+                    "model": label,
+                    "framework": fw,
+                    "forecast": y[t_te - 1] * np.exp(d_hat),  # back from the log change
+                    "train_s": history.train_seconds,
+                    "losses": list(history),
+                }
+            )
+
+    for r in results:
+        r.update(scores(r["forecast"], y[t_te]))
+    caption, headers, rows = summarize(results, name, args)
+    show_table(caption, headers, rows)
+    png = plot(y, t_te, results, name, out / "forecast.png")
+    payload = {"series": name, "config": vars(args), "test_index": t_te, "truth": y[t_te]}
+    save_results(out, "forecast", caption, headers, rows, {**payload, "results": results}, [png])
 
 
 if __name__ == "__main__":

@@ -32,23 +32,25 @@ Outputs in ``--out``: ``table.md``, ``results.json``, ``why_recurrence.png``.
 
 from __future__ import annotations
 
-import time
+import functools
 
 import numpy as np
 from _common import (
+    Adam,
     ExampleError,
     base_parser,
     configure_torch,
     frameworks,
-    machine_info,
-    markdown_table,
     new_figure,
     parse_args,
+    parse_list,
     prepare_out,
-    progress,
     run_main,
     save_figure,
-    write_json,
+    save_results,
+    show_table,
+    train_lib,
+    twin_models,
 )
 
 MODELS = ("rnn", "lstm", "gru", "ff")
@@ -116,237 +118,69 @@ def make_task(task: str, n: int, T: int, T_max: int, rng: np.random.Generator):
     return x, lengths, (bits.sum(1) % 2).astype(np.int32)
 
 
-def score(task: str, out: np.ndarray, y: np.ndarray) -> float:
-    """Test MSE (adding) or accuracy (parity) of model outputs (n, 1) or (n, 2)."""
-    if task == "adding":
-        return float(np.mean((out[:, 0] - y) ** 2))
-    return float(np.mean(out.argmax(-1) == y))
-
-
 # --------------------------------------------------------------------------- models
 
-
-def build(zoo, kind, task, T_max, args, **kw):
-    n_in, n_out = (2, 1) if task == "adding" else (1, 2)
-    if kind == "ff":
-        return zoo.FeedForwardClassifier(
-            n_in, n_out, max_len=T_max, hidden_size=args.hidden_size, **kw
-        )
-    return zoo.SequenceClassifier(n_in, n_out, hidden_size=args.hidden_size, cell=kind, **kw)
+LOSSES = {"adding": "regression_loss", "parity": "classification_loss"}  # in both libraries
 
 
-def init_models(kind, task, T_max, seed, args, ckpt_dir):
-    """A torch and a JAX model with the same initial weights, through one safetensors file."""
-    import torch
-    from flax import nnx
-
-    import jaxseq.interop
-    import jaxseq.models
-    import torchseq.checkpoint
+def build_model(kind, task, T_max, args):
+    """The torch model (its JAX twin comes from the same checkpoint): a recurrent
+    classifier/regressor, or ("ff") an MLP on the whole padded sequence."""
     import torchseq.models
 
-    torch.manual_seed(seed)
-    tmodel = build(torchseq.models, kind, task, T_max, args)
-    path = ckpt_dir / f"{task}-{kind}-init.safetensors"  # overwritten per length: small files
-    torchseq.checkpoint.save(tmodel, path)
-    jmodel = build(jaxseq.models, kind, task, T_max, args, rngs=nnx.Rngs(seed))
-    jaxseq.interop.load(jmodel, path)
-    return tmodel, jmodel
-
-
-def loss_value(task, out, y, xp):
-    """MSE for adding, cross-entropy for parity; ``xp`` is jax.numpy or torch."""
-    if task == "adding":
-        return xp.mean((out[:, 0] - y) ** 2)
-    if xp.__name__ == "torch":
-        return xp.nn.functional.cross_entropy(out, y.long())
-    import optax
-
-    return xp.mean(optax.softmax_cross_entropy_with_integer_labels(out, y))
-
-
-class JaxRunner:
-    """One jitted train step, predict and input-gradient per (model kind, task), reused for
-    every length and fresh initialization (same graph, same shapes: no recompilation)."""
-
-    def __init__(self, model, task, args):
-        import jax
-        import jax.numpy as jnp
-        import optax
-        from flax import nnx
-
-        from jaxseq.train import clip_by_global_norm_torch, make_train_step
-
-        self.tx = optax.chain(clip_by_global_norm_torch(args.clip_norm), optax.adam(args.lr))
-        self.step = make_train_step(
-            model, self.tx, loss_fn=lambda m, x, L, y: loss_value(task, m(x, L), y, jnp)
+    n_in, n_out = (2, 1) if task == "adding" else (1, 2)
+    if kind == "ff":
+        return torchseq.models.FeedForwardClassifier(
+            n_in, n_out, max_len=T_max, hidden_size=args.hidden_size
         )
-        graphdef = self.step.graphdef
-        self.predict = jax.jit(lambda state, x, L: nnx.merge(graphdef, state)(x, L))
-
-        def output_sum(x, state, L):  # sum over the batch of the first output
-            return jnp.sum(nnx.merge(graphdef, state)(x, L)[:, 0])
-
-        self.input_grad = jax.jit(jax.grad(output_sum))  # (N, T, I)
-
-    def train(self, model, data, bar):
-        from flax import nnx
-
-        _, params, rest = nnx.split(model, nnx.Param, ...)
-        opt_state = self.tx.init(params)
-        losses = []
-        for x, L, y in data:
-            params, rest, opt_state, loss = self.step.step_fn(params, rest, opt_state, x, L, y)
-            losses.append(float(loss))
-            bar.update(1)
-        nnx.update(model, params, rest)
-        return losses
-
-    def outputs(self, model, x, L):
-        from flax import nnx
-
-        return np.asarray(self.predict(nnx.state(model), x, L))
-
-    def grads(self, model, x, L):
-        from flax import nnx
-
-        return np.asarray(self.input_grad(x, nnx.state(model), L))
+    return torchseq.models.SequenceClassifier(n_in, n_out, hidden_size=args.hidden_size, cell=kind)
 
 
-class TorchRunner:
-    def __init__(self, model, task, args):
+def score(fw, task, model, test):
+    """Test MSE (adding, lower is better) or accuracy (parity, higher is better)."""
+    lib = train_lib(fw)
+    if task == "adding":
+        return lib.evaluate_regression(model, [test])["mse"]
+    return lib.evaluate(model, [test])["accuracy"]
+
+
+def input_gradient(fw, model, x, lengths):
+    """How much the first output depends on each step: mean over the batch of
+    sum_i |d y / d x[t, i]|, for every step t (T,)."""
+    if fw == "torch":
         import torch
 
-        self.torch, self.task, self.args = torch, task, args
-
-    def train(self, model, data, bar):
-        torch = self.torch
-        opt = torch.optim.Adam(model.parameters(), lr=self.args.lr)
-        model.train()
-        losses = []
-        for x, L, y in data:
-            opt.zero_grad()
-            loss = loss_value(
-                self.task,
-                model(torch.from_numpy(x), torch.from_numpy(L)),
-                torch.from_numpy(y),
-                torch,
-            )
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), self.args.clip_norm)
-            opt.step()
-            losses.append(float(loss.detach()))
-            bar.update(1)
-        return losses
-
-    def outputs(self, model, x, L):
         model.eval()
-        with self.torch.no_grad():
-            return model(self.torch.from_numpy(x), self.torch.from_numpy(L)).numpy()
+        xt = torch.from_numpy(x).requires_grad_(True)
+        model(xt, torch.from_numpy(lengths))[:, 0].sum().backward()
+        grad = xt.grad.numpy()
+    else:
+        from flax import nnx
 
-    def grads(self, model, x, L):
-        model.eval()
-        xt = self.torch.from_numpy(x).requires_grad_(True)
-        model(xt, self.torch.from_numpy(L))[:, 0].sum().backward()
-        return xt.grad.numpy()
-
-
-# --------------------------------------------------------------------------- main
+        graphdef, state = nnx.split(model)
+        grad = np.asarray(_jax_input_grad()(x, graphdef, state, lengths))
+    return np.abs(grad).sum(-1).mean(0)  # (N, T, I) -> (T,)
 
 
-def _csv(value: str, allowed, flag: str) -> list[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    if not items or any(v not in allowed for v in items):
-        raise ExampleError(
-            f"{flag} must be a comma-separated subset of {','.join(allowed)}, got {value!r}"
-        )
-    return items
+@functools.cache
+def _jax_input_grad():
+    """d/dx of the batch sum of the first output, jitted once per model graph."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    def output_sum(x, graphdef, state, lengths):
+        return jnp.sum(nnx.merge(graphdef, state)(x, lengths)[:, 0])
+
+    return jax.jit(jax.grad(output_sum), static_argnums=1)
 
 
-def main(argv=None):
-    args = parse_args(build_parser(), argv, TINY)
-    kinds = _csv(args.models, MODELS, "--models")
-    tasks = _csv(args.tasks, TASKS, "--tasks")
-    try:
-        lengths = sorted({int(v) for v in args.lengths.split(",") if v.strip()})
-    except ValueError:
-        raise ExampleError(
-            f"--lengths must be comma-separated integers, got {args.lengths!r}"
-        ) from None
-    if (
-        not lengths
-        or lengths[0] < 2
-        or min(args.steps, args.epochs, args.batch_size, args.test_size) < 1
-    ):
-        raise ExampleError(
-            "--lengths must be >= 2; --steps, --epochs, --batch-size, --test-size >= 1"
-        )
-    out = prepare_out(args.out)
-    configure_torch(args.torch_threads)
-    ckpt_dir = prepare_out(out / "checkpoints")
-    T_max = lengths[-1]
-    fws = frameworks(args.framework)
-    n_steps = args.steps * args.epochs
-    print(
-        f"tasks {', '.join(tasks)} at lengths {lengths} (padded to {T_max}); {n_steps} Adam steps "
-        f"of batch {args.batch_size} per run; hidden {args.hidden_size}"
-    )
+# --------------------------------------------------------------------------- report
 
-    results = []  # one dict per (task, T, model, framework)
-    grad_curves = {}  # (model, framework, "init"/"trained") -> mean ||dy/dx_t|| over t
-    for task in tasks:
-        for kind in kinds:
-            runners = {}
-            for T in lengths:
-                seed = args.seed
-                tmodel, jmodel = init_models(kind, task, T_max, seed, args, ckpt_dir)
-                rng = np.random.default_rng([seed, TASKS.index(task), T])
-                data = [make_task(task, args.batch_size, T, T_max, rng) for _ in range(n_steps)]
-                test = make_task(
-                    task, args.test_size, T, T_max, np.random.default_rng([seed, 99, T])
-                )
-                probe = test[0][:256], test[1][:256]
-                for fw in fws:
-                    model = jmodel if fw == "jax" else tmodel
-                    if fw not in runners:
-                        runners[fw] = (JaxRunner if fw == "jax" else TorchRunner)(model, task, args)
-                    runner = runners[fw]
-                    track = task == "adding" and T == T_max and kind != "ff"
-                    if track:
-                        grad_curves[(kind, fw, "init")] = (
-                            np.abs(runner.grads(model, *probe)).sum(-1).mean(0)
-                        )
-                    t0 = time.perf_counter()
-                    with progress(
-                        range(n_steps),
-                        desc=f"{task} T={T} {NAMES[kind]} {fw}",
-                        disable=args.no_progress,
-                    ) as bar:
-                        losses = runner.train(model, data, bar)
-                    train_s = time.perf_counter() - t0
-                    if track:
-                        grad_curves[(kind, fw, "trained")] = (
-                            np.abs(runner.grads(model, *probe)).sum(-1).mean(0)
-                        )
-                    metric = score(task, runner.outputs(model, test[0], test[1]), test[2])
-                    results.append(
-                        {
-                            "task": task,
-                            "T": T,
-                            "model": kind,
-                            "framework": fw,
-                            "metric": metric,
-                            "train_s": train_s,
-                            "losses": losses,
-                        }
-                    )
-                    print(
-                        f"{task:6} T={T:<4} {NAMES[kind]:>11} {fw:>5}: "
-                        f"{'test MSE' if task == 'adding' else 'test accuracy'} {metric:.3g} "
-                        f"({train_s:.1f} s)"
-                    )
 
-    # Table: one row per (model, framework), one column per (task, T).
+def summarize(results, kinds, tasks, lengths, fws, n_steps, args):
+    """The caption and a table with one row per (model, framework), one column per
+    (task, T)."""
     headers = ["model", "framework"] + [
         f"{'adding MSE' if t == 'adding' else 'parity acc'} T={T}" for t in tasks for T in lengths
     ]
@@ -356,44 +190,34 @@ def main(argv=None):
             row = [NAMES[kind], fw]
             for t in tasks:
                 for T in lengths:
-                    r = next(
-                        r
-                        for r in results
-                        if (r["task"], r["T"], r["model"], r["framework"]) == (t, T, kind, fw)
-                    )
-                    row.append(f"{r['metric']:.3g}" if t == "adding" else f"{r['metric']:.3f}")
+                    m = results[t, T, kind, fw]["metric"]
+                    row.append(f"{m:.3g}" if t == "adding" else f"{m:.3f}")
             rows.append(row)
     rows.append(
         ["chance / predict the mean", "-"]
         + [("0.167" if t == "adding" else "0.500") for t in tasks for T in lengths]
     )
-    table = markdown_table(headers, rows)
     caption = (
         f"test MSE (adding; lower is better) and accuracy (parity; higher is better) after "
         f"{n_steps} Adam steps (batch {args.batch_size}, lr {args.lr}, hidden {args.hidden_size}, "
         f"seed {args.seed}); every model sees the same batches"
     )
-    print()
-    print(caption)
-    print(table)
+    return caption, headers, rows
 
+
+def plot(results, grad_curves, kinds, tasks, lengths, fws, path):
+    """Test metric against T per task, and the input gradient against the distance from
+    the end (adding, longest T, first framework)."""
+    T_max = lengths[-1]
     fig, axes = new_figure(1, 1 + len(tasks), size=(5.0 * (1 + len(tasks)), 4.0))
     colors = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green", "ff": "tab:gray"}
     for i, t in enumerate(tasks):
         ax = axes[0, i]
         for kind in kinds:
             for fw in fws:
-                ys = [
-                    next(
-                        r["metric"]
-                        for r in results
-                        if (r["task"], r["T"], r["model"], r["framework"]) == (t, T, kind, fw)
-                    )
-                    for T in lengths
-                ]
                 ax.plot(
                     lengths,
-                    ys,
+                    [results[t, T, kind, fw]["metric"] for T in lengths],
                     marker="o",
                     color=colors[kind],
                     linestyle="--" if fw == "torch" else "-",
@@ -433,24 +257,99 @@ def main(argv=None):
         title=f"gradient reaching step t (adding, T={T_max}, {fws[0]})",
     )
     ax.legend(fontsize=7)
-    png = save_figure(fig, out / "why_recurrence.png")
-    (out / "table.md").write_text(caption + "\n\n" + table + "\n")
-    write_json(
-        out / "results.json",
-        {
-            "example": "why_recurrence",
-            "config": vars(args),
-            "lengths": lengths,
-            "table": {"caption": caption, "headers": headers, "rows": rows},
-            "results": results,
-            "input_gradient_by_distance_from_end": {
-                f"{k}/{fw}/{w}": g[::-1] for (k, fw, w), g in grad_curves.items()
-            },
-            "machine": machine_info(),
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-        },
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_lengths(args) -> list[int]:
+    """The sorted distinct ``--lengths``; ExampleError for bad values or flags."""
+    try:
+        lengths = sorted({int(v) for v in args.lengths.split(",") if v.strip()})
+    except ValueError:
+        raise ExampleError(
+            f"--lengths must be comma-separated integers, got {args.lengths!r}"
+        ) from None
+    if (
+        not lengths
+        or lengths[0] < 2
+        or min(args.steps, args.epochs, args.batch_size, args.test_size) < 1
+    ):
+        raise ExampleError(
+            "--lengths must be >= 2; --steps, --epochs, --batch-size, --test-size >= 1"
+        )
+    return lengths
+
+
+def main(argv=None):
+    args = parse_args(build_parser(), argv, TINY)
+    kinds = parse_list(args.models, MODELS, "--models")
+    tasks = parse_list(args.tasks, TASKS, "--tasks")
+    lengths = parse_lengths(args)
+    out = prepare_out(args.out)
+    configure_torch(args.torch_threads)
+    ckpt_dir = prepare_out(out / "checkpoints")
+    T_max, seed = lengths[-1], args.seed  # every length is padded to T_max: one shape
+    fws = frameworks(args.framework)
+    n_steps = args.steps * args.epochs
+    print(
+        f"tasks {', '.join(tasks)} at lengths {lengths} (padded to {T_max}); {n_steps} Adam steps "
+        f"of batch {args.batch_size} per run; hidden {args.hidden_size}"
     )
-    print(f"\nwrote {out / 'table.md'}, {out / 'results.json'}, {png}")
+
+    results = {}  # (task, T, model, framework) -> {"metric", "train_s", "losses", ...}
+    grad_curves = {}  # (model, framework, "init"/"trained") -> mean |dy/dx_t| over t
+    for task in tasks:
+        for kind in kinds:
+            # One Adam trainer per framework; JAX compiles one step here for every length.
+            trainers = {
+                fw: Adam(fw, lr=args.lr, clip_norm=args.clip_norm, loss=LOSSES[task]) for fw in fws
+            }
+            for T in lengths:
+                models = twin_models(
+                    lambda: build_model(kind, task, T_max, args),  # noqa: B023
+                    seed,
+                    ckpt_dir / f"{task}-{kind}-init.safetensors",  # overwritten per length
+                )
+                rng = np.random.default_rng([seed, TASKS.index(task), T])
+                data = [make_task(task, args.batch_size, T, T_max, rng) for _ in range(n_steps)]
+                test = make_task(
+                    task, args.test_size, T, T_max, np.random.default_rng([seed, 99, T])
+                )
+                probe = test[0][:256], test[1][:256]
+                track = task == "adding" and T == T_max and kind != "ff"
+                for fw in fws:
+                    if track:
+                        grad_curves[kind, fw, "init"] = input_gradient(fw, models[fw], *probe)
+                    desc = f"{task} T={T} {NAMES[kind]} {fw}"
+                    history = trainers[fw].fit(models[fw], data, desc=desc, quiet=args.no_progress)
+                    if track:
+                        grad_curves[kind, fw, "trained"] = input_gradient(fw, models[fw], *probe)
+                    metric = score(fw, task, models[fw], test)
+                    results[task, T, kind, fw] = {
+                        "task": task,
+                        "T": T,
+                        "model": kind,
+                        "framework": fw,
+                        "metric": metric,
+                        "train_s": history.train_seconds,
+                        "losses": list(history),
+                    }
+                    print(
+                        f"{task:6} T={T:<4} {NAMES[kind]:>11} {fw:>5}: "
+                        f"{'test MSE' if task == 'adding' else 'test accuracy'} {metric:.3g} "
+                        f"({history.train_seconds:.1f} s)"
+                    )
+
+    caption, headers, rows = summarize(results, kinds, tasks, lengths, fws, n_steps, args)
+    show_table(caption, headers, rows)
+    png = plot(results, grad_curves, kinds, tasks, lengths, fws, out / "why_recurrence.png")
+    payload = {"config": vars(args), "lengths": lengths, "results": list(results.values())}
+    payload["input_gradient_by_distance_from_end"] = {
+        f"{k}/{fw}/{w}": g[::-1] for (k, fw, w), g in grad_curves.items()
+    }
+    save_results(out, "why_recurrence", caption, headers, rows, payload, also=[png])
 
 
 if __name__ == "__main__":

@@ -137,7 +137,8 @@ def load_torch_state_dict(
     for name, (owner, attr, to_jax, _) in targets.items():
         if name in raw:
             param = getattr(owner, attr)
-            updates.append((param, jnp.asarray(to_jax(raw[name]), dtype=param.dtype)))
+            # A copy: on the CPU a JAX array may otherwise share memory with the torch tensor.
+            updates.append((param, jnp.array(to_jax(raw[name]), dtype=param.dtype, copy=True)))
     for param, value in updates:
         param[...] = value
     return module

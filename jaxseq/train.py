@@ -43,7 +43,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -144,8 +144,8 @@ class History(list[float]):
     floats, what :func:`fit` has always returned), plus per-epoch records and timings.
 
     Attributes:
-      epochs: one dict per epoch: ``"loss"`` (the mean of its step losses) and whatever
-        ``eval_fn`` returned after it.
+      epochs: one dict per epoch: ``"train_loss"`` (the mean of its step losses) and
+        whatever ``eval_fn`` returned after it (e.g. ``"loss"``, ``"accuracy"``).
       step_seconds: wall time of every step, waiting for its loss (evaluation excluded).
       compiled: indices (0-based) of the steps that compiled (always empty in torch).
 
@@ -159,6 +159,18 @@ class History(list[float]):
         self.epochs: list[dict[str, float]] = []
         self.step_seconds: list[float] = []
         self.compiled: list[int] = []
+
+    def end_epoch(self, first_step: int, metrics: Mapping[str, float] | None = None) -> dict:
+        """Close the epoch that began at step ``first_step``: append and return its record
+        ``{"train_loss": mean step loss, **metrics}``."""
+        losses = self[first_step:]
+        record = {"train_loss": float(np.mean(losses)) if losses else math.nan}
+        if metrics:
+            if "train_loss" in metrics:
+                raise ValueError("eval_fn must not return a 'train_loss' entry")
+            record.update(metrics)
+        self.epochs.append(record)
+        return record
 
     @property
     def train_seconds(self) -> float:
@@ -177,6 +189,12 @@ class History(list[float]):
         times = [t for i, t in enumerate(self.step_seconds) if i not in skip]
         total = sum(times)
         return len(times) / total if total > 0 else float("nan")
+
+
+def _split_params(model: nnx.Module) -> tuple[Any, Any, Any]:
+    """``(graphdef, params, rest)``: the ``nnx.Param`` values apart from the rest."""
+    graphdef, params, rest = cast(tuple[Any, Any, Any], nnx.split(model, nnx.Param, ...))
+    return graphdef, params, rest
 
 
 class TrainStep:
@@ -207,6 +225,10 @@ class TrainStep:
         self.loss_fn = loss_fn
         self.sync_model = sync_model
         self.compiles = 0
+        self.graphdef: Any
+        self.params: Any  # the nnx.Param values
+        self.rest: Any  # the rest of the state (RNG counters, ...)
+        self.opt_state: Any
         self.reset()
         graphdef = self._compiled_graphdef = self.graphdef
 
@@ -246,7 +268,7 @@ class TrainStep:
                     "train/eval mode) than the model this step was compiled for"
                 )
             self.model = model
-        self.graphdef, self.params, self.rest = nnx.split(self.model, nnx.Param, ...)
+        self.graphdef, self.params, self.rest = _split_params(self.model)
         self.opt_state = self.tx.init(self.params)
 
     def sync(self) -> None:
@@ -288,10 +310,7 @@ class TrainStep:
                 if callback is not None:
                     callback(epoch, len(history), loss)
             self.sync()
-            record = {"loss": float(np.mean(history[start:])) if len(history) > start else math.nan}
-            if eval_fn is not None:
-                record.update(eval_fn(self.model))
-            history.epochs.append(record)
+            record = history.end_epoch(start, eval_fn(self.model) if eval_fn else None)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, record)
         return history
@@ -343,7 +362,7 @@ def fit(
       eval_fn: ``eval_fn(model) -> {name: value}`` after every epoch, e.g.
         ``lambda m: evaluate(m, test_batches)``; recorded in ``history.epochs``.
       on_epoch_end: ``on_epoch_end(epoch, record)`` after every epoch (and ``eval_fn``),
-        with ``record = {"loss": mean step loss, **eval_fn(model)}``.
+        with ``record = {"train_loss": mean step loss, **eval_fn(model)}``.
 
     The parameters are written back into the model at the end of every epoch (not every
     step: see :class:`TrainStep`), before ``eval_fn`` runs. One compiled step serves the
@@ -358,7 +377,7 @@ def fit(
     >>> h = fit(model, [batch], optax.adam(optax.cosine_decay_schedule(1e-2, 3)), epochs=3,
     ...         eval_fn=lambda m: evaluate(m, [batch]))
     >>> len(h), h[2] < h[0], sorted(h.epochs[-1]), h.compiles
-    (3, True, ['accuracy', 'loss'], 1)
+    (3, True, ['accuracy', 'loss', 'train_loss'], 1)
     """
     if clip_norm is not None:
         tx = optax.chain(clip_by_global_norm_torch(clip_norm), tx)

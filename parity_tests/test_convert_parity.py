@@ -223,3 +223,15 @@ def _mixed():
     m = torch.nn.Linear(2, 2)
     m.bias.data = m.bias.data.double()
     return m
+
+
+def test_converted_module_does_not_share_memory_with_torch():
+    tm = torch.nn.GRU(3, 4).double()
+    lin = torch.nn.Linear(3, 2).double()
+    jm, jl = from_torch(tm), from_torch(lin)
+    before = np.array(jm.weight_hh_l0[...]), np.array(jl.bias[...])
+    with torch.no_grad():  # an optimizer step on the torch side, in place
+        tm.weight_hh_l0.add_(1.0)
+        lin.bias.add_(1.0)
+    np.testing.assert_array_equal(jm.weight_hh_l0[...], before[0])
+    np.testing.assert_array_equal(jl.bias[...], before[1])

@@ -67,9 +67,7 @@ def regression_loss(model: torch.nn.Module, *batch: torch.Tensor) -> torch.Tenso
     return torch.mean((pred.reshape(target.shape) - target) ** 2)
 
 
-def language_model_loss(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
-) -> torch.Tensor:
+def language_model_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy of a language model ``model(x (N, T)) -> (logits
     (N, T, V), state)`` against targets y (N, T) int, over all N*T positions."""
     logits, _ = model(x)  # (N, T, V)
@@ -120,8 +118,8 @@ class History(list[float]):
     The twin of ``jaxseq.train.History``.
 
     Attributes:
-      epochs: one dict per epoch: ``"loss"`` (the mean of its step losses) and whatever
-        ``eval_fn`` returned after it.
+      epochs: one dict per epoch: ``"train_loss"`` (the mean of its step losses) and
+        whatever ``eval_fn`` returned after it (e.g. ``"loss"``, ``"accuracy"``).
       step_seconds: wall time of every step (evaluation excluded).
       compiled: indices of the steps that compiled: always empty here (JAX fills it).
 
@@ -135,6 +133,18 @@ class History(list[float]):
         self.epochs: list[dict[str, float]] = []
         self.step_seconds: list[float] = []
         self.compiled: list[int] = []
+
+    def end_epoch(self, first_step: int, metrics: Mapping[str, float] | None = None) -> dict:
+        """Close the epoch that began at step ``first_step``: append and return its record
+        ``{"train_loss": mean step loss, **metrics}``."""
+        losses = self[first_step:]
+        record = {"train_loss": float(np.mean(losses)) if losses else math.nan}
+        if metrics:
+            if "train_loss" in metrics:
+                raise ValueError("eval_fn must not return a 'train_loss' entry")
+            record.update(metrics)
+        self.epochs.append(record)
+        return record
 
     @property
     def train_seconds(self) -> float:
@@ -202,7 +212,7 @@ def fit(
       eval_fn: ``eval_fn(model) -> {name: value}`` after every epoch, e.g.
         ``lambda m: evaluate(m, test_batches)``; recorded in ``history.epochs``.
       on_epoch_end: ``on_epoch_end(epoch, record)`` after every epoch (and ``eval_fn``),
-        with ``record = {"loss": mean step loss, **eval_fn(model)}``.
+        with ``record = {"train_loss": mean step loss, **eval_fn(model)}``.
       scheduler: a learning-rate scheduler stepped after every optimizer step, e.g.
         ``LambdaLR(optimizer, cosine_decay(total_steps))`` (``optax``'s schedules count
         steps the same way).
@@ -215,7 +225,7 @@ def fit(
     >>> h = fit(model, [batch], opt, epochs=3, eval_fn=lambda m: evaluate(m, [batch]),
     ...         scheduler=torch.optim.lr_scheduler.LambdaLR(opt, cosine_decay(3)))
     >>> len(h), h[2] < h[0], sorted(h.epochs[-1]), opt.param_groups[0]["lr"]
-    (3, True, ['accuracy', 'loss'], 0.0)
+    (3, True, ['accuracy', 'loss', 'train_loss'], 0.0)
     """
     history = History()
     for epoch in range(epochs):
@@ -232,10 +242,7 @@ def fit(
             history.append(loss)
             if callback is not None:
                 callback(epoch, len(history), loss)
-        record = {"loss": float(np.mean(history[start:])) if len(history) > start else math.nan}
-        if eval_fn is not None:
-            record.update(eval_fn(model))
-        history.epochs.append(record)
+        record = history.end_epoch(start, eval_fn(model) if eval_fn else None)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
     return history
@@ -319,9 +326,7 @@ def evaluate_regression(model: torch.nn.Module, batches: Iterable[tuple]) -> dic
 
 
 @torch.no_grad()
-def evaluate_language_model(
-    model: torch.nn.Module, ids: Any, chunk: int = 256
-) -> dict[str, float]:
+def evaluate_language_model(model: torch.nn.Module, ids: Any, chunk: int = 256) -> dict[str, float]:
     """Next-token negative log-likelihood of one long token sequence ``ids`` (L,) int.
 
     The sequence is read in consecutive chunks of ``chunk`` tokens (the last partial chunk
