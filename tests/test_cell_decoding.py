@@ -108,10 +108,17 @@ def test_sample_with_temperature_matches_the_scanned_sampler(charlm):
     prompt = np.array([2, 7, 7], np.int32)
     a = charlm.CellDecoder(model).sample(prompt, 12, 0.8, np.random.default_rng(5))
 
-    class Args:
-        clip_norm, lr = 1.0, 1e-3
-
-    b = charlm.JaxLM(model, Args()).sample_scanned(prompt, 12, 0.8, np.random.default_rng(5))
+    # The scanned model, fed one id at a time with its state carried (T = 1 per call).
+    graphdef, state = nnx.split(model)
+    step = jax.jit(lambda s, tok, hx: nnx.merge(graphdef, s)(tok, hx))
+    rng, hx = np.random.default_rng(5), None
+    for i in prompt[:-1]:
+        _, hx = step(state, jnp.array([[i]], jnp.int32), hx)
+    cur, b = int(prompt[-1]), []
+    for _ in range(12):
+        logits, hx = step(state, jnp.array([[cur]], jnp.int32), hx)
+        cur = charlm._draw(np.asarray(logits[0, -1], np.float64), 0.8, rng)
+        b.append(cur)
     assert a == b
 
 
