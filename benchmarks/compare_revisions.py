@@ -136,7 +136,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"(IQR {r['ratio_iqr'][0]:.3f}-{r['ratio_iqr'][1]:.3f})",
                 flush=True,
             )
-    report = {"rev": args.rev, "command": " ".join(sys.argv), "results": results}
+    command = "python -m benchmarks.compare_revisions " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    report = {"rev": args.rev, "command": command, "results": results}
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "compare.json").write_text(json.dumps(report, indent=1))
