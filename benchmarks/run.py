@@ -252,7 +252,8 @@ def build_jaxseq(
 
     def train_step(p, x, lengths):
         traces.append(1)
-        loss, g = average(jax.value_and_grad(loss_fn)(p, x, lengths))
+        # Data-parallel: the gradient of the averaged loss is the whole batch's gradient.
+        loss, g = jax.value_and_grad(lambda q: average(loss_fn(q, x, lengths)))(p)
         return loss, jax.tree.map(lambda a, b: a - 1e-3 * b, p, g)
 
     def infer_fn(p, x, lengths):
@@ -273,9 +274,7 @@ def build_jaxseq(
             return average(loss_fn(p, x, lengths))
 
         def wrap(f, out_specs):
-            # check_vma=False: jaxseq does not annotate mesh-varying values (the zero
-            # initial state is replicated, the carry it starts varies with the batch).
-            sm = jax.shard_map(f, mesh=mesh, in_specs=specs, out_specs=out_specs, check_vma=False)
+            sm = jax.shard_map(f, mesh=mesh, in_specs=specs, out_specs=out_specs)
             return jax.jit(sm)
 
         params = jax.device_put(params, NamedSharding(mesh, specs[0]))
