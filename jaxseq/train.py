@@ -84,8 +84,10 @@ def _weighted_mean(values: Array, weights: Array | None) -> Array:
     if w.shape != values.shape[:1]:
         raise ValueError(f"weights must have shape {values.shape[:1]} (one per row), got {w.shape}")
     w = w.reshape(w.shape + (1,) * (values.ndim - 1))
-    per_row = math.prod(values.shape[1:])
-    return jnp.sum(w * values) / (jnp.sum(w) * per_row)
+    total = jnp.sum(w) * math.prod(values.shape[1:])
+    # All-zero weights (a device that holds only padding rows) give 0, not 0/0, and a
+    # zero gradient: the sum is 0 and so is every weight.
+    return jnp.sum(w * values) / jnp.where(total > 0, total, jnp.ones_like(total))
 
 
 def cross_entropy(logits: Array, labels: Array, weights: Array | None = None) -> Array:
@@ -272,18 +274,17 @@ class TrainStep:
     **Data parallel** (``mesh``: a :class:`jax.sharding.Mesh` with an axis ``"batch"``):
     every array of a batch has its rows on axis 0 (``x`` (N, T, I), ``lengths`` (N,), ``y``
     (N,) for the default loss) and is sharded over ``"batch"``; parameters, the rest of
-    the state and the optimizer state are replicated. The step is the *same* global
-    program as without a mesh, jitted with batch-sharded ``NamedSharding`` inputs and
-    replicated state: XLA partitions it and inserts the reductions (the gradient sums)
-    itself. That was chosen over ``shard_map`` with a ``pmean``'d loss because the loss
-    stays the exact global mean whatever ``loss_fn`` computes (a per-device mean averaged
-    over devices is only the global mean when every device has as many real rows, which
-    padding breaks) and any ``loss_fn`` works unchanged; the layers are checked correct
-    under both (``tests/test_shard_map.py``). The price: XLA's partitioner chooses the
-    communication, and for a recurrent backward pass it may gather activations (e.g. 2
-    host CPU devices, LSTM B=64, T=100, H=128: ~40 ms per step against ~24 ms unsharded,
-    where a hand-written ``shard_map`` step measured ~12 ms); on one device, or with
-    ``mesh=None``, nothing changes.
+    the state and the optimizer state are replicated. The loss and its gradient run under
+    :func:`jax.shard_map`: each device runs the ordinary single-device program on its rows,
+    and only the loss is reduced across devices (a ``pmean`` of equal slices, or with
+    padding the weighted mean ``psum(loss_d * w_d) / psum(w_d)`` of the devices' weighted
+    means), so its gradient is the whole batch's gradient; the optimizer update runs on
+    the replicated gradients. The loss therefore has to be a mean over rows (with padding:
+    a row-weighted mean), as every loss in this module is. (The alternative, ``jax.jit`` of
+    the global step with batch-sharded ``NamedSharding`` inputs, is also exact, but XLA's
+    partitioner gathered activations in the recurrent backward pass, which made that step
+    slower than one device's; ``benchmarks/data_parallel.py`` measures both.) Dropout
+    draws the same mask pattern on every device's rows.
 
     Each process passes *its own rows* of every global batch (with one process: the
     whole batch); they are assembled with :func:`jax.make_array_from_process_local_data`.
@@ -345,9 +346,7 @@ class TrainStep:
         self.reset()
         graphdef = self._compiled_graphdef = self.graphdef
 
-        def step_fn(params, rest, opt_state, *batch, weights=None):
-            self.compiles += 1  # runs at trace time only
-
+        def loss_and_grads(params, rest, batch, weights):
             def loss_of(p, r):
                 # Fresh Variables at this trace level, so that dropout may advance its RNG
                 # counters here (nnx refuses to mutate Variables of an outer trace).
@@ -357,9 +356,30 @@ class TrainStep:
                     loss = loss_fn(m, *batch)
                 else:
                     loss = loss_fn(m, *batch, weights=weights)
+                if mesh is not None:  # inside shard_map: the whole batch's loss
+                    if weights is None:  # equal slices: the mean of the means
+                        loss = jax.lax.pmean(loss, "batch")
+                    else:  # the weighted mean over every device's rows
+                        wsum = jnp.sum(weights).astype(loss.dtype)
+                        loss = jax.lax.psum(loss * wsum, "batch") / jax.lax.psum(wsum, "batch")
                 return loss, nnx.split(m, nnx.Param, ...)[2]
 
-            (loss, rest), grads = jax.value_and_grad(loss_of, has_aux=True)(params, rest)
+            return jax.value_and_grad(loss_of, has_aux=True)(params, rest)
+
+        if mesh is not None:
+            P = jax.sharding.PartitionSpec
+            # Each device runs the single-device program on its rows; only the loss is
+            # reduced across devices, and its gradient is the whole batch's.
+            loss_and_grads = jax.shard_map(
+                loss_and_grads,
+                mesh=mesh,
+                in_specs=(P(), P(), P("batch"), P("batch")),
+                out_specs=((P(), P()), P()),
+            )
+
+        def step_fn(params, rest, opt_state, *batch, weights=None):
+            self.compiles += 1  # runs at trace time only
+            (loss, rest), grads = loss_and_grads(params, rest, batch, weights)
             # optax's Adam computes ``b1 ** count`` with an int32 count, which strict dtype
             # promotion rejects; the optimizer update alone runs under standard promotion.
             with jax.numpy_dtype_promotion("standard"):
