@@ -12,7 +12,7 @@ reference layer, lengths given), ``jaxseq_hoisted`` (opt-in: the fast path with 
 projection hoisted out of the scan, the default off the CPU), ``jaxseq_loop`` (opt-in: the
 input projection in the per-step matmul), ``jaxseq_dp`` (the default fast path with the batch
 split over every local JAX device by ``shard_map``; on a CPU the harness makes XLA expose
-2 host devices, one per core, with ``--host-devices``), ``torch_padded`` (``nn.LSTM`` on the padded batch, no
+2 host devices, one per core, with ``--devices``, alias ``--host-devices``), ``torch_padded`` (``nn.LSTM`` on the padded batch, no
 lengths), ``torch_packed`` (``pack_padded_sequence`` — the like-for-like way to honour
 lengths in torch), ``flax_linen`` (``nn.RNN`` with its own cells and ``seq_lengths``).
 Repeats are interleaved across frameworks after a warm-up; medians and IQRs are reported,
@@ -22,7 +22,7 @@ change (must be 1), and memory: XLA's own estimate for the compiled JAX steps an
 bytes torch's autograd saves for backward.
 
     python -m benchmarks.run [--quick | --full] [--kinds lstm gru] [--configs target]
-                             [--frameworks ...] [--repeats R] [--host-devices N] --out DIR
+                             [--frameworks ...] [--repeats R] [--devices N] --out DIR
 """
 
 from __future__ import annotations
@@ -516,7 +516,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         "# jaxseq benchmarks",
         "",
         f"{m['platform']}, {m['cpu_count']} CPUs, torch threads {m['torch_threads']}, "
-        f"JAX devices {m.get('jax_devices', 1)} (jaxseq_dp splits the batch over them), "
+        f"JAX devices {m.get('devices', m.get('jax_devices', 1))} in "
+        f"{m.get('processes', 1)} process(es) (jaxseq_dp splits the batch over them), "
         f"float32, lengths uniform in [T/2, T]. Matmul peak (1024x1024 f32): "
         f"{report['matmul_peak']['peak']:.1f} GFLOP/s (torch {report['matmul_peak']['torch']:.1f}, "
         f"jax {report['matmul_peak']['jax']:.1f}).",
@@ -592,24 +593,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="stop a (mode, config) after this many seconds of timing",
     )
     ap.add_argument(
-        "--host-devices",
+        "--devices",
+        "--host-devices",  # the old name, kept as an alias
+        dest="devices",
         type=int,
         default=None,
         help="split the CPU into this many XLA host devices for jaxseq_dp (default: 2 when "
         "jaxseq_dp is timed, else 1); set before JAX starts, so it must be the first use of "
-        "JAX in the process",
+        "JAX in the process (--host-devices is an alias)",
     )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     frameworks = args.frameworks or DEFAULT_FRAMEWORKS
-    if args.host_devices is None:
-        args.host_devices = 2 if "jaxseq_dp" in frameworks else 1
-    if args.host_devices > 1:
+    if args.devices is None:
+        args.devices = 2 if "jaxseq_dp" in frameworks else 1
+    if args.devices > 1:
         if "jax" in sys.modules:
-            raise RuntimeError("--host-devices must be set before JAX is imported")
+            raise RuntimeError("--devices must be set before JAX is imported")
         flags = os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = (
-            f"{flags} --xla_force_host_platform_device_count={args.host_devices}"
+            f"{flags} --xla_force_host_platform_device_count={args.devices}"
         ).strip()
 
     import torch
@@ -639,6 +642,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "jax_devices": len(jax.devices()),
+            "devices": len(jax.devices()),
+            "processes": jax.process_count(),
             "jax": jax.__version__,
             "torch": torch.__version__,
             "python": platform.python_version(),

@@ -42,7 +42,9 @@ def base_parser(
     """An ``ArgumentParser`` with the flags every example shares.
 
     ``--epochs``, ``--hidden-size``, ``--framework jax|torch|both``, ``--seed``, ``--out``,
-    ``--tiny`` (a few steps on little data, for tests) and ``--no-progress``.
+    ``--tiny`` (a few steps on little data, for tests), ``--no-progress``, ``--torch-threads``,
+    and ``--devices`` (JAX CPU devices, default one per core) with the cluster flags
+    ``--coordinator``, ``--num-processes``, ``--process-id`` (see :func:`configure_devices`).
     """
     p = argparse.ArgumentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -70,7 +72,134 @@ def base_parser(
         help="PyTorch intra-op threads (for these small models more threads mostly "
         "spin against JAX's thread pool on a small CPU)",
     )
+    g = p.add_argument_group(
+        "JAX devices and processes",
+        "JAX trains data-parallel over every device (mesh axis 'batch'; exact: the same "
+        "losses as one device up to float32 rounding). Under `python -m jaxseq.launch "
+        "--nproc N` the three cluster flags come from the environment.",
+    )
+    g.add_argument(
+        "--devices",
+        type=int,
+        default=default_devices(),
+        help="JAX CPU devices per process (jax_num_cpu_devices; default one per core, at "
+        f"most {MAX_DEFAULT_DEVICES}); 1 = a single device",
+    )
+    g.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (clusters)")
+    g.add_argument("--num-processes", type=int, default=None, help="number of processes")
+    g.add_argument("--process-id", type=int, default=None, help="this process's index")
     return p
+
+
+MAX_DEFAULT_DEVICES = 8  # more tiny shards of these small batches only add overhead
+
+
+def default_devices() -> int:
+    """One JAX CPU device per core (``os.cpu_count()``), at most ``MAX_DEFAULT_DEVICES``."""
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_DEVICES))
+
+
+# What configure_devices set up: read by Adam (mesh, this process's rows), frameworks,
+# machine_info and cores_note.
+PARALLEL: dict[str, Any] = {
+    "devices": 1,
+    "local_devices": 1,
+    "processes": 1,
+    "process_id": 0,
+    "mesh": None,
+    "torch_threads": None,
+}
+
+
+def configure_devices(args: argparse.Namespace) -> dict[str, Any]:
+    """Set up JAX from ``--devices`` and the cluster flags; call it before any JAX use.
+
+    ``jax.config.update("jax_num_cpu_devices", args.devices)``; with ``--coordinator`` /
+    ``--num-processes`` / ``--process-id`` (or the environment of ``python -m
+    jaxseq.launch``) joins the processes (``jaxseq.train.initialize_distributed``). With
+    more than one device in all, JAX training (:class:`Adam`) runs data-parallel over
+    ``Mesh(jax.devices(), ("batch",))``, each process feeding its own rows of every
+    batch. On processes other than 0, stdout is silenced and ``args.out`` points to a
+    temporary folder (removed at exit): only process 0 prints and writes. Returns
+    :data:`PARALLEL`.
+    """
+    if args.devices < 1:
+        raise ExampleError(f"--devices must be >= 1, got {args.devices}")
+    import jax
+
+    try:
+        jax.config.update("jax_num_cpu_devices", args.devices)
+    except RuntimeError as e:  # pragma: no cover - JAX was already in use
+        raise ExampleError(f"--devices must be set before JAX starts: {e}") from None
+    launched = args.coordinator or args.num_processes or os.environ.get("JAXSEQ_NUM_PROCESSES")
+    process_id, processes = 0, 1
+    if launched:
+        from jaxseq.train import initialize_distributed
+
+        process_id, processes = initialize_distributed(
+            args.coordinator, args.num_processes, args.process_id
+        )
+    devices = jax.devices()
+    mesh = None
+    if len(devices) > 1:
+        from jax.sharding import Mesh
+
+        mesh = Mesh(np.array(devices), ("batch",))
+    PARALLEL.update(
+        devices=len(devices),
+        local_devices=jax.local_device_count(),
+        processes=processes,
+        process_id=process_id,
+        mesh=mesh,
+    )
+    if process_id != 0:  # only process 0 prints and writes its outputs
+        import atexit
+        import shutil
+        import tempfile
+
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+        scratch = tempfile.mkdtemp(prefix=f"jaxseq-example-p{process_id}-")
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+        args.out = scratch
+        args.no_progress = True
+    return PARALLEL
+
+
+def process_rows(n: int) -> np.ndarray:
+    """The row indices of a global batch of ``n`` rows that this process feeds."""
+    return np.array_split(np.arange(n), PARALLEL["processes"])[PARALLEL["process_id"]]
+
+
+def local_batches(batches: Any) -> Any:
+    """``batches`` (a sequence, or ``epoch -> sequence``) cut to this process's rows of
+    every batch array (unchanged with one process)."""
+    if PARALLEL["processes"] == 1:
+        return batches
+
+    def cut(epoch_batches: Iterable) -> list:
+        out = []
+        for batch in epoch_batches:
+            idx = process_rows(len(batch[0]))
+            out.append(tuple(np.asarray(a)[idx] for a in batch))
+        return out
+
+    if callable(batches):
+        return lambda epoch: cut(batches(epoch))
+    return cut(batches)
+
+
+def cores_note() -> str:
+    """How many cores each framework used, for table captions: torch's intra-op threads
+    against JAX's devices (and processes)."""
+    threads = PARALLEL["torch_threads"]
+    torch_part = f"torch {threads} thread{'s' if threads != 1 else ''}" if threads else "torch -"
+    d, procs = PARALLEL["devices"], PARALLEL["processes"]
+    jax_part = f"JAX {d} device{'s' if d != 1 else ''}"
+    if procs > 1:
+        jax_part += f" in {procs} processes"
+    if d > 1:
+        jax_part += " (data parallel)"
+    return f"{torch_part}, {jax_part}; {os.cpu_count()} CPU cores"
 
 
 def configure_torch(threads: int) -> None:
@@ -78,11 +207,17 @@ def configure_torch(threads: int) -> None:
     import torch
 
     torch.set_num_threads(max(int(threads), 1))
+    PARALLEL["torch_threads"] = torch.get_num_threads()
 
 
 def frameworks(choice: str) -> list[str]:
-    """``"both"`` -> ``["jax", "torch"]``, else ``[choice]``."""
-    return ["jax", "torch"] if choice == "both" else [choice]
+    """``"both"`` -> ``["jax", "torch"]``, else ``[choice]``.
+
+    On processes other than 0 of a multi-process run, ``"both"`` is ``["jax"]``: torch
+    would only repeat process 0's work there, and those processes report nothing."""
+    if choice == "both":
+        return ["jax"] if PARALLEL["process_id"] != 0 else ["jax", "torch"]
+    return [choice]
 
 
 def parse_list(value: str, allowed: Sequence[str], flag: str) -> list[str]:
@@ -140,7 +275,9 @@ class Adam:
 
     JAX compiles its step on the first :meth:`fit` and reuses it for every later model of
     the same architecture (a fresh initialisation: no recompilation); each torch fit gets
-    a fresh ``torch.optim.Adam``.
+    a fresh ``torch.optim.Adam``. After :func:`configure_devices` with more than one JAX
+    device, the JAX step is data-parallel over the mesh and each process feeds its own
+    rows of every batch (the same updates as one device, up to float32 rounding).
     """
 
     def __init__(
@@ -180,8 +317,8 @@ class Adam:
                     {k: f"{v:.3f}" for k, v in record.items()}, refresh=False
                 ),
             }
-            if self.fw == "jax":
-                return self._jax_step(model).fit(batches, **kw)
+            if self.fw == "jax":  # data parallel when configure_devices made a mesh
+                return self._jax_step(model).fit(local_batches(batches), **kw)
             import torch
 
             opt = torch.optim.Adam(model.parameters(), lr=self.lr)
@@ -212,7 +349,9 @@ class Adam:
         tx = optax.adam(lr)
         if self.clip_norm is not None:
             tx = optax.chain(self.lib.clip_by_global_norm_torch(self.clip_norm), tx)
-        self.step = self.lib.make_train_step(model, tx, self.loss_fn, sync_model=False)
+        self.step = self.lib.make_train_step(
+            model, tx, self.loss_fn, sync_model=False, mesh=PARALLEL["mesh"]
+        )
         return self.step
 
 
@@ -376,11 +515,15 @@ class Timer:
 
 
 def machine_info() -> dict[str, Any]:
-    """Where the numbers were measured: CPU count, library versions."""
+    """Where the numbers were measured: CPU count, JAX devices and processes, torch
+    threads, library versions."""
     import platform
 
     info: dict[str, Any] = {
         "cpus": os.cpu_count(),
+        "devices": PARALLEL["devices"],
+        "processes": PARALLEL["processes"],
+        "torch_threads": PARALLEL["torch_threads"],
         "python": platform.python_version(),
         "platform": platform.platform(),
     }

@@ -35,7 +35,9 @@ from _common import (
     Adam,
     ExampleError,
     base_parser,
+    configure_devices,
     configure_torch,
+    cores_note,
     frameworks,
     new_figure,
     parse_args,
@@ -301,7 +303,7 @@ def summarize(results, vocab, scored, n_steps, args):
     caption = (
         f"character LM on standard-library source: {n_steps} steps of {args.batch_size} x "
         f"{args.seq_len} characters; perplexity on {scored:,} characters of {args.heldout}; "
-        f"train s includes JAX compilation, steps/s excludes the first step"
+        f"train s includes JAX compilation, steps/s excludes the first step; {cores_note()}"
     )
     return caption, headers, rows
 
@@ -325,6 +327,7 @@ def plot(results, path):
 
 def main(argv=None):
     args = parse_args(build_parser(), argv, TINY)
+    configure_devices(args)  # before any JAX use: --devices, cluster flags
     if min(args.steps, args.epochs, args.seq_len, args.batch_size) < 1:
         raise ExampleError("--steps, --epochs, --seq-len and --batch-size must be >= 1")
     if not args.prompt:

@@ -28,14 +28,14 @@ curves to ``OUT/results.json`` and the loss/accuracy curves to ``OUT/curves.png`
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from _common import (
     Adam,
     ExampleError,
     base_parser,
+    configure_devices,
     configure_torch,
+    cores_note,
     frameworks,
     load_ts_classification,
     mean_spread,
@@ -264,7 +264,7 @@ def summarize(runs, kinds, fws, seeds, args):
         f"{args.dataset} test accuracy ({spread}); {args.epochs} epochs, hidden "
         f"{args.hidden_size}, batch {args.batch_size}; train s includes JAX compilation; "
         f"steps/s excludes compiling steps; logit diff and same prediction: worst over "
-        f"seeds, on the test set; {os.cpu_count()} CPU cores"
+        f"seeds, on the test set; {cores_note()}"
     )
     return caption, headers, rows
 
@@ -309,6 +309,7 @@ def plot(runs, seed, path):
 
 def main(argv=None):
     args = parse_args(build_parser(), argv, TINY)
+    configure_devices(args)  # before any JAX use: --devices, cluster flags
     kinds = parse_list(args.models, MODELS, "--models")
     if args.epochs < 1 or args.seeds < 1 or args.batch_size < 1:
         raise ExampleError("--epochs, --seeds and --batch-size must be >= 1")

@@ -33,7 +33,9 @@ from _common import (
     ExampleError,
     aeon_data_dir,
     base_parser,
+    configure_devices,
     configure_torch,
+    cores_note,
     frameworks,
     new_figure,
     parse_args,
@@ -180,7 +182,7 @@ def summarize(results, name, args):
     caption = (
         f"{name}: one-step-ahead forecasts of the last {args.test_months} values from windows "
         f"of {args.window}; {args.epochs} full-batch Adam steps, hidden {args.hidden_size}, "
-        f"seed {args.seed}"
+        f"seed {args.seed}; {cores_note()}"
     )
     return caption, headers, rows
 
@@ -226,6 +228,7 @@ def plot(y, t_test, results, name, path):
 
 def main(argv=None):
     args = parse_args(build_parser(), argv, TINY)
+    configure_devices(args)  # before any JAX use: --devices, cluster flags
     if args.epochs < 1 or args.window < 1 or args.test_months < 1:
         raise ExampleError("--epochs, --window and --test-months must be >= 1")
     out = prepare_out(args.out)

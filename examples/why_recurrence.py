@@ -39,7 +39,9 @@ from _common import (
     Adam,
     ExampleError,
     base_parser,
+    configure_devices,
     configure_torch,
+    cores_note,
     frameworks,
     new_figure,
     parse_args,
@@ -200,7 +202,7 @@ def summarize(results, kinds, tasks, lengths, fws, n_steps, args):
     caption = (
         f"test MSE (adding; lower is better) and accuracy (parity; higher is better) after "
         f"{n_steps} Adam steps (batch {args.batch_size}, lr {args.lr}, hidden {args.hidden_size}, "
-        f"seed {args.seed}); every model sees the same batches"
+        f"seed {args.seed}); every model sees the same batches; {cores_note()}"
     )
     return caption, headers, rows
 
@@ -284,6 +286,7 @@ def parse_lengths(args) -> list[int]:
 
 def main(argv=None):
     args = parse_args(build_parser(), argv, TINY)
+    configure_devices(args)  # before any JAX use: --devices, cluster flags
     kinds = parse_list(args.models, MODELS, "--models")
     tasks = parse_list(args.tasks, TASKS, "--tasks")
     lengths = parse_lengths(args)

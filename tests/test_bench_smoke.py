@@ -80,6 +80,7 @@ def test_bench_data_parallel_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["machine"]["jax_devices"] == 2
+    assert report["machine"]["devices"] == 2 and report["machine"]["processes"] == 1
     (r,) = report["results"]
     assert r["info"]["jaxseq_dp"]["devices"] == 2
     assert r["info"]["jaxseq_dp"]["compile_count_lengths_change"] == 1

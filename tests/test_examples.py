@@ -111,6 +111,30 @@ def test_classify_tiny_same_checkpoint_gives_same_logits(tmp_path):
     ]
 
 
+def test_classify_two_devices_matches_one(tmp_path):
+    """``--devices 2`` (data parallel over two JAX CPU devices; the tiny batches of 17
+    rows are padded with zero-weight rows) gives the per-epoch losses of ``--devices 1``
+    up to float32 rounding. The models have no dropout, so no masks differ."""
+    res = {}
+    for d in (1, 2):
+        out = tmp_path / f"out{d}"
+        flags = ["--tiny", "--no-progress", "--framework", "jax", "--epochs", "2"]
+        proc = run_example(
+            "classify", *flags, "--devices", str(d), "--out", str(out), cwd=tmp_path / "cwd"
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        res[d] = json.loads((out / "results.json").read_text())
+        assert res[d]["machine"]["devices"] == d and res[d]["machine"]["processes"] == 1
+        assert f"JAX {d} device" in res[d]["table"]["caption"]
+    one, two = ({r["model"]: r for r in res[d]["runs"]} for d in (1, 2))
+    assert set(one) == set(two) == {"gru", "ff"}
+    for m in one:
+        assert len(one[m]["curves"]["loss"]) == 2
+        assert two[m]["curves"]["loss"] == pytest.approx(one[m]["curves"]["loss"], rel=1e-5)
+        assert two[m]["test_acc"] == pytest.approx(one[m]["test_acc"])
+        assert two[m]["compiles"] <= 2
+
+
 def test_forecast_tiny_baselines_match_numpy(tmp_path):
     from aeon.datasets import load_airline
 
