@@ -1,5 +1,5 @@
-"""Start N processes of a script on this machine for JAX multi-process training, like
-``torchrun --standalone --nproc-per-node N``.
+"""Start N processes of a script on this machine for JAX (or PyTorch) multi-process
+training, like ``torchrun --standalone --nproc-per-node N``.
 
 Usage::
 
@@ -21,6 +21,20 @@ trains with a mesh over all processes' devices::
     rank, world = initialize_distributed()
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ("batch",))
     fit(model, my_rows_of_each_batch, tx, mesh=mesh)
+
+It also sets the variables ``torchrun`` sets, so the same launcher runs PyTorch scripts
+(``torch.distributed.init_process_group`` with its default ``env://``):
+
+* ``MASTER_ADDR`` = ``127.0.0.1``, ``MASTER_PORT`` = a second free port,
+* ``WORLD_SIZE`` = ``LOCAL_WORLD_SIZE`` = ``N``,
+* ``RANK`` = ``LOCAL_RANK`` = ``0 .. N-1``,
+
+which :func:`torchseq.train.initialize_distributed` reads::
+
+    from torchseq.train import finalize_distributed, fit, initialize_distributed
+    rank, world = initialize_distributed()  # gloo on CPU
+    fit(model, my_rows_of_each_batch, optimizer, ddp=True)
+    finalize_distributed()  # barrier, then destroy the process group
 
 The children's stdout and stderr pass through. If one process fails (non-zero exit, or
 killed by a signal: code 128 + signal), the others are stopped (SIGTERM, then SIGKILL
@@ -126,7 +140,8 @@ def launch(
     env: dict[str, str] | None = None,
 ) -> int:
     """Run ``command`` (argv, e.g. ``[sys.executable, "train.py"]``) as ``nproc``
-    processes with the ``JAXSEQ_*`` variables set; return the exit status (0: all
+    processes with the ``JAXSEQ_*`` and torch's (``MASTER_ADDR``, ``MASTER_PORT``,
+    ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``) variables set; return the exit status (0: all
     succeeded; else the first failure's code, 124 on timeout). See the module docstring.
 
     >>> import sys
@@ -136,15 +151,27 @@ def launch(
     if nproc < 1:
         raise ValueError(f"nproc must be >= 1, got {nproc}")
     base = dict(os.environ if env is None else env)
-    base["JAXSEQ_COORDINATOR"] = f"127.0.0.1:{free_port()}"
+    jax_port = free_port()
+    torch_port = free_port()
+    while torch_port == jax_port:  # both released: the OS may hand out the same one
+        torch_port = free_port()
+    base["JAXSEQ_COORDINATOR"] = f"127.0.0.1:{jax_port}"
     base["JAXSEQ_NUM_PROCESSES"] = str(nproc)
+    base.update(  # torchrun's names (torch.distributed's env:// initialization)
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(torch_port),
+        WORLD_SIZE=str(nproc),
+        LOCAL_WORLD_SIZE=str(nproc),
+    )
     procs: list[subprocess.Popen] = []
     tails: list[collections.deque] = []
     pumps: list[threading.Thread] = []
     status = 0
     try:
         for rank in range(nproc):
-            child_env = dict(base, JAXSEQ_PROCESS_ID=str(rank))
+            child_env = dict(
+                base, JAXSEQ_PROCESS_ID=str(rank), RANK=str(rank), LOCAL_RANK=str(rank)
+            )
             p = subprocess.Popen(
                 _with_parent_death(command),
                 env=child_env,
@@ -194,7 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m jaxseq.launch",
         description="Run N local processes of a JAX script (jaxseq.train.initialize_distributed "
-        "joins them), like torchrun --standalone --nproc-per-node N.",
+        "joins them) or a PyTorch one (torch's MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, "
+        "LOCAL_RANK, LOCAL_WORLD_SIZE are set too), like torchrun --standalone "
+        "--nproc-per-node N.",
     )
     parser.add_argument("--nproc", type=int, required=True, help="number of processes")
     parser.add_argument("--timeout", type=float, default=None, help="stop all after S seconds")

@@ -56,18 +56,29 @@ def test_children_get_rank_count_and_coordinator(tmp_path):
             import os, sys
             e = os.environ
             assert "torch" not in sys.modules
+            torch_env = [e[k] for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
+                                        "MASTER_ADDR", "MASTER_PORT")]
             print(e["JAXSEQ_PROCESS_ID"], e["JAXSEQ_NUM_PROCESSES"], e["JAXSEQ_COORDINATOR"],
-                  *sys.argv[1:], flush=True)
+                  *torch_env, "--", *sys.argv[1:], flush=True)
             """
         )
     )
     r = _launch(["--nproc", "3", str(script), "a", "--flag"])
     assert r.returncode == 0, r.stderr
     lines = sorted(r.stdout.splitlines())
-    assert [line.split()[:2] for line in lines] == [["0", "3"], ["1", "3"], ["2", "3"]]
-    coordinators = {line.split()[2] for line in lines}
+    fields = [line.split(" -- ")[0].split() for line in lines]
+    assert [f[:2] for f in fields] == [["0", "3"], ["1", "3"], ["2", "3"]]
+    coordinators = {f[2] for f in fields}
     assert len(coordinators) == 1 and coordinators.pop().startswith("127.0.0.1:")
-    assert all(line.split()[3:] == ["a", "--flag"] for line in lines)
+    assert all(line.split(" -- ")[1].split() == ["a", "--flag"] for line in lines)
+    # torchrun's variables: RANK = LOCAL_RANK = the process id, WORLD_SIZE =
+    # LOCAL_WORLD_SIZE = N, one master on 127.0.0.1 at a port other than JAX's.
+    assert [f[3:7] for f in fields] == [[str(r), str(r), "3", "3"] for r in range(3)]
+    masters = {(f[7], f[8]) for f in fields}
+    assert len(masters) == 1
+    addr, port = masters.pop()
+    assert addr == "127.0.0.1" and 0 < int(port) < 65536
+    assert port != fields[0][2].rsplit(":", 1)[1]
 
 
 def test_one_failure_stops_the_others_and_gives_its_exit_code(tmp_path):

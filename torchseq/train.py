@@ -8,6 +8,14 @@ the losses :func:`classification_loss`, :func:`regression_loss`,
 :func:`evaluate_regression`, :func:`evaluate_language_model`. Batches may hold NumPy
 arrays (shared with the JAX side): they become tensors, integer arrays as int64.
 
+Data-parallel training (the twin of ``jaxseq.train.fit(..., mesh=...)``): start N
+processes with ``torchrun --standalone --nproc-per-node N script.py`` or ``python -m
+jaxseq.launch --nproc N script.py``; each calls :func:`initialize_distributed` and then
+``fit(..., ddp=True)`` on *its own rows* of every global batch, split as jaxseq splits
+them, ``np.array_split(np.arange(rows), world)[rank]``, and ends with
+:func:`finalize_distributed`. The losses and parameters equal single-process training on
+the whole batches (see :func:`train_step`).
+
 >>> import torch
 >>> from torchseq.models import SequenceClassifier
 >>> _ = torch.manual_seed(0)
@@ -22,13 +30,16 @@ arrays (shared with the JAX side): they become tensors, integer arrays as int64.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 __all__ = [
     "classification_loss",
@@ -39,6 +50,8 @@ __all__ = [
     "History",
     "train_step",
     "fit",
+    "initialize_distributed",
+    "finalize_distributed",
     "predict",
     "evaluate",
     "evaluate_regression",
@@ -165,6 +178,58 @@ class History(list[float]):
         return len(times) / total if total > 0 else float("nan")
 
 
+def initialize_distributed(backend: str = "gloo") -> tuple[int, int]:
+    """Join the process group that ``torchrun`` or ``python -m jaxseq.launch`` started;
+    return ``(rank, world_size)``.
+
+    Reads torch's standard variables (``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``,
+    ``WORLD_SIZE``) through :func:`torch.distributed.init_process_group`'s ``env://``
+    initialization, with ``backend`` (``"gloo"``: CPU). Already initialized: returns the
+    current group's rank and size. ``WORLD_SIZE`` unset or 1: nothing to join, returns
+    ``(0, 1)`` without initializing anything (so one script runs launched or alone). End
+    the script with :func:`finalize_distributed`.
+    The twin of ``jaxseq.train.initialize_distributed``.
+
+    >>> "WORLD_SIZE" in os.environ or initialize_distributed() == (0, 1)
+    True
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("WORLD_SIZE") or 1) <= 1:
+        return 0, 1
+    if not dist.is_available():  # pragma: no cover - torch built without distributed
+        raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+    dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def finalize_distributed() -> None:
+    """End of a distributed script: wait for every process (``barrier``), then destroy the
+    process group. Call it last on every process after a successful run: a process that
+    exits while its peers still use the gloo group can abort at interpreter shutdown
+    ("terminate called without an active exception", exit code 134). Not initialized
+    (single process): does nothing.
+
+    >>> finalize_distributed()  # one process: nothing to do
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def _distributed() -> bool:
+    """Whether a process group of more than one process is running."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _batch_rows(batch: tuple) -> int:
+    """The rows of a batch: the length of its first tensor's axis 0 (as ``jaxseq``)."""
+    for a in batch:
+        if isinstance(a, torch.Tensor) and a.ndim > 0:
+            return int(a.shape[0])
+    raise ValueError("a distributed step needs a batch with a tensor of rows on axis 0")
+
+
 def train_step(
     model: torch.nn.Module,
     batch: tuple,
@@ -172,15 +237,53 @@ def train_step(
     *,
     clip_norm: float | None = None,
     loss_fn: Callable[..., torch.Tensor] = classification_loss,
+    ddp: bool = False,
 ) -> float:
-    """One update on ``batch`` (a tuple passed as ``loss_fn(model, *batch)``); the loss."""
+    """One update on ``batch`` (a tuple passed as ``loss_fn(model, *batch)``); the loss.
+
+    With ``ddp=True`` (and a process group of more than one process, see
+    :func:`initialize_distributed`), ``model`` is a
+    :class:`~torch.nn.parallel.DistributedDataParallel` module and ``batch`` holds this
+    process's rows of the global batch. DDP averages gradients over processes with equal
+    weights, which is the global mean only if every process holds as many rows; so the
+    local loss (a mean over the local rows ``n_r``) is scaled by ``n_r * world / n``
+    before ``backward``, ``n`` the global row count (an ``all_reduce`` of the local
+    counts): the averaged gradient is then exactly that of the mean over all ``n`` rows,
+    also for uneven splits. Clipping comes after DDP's gradient all-reduce, so it sees the
+    global norm, as in one process. The returned loss is the global batch loss
+    ``sum_r n_r * loss_r / n`` (an ``all_reduce``), the same on every process. Every
+    process needs at least one row (a ValueError on all processes otherwise), and the loss
+    has to be a mean over rows (the losses here are; language-model and regression losses
+    average over positions too, the same number per row).
+    """
+    if not (ddp and _distributed()):
+        optimizer.zero_grad()
+        loss = loss_fn(model, *batch)
+        loss.backward()
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        optimizer.step()
+        return float(loss.detach())
+
+    world = dist.get_world_size()
+    rows = _batch_rows(batch)
+    counts = torch.tensor([rows, int(rows == 0)], dtype=torch.int64)
+    dist.all_reduce(counts)  # (global rows, processes without rows)
+    total, empty = int(counts[0]), int(counts[1])
+    if empty:
+        raise ValueError(
+            f"{empty} of {world} processes got no rows of a batch of {total} rows: every "
+            "process needs at least one row per batch"
+        )
     optimizer.zero_grad()
     loss = loss_fn(model, *batch)
-    loss.backward()
+    (loss * (rows * world / total)).backward()  # DDP divides the summed gradients by world
     if clip_norm is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
     optimizer.step()
-    return float(loss.detach())
+    weighted = loss.detach().to(torch.float64) * (rows / total)
+    dist.all_reduce(weighted)  # the global batch loss
+    return float(weighted)
 
 
 def fit(
@@ -195,6 +298,7 @@ def fit(
     eval_fn: Callable[[torch.nn.Module], Mapping[str, float]] | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], Any] | None = None,
     scheduler: Any = None,
+    ddp: bool = False,
 ) -> History:
     """Train ``model`` in place; return the loss of every step as a :class:`History`.
 
@@ -216,6 +320,15 @@ def fit(
       scheduler: a learning-rate scheduler stepped after every optimizer step, e.g.
         ``LambdaLR(optimizer, cosine_decay(total_steps))`` (``optax``'s schedules count
         steps the same way).
+      ddp: data-parallel training over the process group that
+        :func:`initialize_distributed` joined: ``model`` is wrapped in
+        :class:`~torch.nn.parallel.DistributedDataParallel` (which broadcasts rank 0's
+        parameters and buffers at the start) and each process's ``batches`` yield *its own
+        rows* of every global batch, ``np.array_split(np.arange(rows), world)[rank]`` as in
+        ``jaxseq``; the losses (the global batch losses, equal on every process) and
+        parameters are those of single-process training on the whole batches, also for
+        uneven splits (see :func:`train_step`). ``eval_fn`` gets the unwrapped model. With
+        no process group and ``WORLD_SIZE`` unset or 1: single-process training.
 
     >>> from torchseq.models import SequenceClassifier
     >>> _ = torch.manual_seed(0)
@@ -227,14 +340,29 @@ def fit(
     >>> len(h), h[2] < h[0], sorted(h.epochs[-1]), opt.param_groups[0]["lr"]
     (3, True, ['accuracy', 'loss', 'train_loss'], 0.0)
     """
+    stepped = model
+    if ddp and not _distributed():
+        if int(os.environ.get("WORLD_SIZE") or 1) > 1:
+            raise RuntimeError(
+                "fit(ddp=True) under a launcher (WORLD_SIZE > 1) needs the process group: "
+                "call torchseq.train.initialize_distributed() first"
+            )
+        ddp = False  # one process: nothing to synchronize
+    if ddp and not isinstance(model, DistributedDataParallel):
+        stepped = DistributedDataParallel(model)
     history = History()
     for epoch in range(epochs):
-        model.train()
+        stepped.train()
         start = len(history)
         for batch in batches(epoch) if callable(batches) else batches:
             t0 = time.perf_counter()
             loss = train_step(
-                model, as_tensors(batch), optimizer, clip_norm=clip_norm, loss_fn=loss_fn
+                stepped,
+                as_tensors(batch),
+                optimizer,
+                clip_norm=clip_norm,
+                loss_fn=loss_fn,
+                ddp=ddp,
             )
             if scheduler is not None:
                 scheduler.step()
