@@ -107,6 +107,13 @@ SCRIPT = textwrap.dedent(
         with open(out, "w") as f:
             json.dump(results, f)
     finalize_distributed()  # barrier, then destroy the group (no-op alone)
+    # Everything is written and the group is gone; skip the interpreter's teardown, where
+    # gloo/DDP objects of torch 2.13 can still abort ("terminate called without an active
+    # exception", exit 134) on a loaded machine.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    import os
+    os._exit(0)
     """
 )
 

@@ -207,8 +207,10 @@ def finalize_distributed() -> None:
     """End of a distributed script: wait for every process (``barrier``), then destroy the
     process group. Call it last on every process after a successful run: a process that
     exits while its peers still use the gloo group can abort at interpreter shutdown
-    ("terminate called without an active exception", exit code 134). Not initialized
-    (single process): does nothing.
+    ("terminate called without an active exception", exit code 134). On a loaded machine
+    torch 2.13's gloo/DDP objects can still abort in the interpreter's teardown after this;
+    a script that has written its results may end with ``os._exit(0)`` right after it, as
+    ``tests/test_torch_ddp.py`` does. Not initialized (single process): does nothing.
 
     >>> finalize_distributed()  # one process: nothing to do
     """
