@@ -58,14 +58,18 @@ def test_children_get_rank_count_and_coordinator(tmp_path):
             assert "torch" not in sys.modules
             torch_env = [e[k] for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
                                         "MASTER_ADDR", "MASTER_PORT")]
-            print(e["JAXSEQ_PROCESS_ID"], e["JAXSEQ_NUM_PROCESSES"], e["JAXSEQ_COORDINATOR"],
-                  *torch_env, "--", *sys.argv[1:], flush=True)
+            fields = [e["JAXSEQ_PROCESS_ID"], e["JAXSEQ_NUM_PROCESSES"], e["JAXSEQ_COORDINATOR"],
+                      *torch_env, "--", *sys.argv[1:]]
+            # One file per child: lines printed to one shared pipe may interleave.
+            out = os.path.join(os.path.dirname(__file__), "env" + e["JAXSEQ_PROCESS_ID"])
+            with open(out, "w") as f:
+                f.write(" ".join(fields))
             """
         )
     )
     r = _launch(["--nproc", "3", str(script), "a", "--flag"])
     assert r.returncode == 0, r.stderr
-    lines = sorted(r.stdout.splitlines())
+    lines = sorted((tmp_path / f"env{k}").read_text() for k in range(3))
     fields = [line.split(" -- ")[0].split() for line in lines]
     assert [f[:2] for f in fields] == [["0", "3"], ["1", "3"], ["2", "3"]]
     coordinators = {f[2] for f in fields}
