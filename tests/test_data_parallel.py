@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _procs import run_in_group
 
 from jaxseq import train
 
@@ -27,25 +27,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _run(argv: list[str], timeout: float, cwd: pathlib.Path = ROOT) -> subprocess.CompletedProcess:
-    """Run ``argv`` in its own process group; kill the whole group on timeout or error."""
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)  # conftest forces one host device; the scripts choose
-    p = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except BaseException:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.communicate()
-        raise
-    return subprocess.CompletedProcess(argv, p.returncode, out, err)
+    """``run_in_group`` without XLA_FLAGS: conftest forces one host device; the scripts choose."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    return run_in_group(argv, timeout, cwd=cwd, env=env)
 
 
 # The training both tests run: float64 SequenceClassifier of each cell kind, with lengths,

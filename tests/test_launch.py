@@ -12,28 +12,16 @@ import sys
 import textwrap
 import time
 
+from _procs import run_in_group
+
 from jaxseq import launch
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _launch(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "jaxseq.launch", *args]
-    p = subprocess.Popen(
-        argv,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except BaseException:
-        os.killpg(p.pid, signal.SIGKILL)  # its children die with it (parent-death signal)
-        p.communicate()
-        raise
-    return subprocess.CompletedProcess(argv, p.returncode, out, err)
+    # Killing the launcher's group on timeout kills its children too (parent-death signal).
+    return run_in_group([sys.executable, "-m", "jaxseq.launch", *args], timeout)
 
 
 def _alive(pid: int) -> bool:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+from _procs import run_in_group
 
 pytest.importorskip("torch")
 import torch  # noqa: E402
@@ -35,25 +35,9 @@ pytestmark = pytest.mark.skipif(
 
 
 def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
-    """Run ``argv`` in its own process group, without torch's distributed variables; kill
-    the whole group on timeout or error."""
+    """``run_in_group`` without torch's distributed variables."""
     env = {k: v for k, v in os.environ.items() if k not in TORCH_ENV}
-    p = subprocess.Popen(
-        argv,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except BaseException:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.communicate()
-        raise
-    return subprocess.CompletedProcess(argv, p.returncode, out, err)
+    return run_in_group(argv, timeout, env=env)
 
 
 # float64 SequenceClassifier of each cell kind, with lengths, Adam after clip_grad_norm_;
