@@ -245,10 +245,10 @@ def twin_models(make_torch_model: Callable[[], Any], seed: int, checkpoint: Path
     """``{"torch": model, "jax": twin}`` starting from the same checkpoint.
 
     Seeds torch with ``seed`` and builds the torch model, writes its initial weights to
-    ``checkpoint`` (safetensors, torch names; ``torchseq.checkpoint.save``), builds the
-    JAX twin with the same configuration (``jaxseq.interop.from_torch``, dropout stream
-    ``nnx.Rngs(seed)``) and loads that file into it (``jaxseq.interop.load``), so the twin
-    holds arrays of its own, not views of the torch parameters that torch trains in place.
+    ``checkpoint`` (safetensors, torch names; ``torchseq.checkpoint.save``; the file
+    ``jaxseq.interop.load`` reads too), and builds the JAX twin with the same configuration
+    and a copy of the same weights (``jaxseq.interop.from_torch``, dropout stream
+    ``nnx.Rngs(seed)``).
     """
     import torch
     from flax import nnx
@@ -260,7 +260,6 @@ def twin_models(make_torch_model: Callable[[], Any], seed: int, checkpoint: Path
     tmodel = make_torch_model()
     torchseq.checkpoint.save(tmodel, checkpoint)
     jmodel = jaxseq.interop.from_torch(tmodel, rngs=nnx.Rngs(seed))
-    jaxseq.interop.load(jmodel, checkpoint)
     return {"torch": tmodel, "jax": jmodel}
 
 
