@@ -258,10 +258,12 @@ def fused_layer(
     if remat is None and project == "loop":
         final, ys = run(to_steps(jnp.broadcast_to(x[:, None], (T, D) + x.shape[1:])), valid, carry)
     elif remat is None:
-        # One (T*N, I) x (I, D*G*H) matmul for every step and both directions.
+        # One (T*N, I) x (I, D*G*H) matmul for every step and both directions (a dot over
+        # (T, N, I), not a reshape to T*N rows, so that a sharded batch stays sharded).
         GH = w_ih.shape[1]
         w_all = jnp.concatenate(list(w_ih), axis=0).T  # (I, D*G*H)
-        gx = (x.reshape(T * N, x.shape[-1]) @ w_all).reshape(T, N, D, GH).transpose(0, 2, 1, 3)
+        gx = jax.lax.dot_general(x, w_all, (((2,), (0,)), ((), ())))
+        gx = gx.reshape(T, N, D, GH).transpose(0, 2, 1, 3)
         if b_ih is not None:
             gx = gx + b_ih.reshape(1, D, 1, GH)
         final, ys = run(to_steps(gx), valid, carry)

@@ -83,23 +83,26 @@ def contract_tn(a: Array, b: Array) -> Array:
     """sum over t, n of a[t, d, n, :]^T b[t, d, n, :]: (T, D, N, P), (T, D, N, Q) -> (D, P, Q).
 
     One (P, T*N) x (T*N, Q) matmul per direction: a weight gradient for all steps at once.
+    Written as a dot contracting t and n rather than a reshape to (T*N, .) rows: the two
+    are the same matmul on one device, but with the batch sharded over devices (``jit``
+    with a ``NamedSharding``) merging t and n forces XLA to all-gather both operands.
     """
     if a.shape[1] == 1:
-        rows = a.shape[0] * a.shape[2]  # T*N, explicit so that N = 0 works (no reshape(-1))
-        return (a.reshape(rows, a.shape[-1]).T @ b.reshape(rows, b.shape[-1]))[None]
+        return jax.lax.dot_general(a[:, 0], b[:, 0], (((0, 1), (0, 1)), ((), ())))[None]
     return jnp.einsum("tdnp,tdnq->dpq", a, b)
 
 
 def grad_inputs(dg: Array, w_ih_t: Array) -> Array:
     """dx of the projection: (T, D, N, G*H) x (D, I, G*H)^T -> (T, D, N, I).
 
-    Written as one (T*N, G*H) x (G*H, I) matmul per direction: as an einsum, XLA's CPU
-    backend transposed the whole (T*N, G*H) gradient first, which measured slower.
+    Written as one (T, N, G*H) x (G*H, I) dot per direction (contracting G*H of both, so
+    neither is transposed first): as an einsum over d, XLA's CPU backend transposed the
+    whole (T*N, G*H) gradient first, which measured slower. t and n stay separate dims,
+    so that a batch sharded over devices stays sharded (see :func:`contract_tn`).
     """
-    T, D, N, GH = dg.shape
-    rows = T * N  # explicit so that N = 0 works (no reshape(-1))
+    D = dg.shape[1]
     per_dir = [
-        (dg[:, d].reshape(rows, GH) @ w_ih_t[d].T).reshape(T, 1, N, w_ih_t.shape[1])
+        jax.lax.dot_general(dg[:, d], w_ih_t[d], (((2,), (1,)), ((), ())))[:, None]
         for d in range(D)
     ]
     return per_dir[0] if D == 1 else jnp.concatenate(per_dir, axis=1)
