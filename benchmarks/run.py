@@ -14,12 +14,18 @@ input projection in the per-step matmul), ``jaxseq_dp`` (the default fast path w
 split over every local JAX device by ``shard_map``; on a CPU the harness makes XLA expose
 2 host devices, one per core, with ``--devices``, alias ``--host-devices``), ``torch_padded`` (``nn.LSTM`` on the padded batch, no
 lengths), ``torch_packed`` (``pack_padded_sequence`` — the like-for-like way to honour
-lengths in torch), ``flax_linen`` (``nn.RNN`` with its own cells and ``seq_lengths``).
+lengths in torch), ``flax_linen`` (``nn.RNN`` with its own cells and ``seq_lengths``), and
+the other JAX peers of :mod:`benchmarks.peers`: ``flax_nnx`` (``nnx.RNN``), ``equinox``
+(its cells in a masked ``lax.scan``) and ``keras`` (Keras 3 on the JAX backend, masked).
 Repeats are interleaved across frameworks after a warm-up; medians and IQRs are reported,
 with the ratio of jaxseq to each baseline, the achieved GFLOP/s against a matmul peak
 measured in this process, the jit compile time, the compile count when only the lengths
 change (must be 1), and memory: XLA's own estimate for the compiled JAX steps and the
-bytes torch's autograd saves for backward.
+bytes torch's autograd saves for backward. A roofline column sets jaxseq's achieved
+GFLOP/s against the rate of the *same-shaped* matmuls alone (the input projection and
+T dependent (B, H) x (H, G*H) products in a scan, measured in this process). Unless
+``--no-streaming``, the run ends with the B=1 one-step-at-a-time latency of the cell
+modules against torch's cells (:func:`benchmarks.peers.streaming`).
 
     python -m benchmarks.run [--quick | --full] [--kinds lstm gru] [--configs target]
                              [--frameworks ...] [--repeats R] [--devices N] --out DIR
@@ -40,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from . import peers
 
 THREADS = 2
 
@@ -88,6 +96,9 @@ FRAMEWORKS = [
     "torch_padded",
     "torch_packed",
     "flax_linen",
+    "flax_nnx",
+    "equinox",
+    "keras",
 ]
 #: Timed unless --frameworks says otherwise (jaxseq_hoisted and jaxseq_loop are opt-in).
 DEFAULT_FRAMEWORKS = [
@@ -97,11 +108,19 @@ DEFAULT_FRAMEWORKS = [
     "torch_padded",
     "torch_packed",
     "flax_linen",
+    "flax_nnx",
+    "equinox",
+    "keras",
 ]
+#: The JAX libraries a user would otherwise pick (for the "best JAX peer" ratio).
+JAX_PEERS = ["flax_linen", "flax_nnx", "equinox", "keras"]
 BASELINES = [
     "torch_padded",
     "torch_packed",
     "flax_linen",
+    "flax_nnx",
+    "equinox",
+    "keras",
     "jaxseq_ref",
     "jaxseq_hoisted",
     "jaxseq_loop",
@@ -406,6 +425,51 @@ def matmul_peak(n: int = 1024, repeats: int = 10) -> dict[str, float]:
     return gf
 
 
+def shaped_matmul_rate(kind: str, cfg: Config, repeats: int = 10) -> float:
+    """GFLOP/s of the forward pass's matmuls alone, in their shapes: per layer and
+    direction one (T*B, I_l) x (I_l, G*H) projection and T dependent (B, H) x (H, G*H)
+    products in a ``lax.scan`` (a tanh of a slice keeps them dependent). The roofline that
+    jaxseq's achieved rate is set against; best of ``repeats``."""
+    import jax
+    import jax.numpy as jnp
+
+    G, D = GATES[kind], 2 if cfg.bidirectional else 1
+    rng = np.random.default_rng(0)
+    args = []
+    for layer in range(cfg.layers):
+        in_size = cfg.I if layer == 0 else D * cfg.H
+        for _ in range(D):
+            args.append(
+                (
+                    jnp.asarray(rng.standard_normal((cfg.T, cfg.B, in_size)), jnp.float32),
+                    jnp.asarray(rng.standard_normal((in_size, G * cfg.H)), jnp.float32) * 0.01,
+                    jnp.asarray(rng.standard_normal((cfg.H, G * cfg.H)), jnp.float32) * 0.01,
+                )
+            )
+
+    @jax.jit
+    def matmuls(args):
+        total = 0.0
+        for x, w_ih, w_hh in args:
+            gx = x @ w_ih
+
+            def step(h, g, w_hh=w_hh):
+                z = h @ w_hh + g
+                return jnp.tanh(z[:, : cfg.H]), None
+
+            h, _ = jax.lax.scan(step, jnp.zeros((cfg.B, cfg.H), jnp.float32), gx)
+            total = total + h[0, 0]
+        return total
+
+    jax.block_until_ready(matmuls(args))
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(matmuls(args))
+        best = min(best, time.perf_counter() - t0)
+    return flops(kind, cfg)["fwd"] / best / 1e9
+
+
 def _stats(ts: list[float]) -> dict[str, float]:
     q = np.percentile(np.asarray(ts), [25, 50, 75])
     return {
@@ -456,6 +520,7 @@ def bench_one(
     fns: dict[str, dict[str, Callable[[], float]]] = {}
     infos: dict[str, Any] = {}
     check: dict[str, float] = {}
+    skipped: dict[str, str] = {}
     import jax
 
     # A batch that does not split evenly over the devices (B=1) has no data-parallel run.
@@ -477,10 +542,18 @@ def bench_one(
                 check["torch_padded_loss"] = f["fwd"]()
         elif fw == "flax_linen":
             f, info = build_linen(kind, cfg, x, lengths)
+        elif fw in peers.BUILDERS:
+            try:
+                f, info = peers.BUILDERS[fw](kind, cfg, x, lengths, _compile_info)
+            except peers.Unsupported as e:  # e.g. no Elman cell in equinox
+                skipped[fw] = str(e)
+                continue
         else:
             raise ValueError(f"unknown framework {fw!r}; expected one of {FRAMEWORKS}")
         fns[fw] = f
         infos[fw] = info
+    frameworks = [fw for fw in frameworks if fw in fns]
+    rate = shaped_matmul_rate(kind, cfg)
     results: dict[str, Any] = {
         "kind": kind,
         "config": cfg_name,
@@ -489,6 +562,8 @@ def bench_one(
         "flops": flops(kind, cfg),
         "info": infos,
         "loss_check": check,
+        "skipped": skipped,
+        "shaped_matmul_gflops": rate,
         "modes": {},
     }
     for mode in MODES:
@@ -498,6 +573,7 @@ def bench_one(
         for s in stats.values():
             s["gflops"] = results["flops"][mode] / (s["median_ms"] / 1e3) / 1e9
             s["frac_of_peak"] = s["gflops"] / peak
+            s["frac_of_shaped_matmuls"] = s["gflops"] / rate
         for ours in ("jaxseq", "jaxseq_dp"):
             if ours not in stats:
                 continue
@@ -506,6 +582,11 @@ def bench_one(
                     stats[ours][f"ratio_vs_{base}"] = (
                         stats[ours]["median_ms"] / stats[base]["median_ms"]
                     )
+            timed_peers = [p for p in JAX_PEERS if p in stats]
+            if timed_peers:
+                best = min(timed_peers, key=lambda p: stats[p]["median_ms"])
+                stats[ours]["best_jax_peer"] = best
+                stats[ours]["ratio_vs_best_jax_peer"] = stats[ours][f"ratio_vs_{best}"]
         results["modes"][mode] = stats
     return results
 
@@ -531,14 +612,29 @@ def to_markdown(report: dict[str, Any]) -> str:
     for r in report["results"]:
         lines += [f"## {r['kind'].upper()} {r['label']}", ""]
         fws = list(r["modes"]["train"])
-        lines.append("| mode | " + " | ".join(fws) + " | jaxseq GFLOP/s (% peak) |")
+        lines.append(
+            "| mode | "
+            + " | ".join(fws)
+            + " | jaxseq GFLOP/s (% 1024² peak, % same-shaped matmuls) |"
+        )
         lines.append("|---" * (len(fws) + 2) + "|")
         for mode, stats in r["modes"].items():
             cells = [f"{stats[f]['median_ms']:.2f} ({stats[f]['iqr_ms']:.2f})" for f in fws]
             js = stats.get("jaxseq")
-            gf = f"{js['gflops']:.1f} ({100 * js['frac_of_peak']:.0f}%)" if js else "-"
+            gf = (
+                f"{js['gflops']:.1f} ({100 * js['frac_of_peak']:.0f}%, "
+                f"{100 * js.get('frac_of_shaped_matmuls', float('nan')):.0f}%)"
+                if js
+                else "-"
+            )
             lines.append(f"| {mode} | " + " | ".join(cells) + f" | {gf} |")
         lines.append("")
+        if r.get("shaped_matmul_gflops"):
+            lines.append(
+                f"Same-shaped matmuls alone (forward): {r['shaped_matmul_gflops']:.1f} GFLOP/s."
+            )
+        for fw, why in r.get("skipped", {}).items():
+            lines.append(f"Not timed: {fw} ({why}).")
         js = r["modes"]["train"].get("jaxseq")
         if js:
             for ours, title in (
@@ -553,6 +649,13 @@ def to_markdown(report: dict[str, Any]) -> str:
                 )
                 devices = r["info"][ours]["devices"]
                 lines.append(f"{title.format(devices=devices)} / baseline: {ratios}.")
+                for mode in MODES:
+                    sm = r["modes"][mode].get(ours, {})
+                    if "best_jax_peer" in sm:
+                        lines.append(
+                            f"{ours} {mode} / best JAX peer ({sm['best_jax_peer']}): "
+                            f"{sm['ratio_vs_best_jax_peer']:.2f}x."
+                        )
             info = r["info"]["jaxseq"]
             lines.append(
                 f"jaxseq compile: train step {info['compile']['compile_s']:.2f} s, "
@@ -568,6 +671,25 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"Training-step memory (JAX: XLA temp + output; torch: autograd saved tensors): {mem}.",
             "",
         ]
+    if report.get("streaming"):
+        lines += [
+            "## Streaming: one step at a time at B=1",
+            "",
+            "Median microseconds per step (the state fed back each step; torch under "
+            "`inference_mode`). jaxseq_module: the cell module split once with `nnx.split`, "
+            "the step `jax.jit` of merge-and-call; jaxseq_nnx_jit: the module through `nnx.jit`.",
+            "",
+            "| cell | I | H | jaxseq_module | jaxseq_nnx_jit | torch | module / torch |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for st in report["streaming"]:
+            m = st["median_us"]
+            lines.append(
+                f"| {st['kind']} | {st['I']} | {st['H']} | {m['jaxseq_module']:.1f} | "
+                f"{m['jaxseq_nnx_jit']:.1f} | {m['torch']:.1f} | "
+                f"{st['ratio_vs_torch']['jaxseq_module']:.2f}x |"
+            )
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -602,6 +724,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "jaxseq_dp is timed, else 1); set before JAX starts, so it must be the first use of "
         "JAX in the process (--host-devices is an alias)",
     )
+    ap.add_argument("--no-streaming", action="store_true", help="skip the B=1 streaming latency")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     frameworks = args.frameworks or DEFAULT_FRAMEWORKS
@@ -671,6 +794,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ),
             flush=True,
         )
+    if not args.no_streaming:
+        target = CONFIGS["target"]
+        report["streaming"] = []
+        for kind in dict.fromkeys(k for _, k in plan):
+            reps = args.repeats or (5 if args.quick else 15)
+            st = peers.streaming(kind, target.I, target.H, repeats=reps)
+            report["streaming"].append(st)
+            print(
+                f"{kind:4s} streaming B=1: "
+                + ", ".join(f"{k} {v:.1f} us" for k, v in st["median_us"].items()),
+                flush=True,
+            )
     _write(args.out, report)  # also when the plan is empty
     print(f"wrote {args.out / 'results.md'} and {args.out / 'results.json'}")
     return report

@@ -33,6 +33,7 @@ def test_bench_harness_smoke(tmp_path):
         "torch_packed",
         "--repeats",
         "2",
+        "--no-streaming",
         "--out",
         str(tmp_path),
     ]
@@ -75,6 +76,7 @@ def test_bench_data_parallel_smoke(tmp_path):
     loss of the single-device step (the same program, sharded)."""
     cmd = [sys.executable, "-m", "benchmarks.run", "--configs", "smoke_even", "--kinds", "lstm"]
     cmd += ["--frameworks", "jaxseq", "jaxseq_dp", "--repeats", "2", "--host-devices", "2"]
+    cmd += ["--no-streaming"]
     cmd += ["--out", str(tmp_path)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -87,3 +89,33 @@ def test_bench_data_parallel_smoke(tmp_path):
     check = r["loss_check"]
     assert check["jaxseq_loss"] > 0
     np.testing.assert_allclose(check["jaxseq_dp_loss"], check["jaxseq_loss"], rtol=1e-6)
+
+
+def test_bench_peers_and_streaming_smoke(tmp_path):
+    """The JAX peers (Flax linen and NNX, Equinox, Keras 3 on JAX) run next to jaxseq, the
+    best-peer ratio is the ratio to the fastest of them, and the B=1 streaming run ends on
+    the same state as torch's cell (the harness checks it and fails otherwise)."""
+    peers = ["flax_linen", "flax_nnx", "equinox", "keras"]
+    cmd = [sys.executable, "-m", "benchmarks.run", "--configs", "smoke", "--kinds", "gru"]
+    cmd += ["--frameworks", "jaxseq", *peers, "--repeats", "2", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "results.json").read_text())
+    (r,) = report["results"]
+    assert r["skipped"] == {} and r["shaped_matmul_gflops"] > 0
+    for mode in ("train", "fwd", "infer"):
+        stats = r["modes"][mode]
+        assert set(stats) == {"jaxseq", *peers}
+        best = min(peers, key=lambda p: stats[p]["median_ms"])
+        assert stats["jaxseq"]["best_jax_peer"] == best
+        np.testing.assert_allclose(
+            stats["jaxseq"]["ratio_vs_best_jax_peer"],
+            stats["jaxseq"]["median_ms"] / stats[best]["median_ms"],
+        )
+    (st,) = report["streaming"]
+    assert st["kind"] == "gru" and set(st["median_us"]) == {
+        "jaxseq_module",
+        "jaxseq_nnx_jit",
+        "torch",
+    }
+    assert "## Streaming" in (tmp_path / "results.md").read_text()
