@@ -214,7 +214,8 @@ def _worker(args: argparse.Namespace) -> list[dict]:
                 r = allreduce(grad)
             r.block_until_ready()
             samples["allreduce"].append((time.perf_counter() - t0) / 3)
-        assert float(np.sum(r.addressable_data(0))) == world * n_params  # every process's ones were summed
+        # Every process's ones were summed.
+        assert float(np.sum(r.addressable_data(0))) == world * n_params
         out[kind] = {
             "median_ms": float(np.median(samples["step"])) * 1e3,
             "allreduce_ms": float(np.median(samples["allreduce"])) * 1e3,
