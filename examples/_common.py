@@ -91,6 +91,25 @@ def base_parser(
     return p
 
 
+def add_checkpoint_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--checkpoint-dir DIR`` and ``--save-every N``: training checkpoints (one folder
+    per run under DIR); the same command started again resumes from the newest valid one
+    (see :meth:`Adam.fit`)."""
+    p.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="save training checkpoints here as the runs train; started again, the same "
+        "command resumes each run from its newest valid checkpoint",
+    )
+    p.add_argument(
+        "--save-every",
+        type=int,
+        default=None,
+        help="with --checkpoint-dir: save every N steps (default: at the end of every epoch)",
+    )
+    return p
+
+
 MAX_DEFAULT_DEVICES = 8  # more tiny shards of these small batches only add overhead
 
 
@@ -302,15 +321,28 @@ class Adam:
         desc: str = "",
         quiet: bool = False,
         eval_fn: Callable[[Any], dict] | None = None,
+        checkpoint_dir: str | os.PathLike | None = None,
+        save_every: int | None = None,
+        config: dict | None = None,
     ) -> Any:
         """Train ``model`` in place with a progress bar over the steps; return the
         ``History`` (step losses, per-epoch records, timings). The loop is the library's:
-        ``torchseq.train.fit``, or ``TrainStep.fit`` (what ``jaxseq.train.fit`` runs)."""
+        ``torchseq.train.fit``, or ``TrainStep.fit`` (what ``jaxseq.train.fit`` runs).
+
+        With ``checkpoint_dir``, the loop saves training checkpoints there (every
+        ``save_every`` steps, or at every epoch's end) and first resumes from the newest
+        valid one, printing ``resumed from step S (epoch E)``; ``config`` is stored in
+        them."""
         total = epochs * len(batches(0)) if callable(batches) else epochs * len(batches)
+        if checkpoint_dir is not None:
+            say_resume(checkpoint_dir, desc)
         with progress(range(total), desc=desc, disable=quiet) as bar:
             kw = {
                 "epochs": epochs,
                 "eval_fn": eval_fn,
+                "checkpoint_dir": checkpoint_dir,
+                "save_every": save_every,
+                "config": config,
                 "callback": lambda epoch, step, loss: bar.update(1),
                 "on_epoch_end": lambda epoch, record: bar.set_postfix(
                     {k: f"{v:.3f}" for k, v in record.items()}, refresh=False
@@ -352,6 +384,21 @@ class Adam:
             model, tx, self.loss_fn, sync_model=False, mesh=PARALLEL["mesh"]
         )
         return self.step
+
+
+def say_resume(checkpoint_dir: str | os.PathLike, desc: str = "") -> None:
+    """Print ``resumed from step S (epoch E)`` if ``checkpoint_dir`` holds a valid training
+    checkpoint (the one the library's ``fit`` resumes from; it warns about skipped files)."""
+    import warnings
+
+    from seqfile.training_state import load_latest
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        state = load_latest(checkpoint_dir)
+    if state is not None:
+        where = f"{' '.join(desc.split())}: " if desc.strip() else ""
+        print(f"{where}resumed from step {state.step} (epoch {state.epoch})", flush=True)
 
 
 def prepare_out(out: str | os.PathLike) -> Path:

@@ -9,21 +9,23 @@ number of distinct shapes.
 
 PyTorch equivalence (what ``parity_tests/test_training_parity.py`` checks, step by step):
 
-===========================================  ============================================
-``torch.optim``                              optax
-===========================================  ============================================
-``SGD(lr, momentum=m)`` (dampening 0)        ``optax.sgd(lr, momentum=m)``
-``Adam(lr, betas, eps)``                     ``optax.adam(lr, b1, b2, eps)``
-``AdamW(lr, betas, eps, weight_decay=w)``    ``optax.adamw(lr, b1, b2, eps, weight_decay=w)``
-``clip_grad_norm_(params, c)`` before step   :func:`clip_by_global_norm_torch` ``(c)`` first
-``F.cross_entropy`` (mean)                   :func:`cross_entropy`
+=================================================  ================================================
+``torch.optim``                                    optax
+=================================================  ================================================
+``SGD(lr, momentum=m)`` (dampening 0)              ``optax.sgd(lr, momentum=m)``
+``Adam(lr, betas, eps)``                           ``optax.adam(lr, b1, b2, eps)``
+``AdamW(lr, betas, eps, weight_decay=w)``          ``optax.adamw(lr, b1, b2, eps, weight_decay=w)``
+``clip_grad_norm_(params, c)`` before step         :func:`clip_by_global_norm_torch` ``(c)`` first
+``F.cross_entropy`` (mean)                         :func:`cross_entropy`
 ``LambdaLR(opt, torchseq.train.cosine_decay(n))``  ``optax.cosine_decay_schedule(lr, n)``
-===========================================  ============================================
+=================================================  ================================================
 
 The loop and its helpers have the same names and arguments as in ``torchseq.train``:
 :func:`fit` (returns a :class:`History`), the losses :func:`classification_loss`,
 :func:`regression_loss`, :func:`language_model_loss`, and :func:`predict`,
 :func:`evaluate`, :func:`evaluate_regression`, :func:`evaluate_language_model`.
+``fit(..., checkpoint_dir=DIR)`` saves the training state as it goes and resumes from it
+bit for bit, also from a checkpoint ``torchseq.train.fit`` wrote (:mod:`jaxseq.train_state`).
 
 >>> import jax.numpy as jnp, optax
 >>> from flax import nnx
@@ -41,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import itertools
 import math
 import os
 import time
@@ -54,6 +57,7 @@ import optax
 from flax import nnx
 
 from seqfile.history import History  # shared with torchseq.train
+from seqfile.training_state import restore_history
 
 Array = jax.Array
 
@@ -452,28 +456,62 @@ class TrainStep:
         callback: Callable[[int, int, float], Any] | None = None,
         eval_fn: Callable[[nnx.Module], Mapping[str, float]] | None = None,
         on_epoch_end: Callable[[int, dict[str, float]], Any] | None = None,
+        checkpoint_dir: str | os.PathLike | None = None,
+        save_every: int | None = None,
+        keep: int = 3,
+        config: Mapping[str, Any] | None = None,
     ) -> History:
         """Run the step over ``batches`` for ``epochs`` epochs; see :func:`fit`.
 
         Continues from the current optimizer state (call :meth:`reset` first for a fresh
-        start) and keeps the model's train/eval mode.
+        start) and keeps the model's train/eval mode. With ``checkpoint_dir``, first
+        resumes from the newest valid checkpoint there, if any (see :func:`fit`).
         """
-        history = History()
-        for epoch in range(epochs):
-            start = len(history)
-            for batch in batches(epoch) if callable(batches) else batches:
+        from jaxseq import train_state
+
+        if save_every is not None and save_every < 1:
+            raise ValueError(f"save_every must be >= 1, got {save_every}")
+        history, first_epoch, done = History(), 0, 0
+        if checkpoint_dir is not None:
+            state = train_state.restore(self, checkpoint_dir)
+            if state is not None:
+                history = restore_history(state)
+                history.resumed_step = state.step
+                history.resumed_epoch = state.epoch
+                first_epoch, done = state.epoch, state.batch
+        saved = (len(history), first_epoch, done)
+
+        def save(epoch: int, batch: int) -> None:
+            nonlocal saved
+            if checkpoint_dir is not None and saved != (len(history), epoch, batch):
+                train_state.save(
+                    self, checkpoint_dir, step_count=len(history), epoch=epoch, batch=batch,
+                    history=history, config=config, keep=keep,
+                )  # fmt: skip
+                saved = (len(history), epoch, batch)
+
+        for epoch in range(first_epoch, epochs):
+            skip = done if epoch == first_epoch else 0  # batches done before a resume
+            start = len(history) - skip
+            epoch_batches = batches(epoch) if callable(batches) else batches
+            for i, batch in enumerate(itertools.islice(epoch_batches, skip, None), skip):
                 compiles, t0 = self.compiles, time.perf_counter()
                 loss = float(self(*batch))  # float() waits for the result
                 history.step_seconds.append(time.perf_counter() - t0)
                 if self.compiles != compiles:
                     history.compiled.append(len(history))
                 history.append(loss)
+                if save_every is not None and len(history) % save_every == 0:
+                    save(epoch, i + 1)
                 if callback is not None:
                     callback(epoch, len(history), loss)
             self.sync()
             record = history.end_epoch(start, eval_fn(self.model) if eval_fn else None)
+            if save_every is None:
+                save(epoch + 1, 0)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, record)
+        save(max(epochs, first_epoch), 0)
         return history
 
 
@@ -508,6 +546,10 @@ def fit(
     eval_fn: Callable[[nnx.Module], Mapping[str, float]] | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], Any] | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    save_every: int | None = None,
+    keep: int = 3,
+    config: Mapping[str, Any] | None = None,
 ) -> History:
     """Train ``model`` in place; return the loss of every step as a :class:`History`.
 
@@ -531,6 +573,19 @@ def fit(
       mesh: data-parallel training over a :class:`jax.sharding.Mesh` with an axis
         ``"batch"`` (see :class:`TrainStep`): each process's ``batches`` yield its own rows
         of every global batch (with one process, the whole batch); ``None``: one device.
+      checkpoint_dir: a folder of training checkpoints (:mod:`jaxseq.train_state`,
+        format :mod:`seqfile.training_state`): the run first resumes from the newest valid
+        one there (parameters, optimizer state, dropout RNG, step, epoch and position in
+        it, the history so far; a corrupted newest file is skipped with a warning; one of
+        another model or optimizer raises ``ValueError``), then saves as it trains. The
+        resumed run equals an uninterrupted one bit for bit, provided ``batches`` gives
+        the same batches for the same epoch (a list, or a function seeded by the epoch).
+        ``history.resumed_step`` tells where it resumed. With a mesh over several
+        processes, process 0 writes and every process reads.
+      save_every: save every that many steps (and at the end); None: at the end of every
+        epoch.
+      keep: how many checkpoints to keep (the newest).
+      config: JSON-serialisable settings stored in every checkpoint (``meta["config"]``).
 
     The parameters are written back into the model at the end of every epoch (not every
     step: see :class:`TrainStep`), before ``eval_fn`` runs. One compiled step serves the
@@ -552,7 +607,15 @@ def fit(
     model.train()
     step = make_train_step(model, tx, loss_fn, sync_model=False, mesh=mesh)
     return step.fit(
-        batches, epochs=epochs, callback=callback, eval_fn=eval_fn, on_epoch_end=on_epoch_end
+        batches,
+        epochs=epochs,
+        callback=callback,
+        eval_fn=eval_fn,
+        on_epoch_end=on_epoch_end,
+        checkpoint_dir=checkpoint_dir,
+        save_every=save_every,
+        keep=keep,
+        config=config,
     )
 
 

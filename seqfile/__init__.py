@@ -16,6 +16,7 @@ without importing the other.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -53,12 +54,44 @@ def finalize(blob: bytes) -> bytes:
     return len(head).to_bytes(8, "little") + head + data
 
 
+TMP_MARK = ".tmp-"  # temporary files are named ``{path}.tmp-{pid}``
+
+
 def write_atomic(blob: bytes, path: Any) -> None:
-    # Write a temporary file and rename it: an interrupted save never leaves a truncated file.
-    tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(blob)
+    """Write ``blob`` to ``path`` so that ``path`` is either the old file or the new one.
+
+    A temporary file next to it is written (``os.write``), ``fsync``-ed, renamed over
+    ``path`` and the directory ``fsync``-ed, so neither a crash (kill -9, power loss) nor a
+    failed write (disk full: ``OSError`` ENOSPC, re-raised) leaves a truncated ``path``;
+    on failure the temporary file is removed and an existing ``path`` is untouched.
+    """
+    path = os.fspath(path)
+    tmp = f"{path}{TMP_MARK}{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view, done = memoryview(blob), 0
+        while done < len(view):
+            done += os.write(fd, view[done:])
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
     os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path) or ".")
+
+
+def _fsync_dir(directory: str) -> None:
+    """``fsync`` a directory, so that a rename in it survives a crash (POSIX only)."""
+    if os.name != "posix":  # pragma: no cover - Windows cannot open directories
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_checked(path: Any, load_bytes: Callable[[bytes], dict]) -> dict:

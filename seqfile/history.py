@@ -23,6 +23,9 @@ class History(list[float]):
       step_seconds: wall time of every step, waiting for its loss (evaluation excluded).
       compiled: indices (0-based) of the steps that compiled (JAX fills it; always
         empty in torch).
+      resumed_step: the step a ``fit(checkpoint_dir=...)`` resumed from (its records
+        before that step come from the checkpoint), or None for a fresh start;
+        resumed_epoch: the epoch (0-based) it resumed in.
 
     >>> h = History([0.5, 0.25]); h.step_seconds = [2.0, 0.5]; h.compiled = [0]
     >>> h.train_seconds, h.compiles, h.steps_per_second
@@ -34,6 +37,8 @@ class History(list[float]):
         self.epochs: list[dict[str, float]] = []
         self.step_seconds: list[float] = []
         self.compiled: list[int] = []
+        self.resumed_step: int | None = None
+        self.resumed_epoch: int | None = None
 
     def end_epoch(self, first_step: int, metrics: Mapping[str, float] | None = None) -> dict:
         """Close the epoch that began at step ``first_step``: append and return its record

@@ -7,6 +7,8 @@ the losses :func:`classification_loss`, :func:`regression_loss`,
 :func:`language_model_loss`, and :func:`predict`, :func:`evaluate`,
 :func:`evaluate_regression`, :func:`evaluate_language_model`. Batches may hold NumPy
 arrays (shared with the JAX side): they become tensors, integer arrays as int64.
+``fit(..., checkpoint_dir=DIR)`` saves the training state as it goes and resumes from it
+bit for bit, also from a checkpoint ``jaxseq.train.fit`` wrote (:mod:`torchseq.train_state`).
 
 Data-parallel training (the twin of ``jaxseq.train.fit(..., mesh=...)``): start N
 processes with ``torchrun --standalone --nproc-per-node N script.py`` or ``python -m
@@ -42,6 +44,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from seqfile.history import History  # shared with jaxseq.train
+from seqfile.training_state import restore_history
 
 __all__ = [
     "classification_loss",
@@ -249,6 +252,10 @@ def fit(
     on_epoch_end: Callable[[int, dict[str, float]], Any] | None = None,
     scheduler: Any = None,
     ddp: bool = False,
+    checkpoint_dir: str | os.PathLike | None = None,
+    save_every: int | None = None,
+    keep: int = 3,
+    config: Mapping[str, Any] | None = None,
 ) -> History:
     """Train ``model`` in place; return the loss of every step as a :class:`History`.
 
@@ -279,6 +286,21 @@ def fit(
         parameters are those of single-process training on the whole batches, also for
         uneven splits (see :func:`train_step`). ``eval_fn`` gets the unwrapped model. With
         no process group and ``WORLD_SIZE`` unset or 1: single-process training.
+      checkpoint_dir: a folder of training checkpoints (:mod:`torchseq.train_state`,
+        format :mod:`seqfile.training_state`, shared with ``jaxseq.train.fit``): the run
+        first resumes from the newest valid one there (parameters, optimizer and scheduler
+        state, the RNG, step, epoch and position in it, the history so far; a corrupted
+        newest file is skipped with a warning; one of another model or optimizer raises
+        ``ValueError``; one written by jaxseq continues the same run in torch), then saves
+        as it trains. The resumed run equals an uninterrupted one bit for bit, provided
+        ``batches`` gives the same batches for the same epoch (a list, a function seeded
+        by the epoch, or a ``DataLoader`` shuffling with torch's global RNG).
+        ``history.resumed_step`` tells where it resumed. With ``ddp``, rank 0 writes and
+        every process reads.
+      save_every: save every that many steps (and at the end); None: at the end of every
+        epoch.
+      keep: how many checkpoints to keep (the newest).
+      config: JSON-serialisable settings stored in every checkpoint (``meta["config"]``).
 
     >>> from torchseq.models import SequenceClassifier
     >>> _ = torch.manual_seed(0)
@@ -298,13 +320,48 @@ def fit(
                 "call torchseq.train.initialize_distributed() first"
             )
         ddp = False  # one process: nothing to synchronize
+    from torchseq import train_state
+
+    if save_every is not None and save_every < 1:
+        raise ValueError(f"save_every must be >= 1, got {save_every}")
+    history, first_epoch, done, resume_rng = History(), 0, 0, None
+    if checkpoint_dir is not None:  # before DDP, which broadcasts rank 0's parameters
+        state = train_state.restore(checkpoint_dir, model, optimizer, scheduler)
+        if state is not None:
+            history = restore_history(state)
+            history.resumed_step = state.step
+            history.resumed_epoch = state.epoch
+            first_epoch, done = state.epoch, state.batch
+            resume_rng = train_state.epoch_rng(state)
     if ddp and not isinstance(model, DistributedDataParallel):
         stepped = DistributedDataParallel(model)
-    history = History()
-    for epoch in range(epochs):
+    saved = (len(history), first_epoch, done)
+    epoch_rng = torch.get_rng_state()
+
+    def save(epoch: int, batch: int) -> None:
+        nonlocal saved
+        if checkpoint_dir is not None and saved != (len(history), epoch, batch):
+            train_state.save(
+                checkpoint_dir, model, optimizer, scheduler, step_count=len(history),
+                epoch=epoch, batch=batch, history=history, config=config, keep=keep,
+                epoch_rng=epoch_rng if batch else None,
+            )  # fmt: skip
+            saved = (len(history), epoch, batch)
+
+    for epoch in range(first_epoch, epochs):
         stepped.train()
-        start = len(history)
-        for batch in batches(epoch) if callable(batches) else batches:
+        skip = done if epoch == first_epoch else 0  # batches done before a resume
+        start = len(history) - skip
+        now = torch.get_rng_state()
+        if skip and resume_rng is not None:  # the data order as drawn at the epoch's start
+            torch.set_rng_state(resume_rng)
+        epoch_rng = torch.get_rng_state()
+        epoch_batches = iter(batches(epoch) if callable(batches) else batches)
+        for _ in range(skip):
+            next(epoch_batches, None)
+        if skip:
+            torch.set_rng_state(now)
+        for i, batch in enumerate(epoch_batches, skip):
             t0 = time.perf_counter()
             loss = train_step(
                 stepped,
@@ -318,11 +375,16 @@ def fit(
                 scheduler.step()
             history.step_seconds.append(time.perf_counter() - t0)
             history.append(loss)
+            if save_every is not None and len(history) % save_every == 0:
+                save(epoch, i + 1)
             if callback is not None:
                 callback(epoch, len(history), loss)
         record = history.end_epoch(start, eval_fn(model) if eval_fn else None)
+        if save_every is None:
+            save(epoch + 1, 0)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
+    save(max(epochs, first_epoch), 0)
     return history
 
 

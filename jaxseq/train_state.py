@@ -1,0 +1,331 @@
+"""Training-state checkpoints of a :class:`jaxseq.train.TrainStep`: save, restore, resume.
+
+The file format, file naming, keep-last-k, the fallback past corrupted files and the one
+table that names optimizer state in both frameworks live in
+:mod:`seqfile.training_state` (NumPy only); this module maps a train step's state onto it:
+
+* parameters -> their torch names (:func:`jaxseq.interop.to_torch_state_dict`, so
+  ``nnx.Linear`` kernels are stored transposed, as torch's ``weight``);
+* optax state: the fields the table names (``TraceState.trace``, ``ScaleByAdamState.mu``
+  / ``nu``) -> ``optim/{torch key}/{torch name}`` in torch's layout, the Adam ``count`` ->
+  ``optim/step``; every other leaf (e.g. a schedule's ``count``) -> ``jax/optax/{path}``;
+* the rest of the model state (the ``nnx.Rngs`` keys and counters of dropout) ->
+  ``jax/rest/{path}``.
+
+Read back by the same framework, every bit is restored, so a resumed run equals an
+uninterrupted one exactly. From a torch checkpoint, the table's fields come from
+torch.optim's state, optax ``count`` leaves from ``optim/step`` (or the step count), and
+the dropout RNG keeps the model's own state (torch's RNG means nothing to JAX).
+
+>>> import tempfile, numpy as np, optax
+>>> from flax import nnx
+>>> from jaxseq.models import SequenceClassifier
+>>> from jaxseq.train import TrainStep
+>>> model = SequenceClassifier(2, 3, hidden_size=4, rngs=nnx.Rngs(0))
+>>> step = TrainStep(model, optax.adam(1e-2))
+>>> batch = (np.ones((4, 5, 2), np.float32), np.array([5, 1, 3, 2]), np.array([0, 1, 2, 0]))
+>>> _ = step(*batch)
+>>> d = tempfile.mkdtemp()
+>>> path = save(step, d, step_count=1)
+>>> twin = TrainStep(SequenceClassifier(2, 3, hidden_size=4, rngs=nnx.Rngs(1)),
+...                  optax.adam(1e-2))
+>>> restore(twin, d).step
+1
+>>> float(step(*batch)) == float(twin(*batch))
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxseq.interop import load_torch_state_dict, to_torch_state_dict
+from seqfile import training_state as ts
+from seqfile.history import History
+
+if TYPE_CHECKING:
+    from jaxseq.train import TrainStep
+
+__all__ = ["optimizer_family", "optimizer_detail", "state_tensors", "save", "load", "restore"]
+
+_OPTAX = "jax/optax/"
+_REST = "jax/rest/"
+
+
+def _is_namedtuple(node: Any) -> bool:
+    return isinstance(node, tuple) and hasattr(node, "_fields")
+
+
+def _state_classes(opt_state: Any) -> list[str]:
+    """The NamedTuple class names in an optax state, in order."""
+    out: list[str] = []
+
+    def visit(node: Any) -> None:
+        if _is_namedtuple(node):
+            out.append(type(node).__name__)
+            for v in node:
+                visit(v)
+        elif isinstance(node, (tuple, list)):
+            for v in node:
+                visit(v)
+        elif isinstance(node, dict):
+            for k in sorted(node):
+                visit(node[k])
+
+    visit(opt_state)
+    return out
+
+
+def optimizer_family(opt_state: Any) -> str:
+    """The optimizer family of an optax state, a key of
+    :data:`seqfile.training_state.OPTIMIZER_STATE` (``"sgd"`` for a ``TraceState``,
+    ``"adam"`` for a ``ScaleByAdamState``), ``"none"`` for a state without either.
+
+    >>> import optax, jax.numpy as jnp
+    >>> optimizer_family(optax.adamw(1e-3).init({"w": jnp.zeros(2)}))
+    'adam'
+    """
+    found = {ts.OPTAX_STATES[c] for c in _state_classes(opt_state) if c in ts.OPTAX_STATES}
+    if len(found) > 1:
+        raise ValueError(f"an optax state of several optimizer families: {sorted(found)}")
+    return found.pop() if found else "none"
+
+
+def optimizer_detail(opt_state: Any) -> str:
+    """A signature of an optax state: its state classes in order (e.g.
+    ``"optax:ClipByGlobalNormTorchState,ScaleByAdamState,EmptyState"``)."""
+    return "optax:" + ",".join(_state_classes(opt_state))
+
+
+def _local(tree: Any) -> Any:
+    """Every array of ``tree`` as this process's copy (replicated global arrays)."""
+
+    def one(a: Any) -> Any:
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            return a.addressable_data(0)
+        return a
+
+    return jax.tree.map(one, tree)
+
+
+def _leaf_arrays(tree: Any, prefix: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """``({prefix + keypath: array}, {name: PRNG impl})`` of every leaf; typed PRNG keys
+    are stored as their key data (uint32) with the implementation's name on the side."""
+    arrays, impls = {}, {}
+    for kp, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        name = prefix + jax.tree_util.keystr(kp)
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            impls[name] = str(jax.random.key_impl(leaf))
+            leaf = jax.random.key_data(leaf)
+        arrays[name] = np.asarray(jax.device_get(leaf))
+    return arrays, impls
+
+
+def _moments_to_torch(graphdef: Any, rest: Any, moment: Any) -> dict[str, np.ndarray]:
+    """A parameter-shaped optax moment as ``{torch name: array}`` in torch's layout."""
+    return to_torch_state_dict(nnx.merge(graphdef, moment, rest))
+
+
+def state_tensors(step: TrainStep) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``(tensors, extra)``: the train step's state as checkpoint tensors (parameters,
+    optimizer state, RNG state; see the module docstring) and the JSON ``extra`` (PRNG
+    implementations). With a mesh, this process's copy of the replicated state."""
+    step.sync()
+    graphdef, _, rest = cast(tuple[Any, Any, Any], nnx.split(step.model, nnx.Param, ...))
+    tensors = dict(to_torch_state_dict(step.model))
+    rest_arrays, impls = _leaf_arrays(rest, _REST)
+    tensors.update(rest_arrays)
+    opt_state = _local(step.opt_state)
+
+    def visit(node: Any, path: str) -> None:
+        family = ts.OPTAX_STATES.get(type(node).__name__) if _is_namedtuple(node) else None
+        if family is not None:
+            for field, value in zip(node._fields, node, strict=True):
+                key = ts.torch_key(field)
+                if key == "step":
+                    tensors[ts.STEP_KEY] = np.asarray(value).astype(np.int64)
+                    visit(value, f"{path}.{field}")  # also verbatim (its exact dtype)
+                elif key is not None:
+                    for name, a in _moments_to_torch(graphdef, rest, value).items():
+                        tensors[ts.optim_name(key, name)] = a
+                else:
+                    visit(value, f"{path}.{field}")
+        elif _is_namedtuple(node):
+            for field, value in zip(node._fields, node, strict=True):
+                visit(value, f"{path}.{field}")
+        elif isinstance(node, (tuple, list)):
+            for i, value in enumerate(node):
+                visit(value, f"{path}.{i}")
+        elif isinstance(node, dict):
+            for k in sorted(node):
+                visit(node[k], f"{path}.{k}")
+        else:
+            arrays, key_impls = _leaf_arrays(node, _OPTAX + path.lstrip("."))
+            tensors.update(arrays)
+            impls.update(key_impls)
+
+    visit(opt_state, "")
+    return tensors, {"prng_impls": impls}
+
+
+def _read_leaves(
+    template: Any,
+    prefix: str,
+    tensors: Mapping[str, np.ndarray],
+    impls: Mapping[str, str],
+    fallback: Callable[[str, Any], Any],
+) -> Any:
+    """``template`` with every leaf read from ``tensors[prefix + keypath]`` (in the
+    template's dtype and shape), or ``fallback(name, leaf)`` where there is none."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    out = []
+    for kp, leaf in leaves:
+        name = prefix + jax.tree_util.keystr(kp)
+        if name not in tensors:
+            out.append(fallback(name, leaf))
+            continue
+        a = tensors[name]
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            value = jax.random.wrap_key_data(jnp.asarray(a), impl=impls.get(name))
+        else:
+            value = jnp.asarray(np.asarray(a).astype(leaf.dtype))
+        if value.shape != leaf.shape:
+            raise ValueError(f"{name}: checkpoint has shape {value.shape}, expected {leaf.shape}")
+        out.append(value)
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def load(step: TrainStep, state: ts.TrainingState) -> None:
+    """Put a checkpoint read by :func:`seqfile.training_state.read` into ``step`` (and its
+    model): parameters, optimizer state and (when written by jaxseq) the RNG state."""
+    tensors, meta = state.tensors, state.meta
+    impls = (meta.get("extra") or {}).get("prng_impls", {})
+    where = state.path
+    model = step.model
+    load_torch_state_dict(model, {k: v for k, v in tensors.items() if "/" not in k})
+    graphdef, _, rest = cast(tuple[Any, Any, Any], nnx.split(model, nnx.Param, ...))
+    if any(k.startswith(_REST) for k in tensors):  # written by jaxseq: its dropout RNG
+        rest = _read_leaves(rest, _REST, tensors, impls, lambda name, leaf: leaf)
+        nnx.update(model, rest)
+    step.reset()  # re-reads the model (replicated over a mesh) and a fresh opt_state
+    template = _local(step.opt_state)
+    step_count = int(tensors[ts.STEP_KEY]) if ts.STEP_KEY in tensors else state.step
+
+    def leaf_fallback(name: str, leaf: Any) -> Any:
+        if name.endswith("count"):  # a step counter (e.g. a schedule's)
+            return jnp.asarray(np.asarray(state.step).astype(leaf.dtype))
+        raise ValueError(f"{where} has no optimizer state {name!r} for this optimizer")
+
+    def moment(key: str, value: Any) -> Any:
+        prefix = ts.optim_name(key, "")
+        found = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if not found and state.step == 0:
+            return value  # torch creates its buffers at the first step
+        clone = nnx.merge(graphdef, value, rest)
+        try:
+            load_torch_state_dict(clone, found)
+        except ValueError as e:
+            raise ValueError(f"{where}: optimizer state {key!r} does not fit: {e}") from e
+        return nnx.split(clone, nnx.Param, ...)[1]
+
+    def visit(node: Any, path: str) -> Any:
+        family = ts.OPTAX_STATES.get(type(node).__name__) if _is_namedtuple(node) else None
+        if _is_namedtuple(node):
+            values = []
+            for field, value in zip(node._fields, node, strict=True):
+                key = ts.torch_key(field) if family is not None else None
+                if key == "step":
+                    name = _OPTAX + f"{path}.{field}".lstrip(".")
+                    values.append(
+                        jnp.asarray(np.asarray(tensors.get(name, step_count)).astype(value.dtype))
+                    )
+                elif key is not None:
+                    values.append(moment(key, value))
+                else:
+                    values.append(visit(value, f"{path}.{field}"))
+            return type(node)(*values)
+        if isinstance(node, (tuple, list)):
+            return type(node)(visit(v, f"{path}.{i}") for i, v in enumerate(node))
+        if isinstance(node, dict):
+            return {k: visit(node[k], f"{path}.{k}") for k in node}
+        return _read_leaves(node, _OPTAX + path.lstrip("."), tensors, impls, leaf_fallback)
+
+    opt_state = visit(template, "")
+    if step.mesh is not None:
+        step.opt_state = step._replicate(opt_state)
+    else:
+        step.opt_state = opt_state
+
+
+def _signature(step: TrainStep) -> dict[str, Any]:
+    """What a checkpoint must match: model class, parameter shapes, optimizer."""
+    params = to_torch_state_dict(step.model)
+    return {
+        "framework": "jax",
+        "model": type(step.model).__name__,
+        "params": {k: list(v.shape) for k, v in params.items()},
+        "optimizer": optimizer_family(step.opt_state),
+        "optimizer_detail": optimizer_detail(step.opt_state),
+    }
+
+
+def save(
+    step: TrainStep,
+    directory: Any,
+    *,
+    step_count: int,
+    epoch: int = 0,
+    batch: int = 0,
+    history: History | None = None,
+    config: Mapping[str, Any] | None = None,
+    keep: int = 3,
+) -> Path | None:
+    """Write a training checkpoint of ``step`` after ``step_count`` steps into
+    ``directory`` (``step-{step_count:09d}.safetensors``, the newest ``keep`` kept).
+
+    ``epoch`` / ``batch``: the data-order state (the epoch in progress, batches of it
+    done); ``history``: the losses so far; ``config``: JSON-serialisable settings kept in
+    the file. Under several processes every process calls it and process 0 writes (the
+    others return None)."""
+    tensors, extra = state_tensors(step)
+    if jax.process_index() != 0:
+        return None
+    history = history if history is not None else History()
+    tensors.update(ts.history_tensors(history))
+    meta = {
+        **_signature(step),
+        "step": int(step_count),
+        "epoch": int(epoch),
+        "batch": int(batch),
+        "config": dict(config or {}),
+        "history": ts.history_meta(history),
+        "extra": extra,
+    }
+    return ts.save(directory, tensors, meta, keep=keep, writer="jaxseq")
+
+
+def restore(step: TrainStep, directory: Any) -> ts.TrainingState | None:
+    """Load the newest valid checkpoint of ``directory`` into ``step`` and its model (see
+    :func:`seqfile.training_state.load_latest`); None (nothing changed) if there is none.
+    A checkpoint of another model or optimizer raises ``ValueError``."""
+    state = ts.load_latest(directory)
+    if state is None:
+        return None
+    sig = _signature(step)
+    ts.check_compatible(
+        state,
+        framework="jax",
+        model=sig["model"],
+        params=sig["params"],
+        optimizer=sig["optimizer"],
+        optimizer_detail=sig["optimizer_detail"],
+    )
+    load(step, state)
+    return state
