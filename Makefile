@@ -4,18 +4,26 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.installed-docs
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench docs notebook clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[torch,dev,examples,bench]'
 	touch $(STAMP)
 
+# The docs extra (Sphinx, myst-nb, jupytext, nbclient, ipykernel; about 30 s and 70 small
+# packages on top of the rest): `make docs` needs it, and so does `make test`, whose
+# tests/test_docs_site.py builds the site and runs the tutorial notebook.
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[torch,dev,examples,bench,docs]'
+	touch $(DOCS_STAMP)
+
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) $(DOCS_STAMP)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS)
 
 lint: $(STAMP)
@@ -29,5 +37,15 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.run --out runs/bench
 
+# The documentation site, offline, into docs/_build/html: the tutorial executed, the API
+# reference from docstrings, the examples gallery. Warnings fail the build. -E: read every
+# page again, since Sphinx does not see a changed docstring in a module.
+docs: $(DOCS_STAMP)
+	$(PY) -m sphinx -E -W --keep-going -b html -d docs/_build/doctrees docs docs/_build/html
+
+# The tutorial as a Jupyter notebook, generated from docs/tutorial.md with jupytext.
+notebook: $(DOCS_STAMP)
+	$(PY) docs/_ext/tutorial_nb.py docs/tutorial.md docs/_build/tutorial.ipynb
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache docs/_build

@@ -32,6 +32,7 @@ import numpy as np
 from _common import (
     Adam,
     ExampleError,
+    add_checkpoint_args,
     base_parser,
     configure_devices,
     configure_torch,
@@ -51,8 +52,16 @@ from _common import (
     twin_models,
 )
 
-MODELS = ("rnn", "lstm", "gru", "ff")
-NAMES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU", "ff": "feedforward"}
+MODELS = ("rnn", "lstm", "gru", "min_gru", "min_lstm", "ff")
+DEFAULT_MODELS = ("rnn", "lstm", "gru", "ff")  # --models min_gru,min_lstm adds the others
+NAMES = {
+    "rnn": "RNN",
+    "lstm": "LSTM",
+    "gru": "GRU",
+    "min_gru": "minGRU",
+    "min_lstm": "minLSTM",
+    "ff": "feedforward",
+}
 
 
 def build_parser():
@@ -60,7 +69,9 @@ def build_parser():
         __doc__.split("\n\n")[0], epochs=40, hidden_size=64, framework="both", out="runs/classify"
     )
     p.add_argument(
-        "--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}"
+        "--models",
+        default=",".join(DEFAULT_MODELS),
+        help=f"comma-separated subset of {','.join(MODELS)}",
     )
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (seed, seed+1, ...)")
     p.add_argument("--batch-size", type=int, default=30, help="30 divides the 270 training cases")
@@ -88,7 +99,7 @@ def build_parser():
         default=None,
         help="folder holding DATASET/DATASET_TRAIN.ts (default: aeon's bundled data)",
     )
-    return p
+    return add_checkpoint_args(p)  # --checkpoint-dir DIR: resumable runs
 
 
 TINY = {"epochs": 1, "hidden_size": 8, "models": "gru,ff", "batch_size": 17}  # 68 = 4 x 17 cases
@@ -170,9 +181,10 @@ def build_model(kind, n_features, n_classes, max_len, args):
     )
 
 
-def train(fw, model, epochs, test, args, desc):
+def train(fw, model, epochs, test, args, desc, ckpt=None):
     """Adam with a cosine-decayed learning rate and clipping, test accuracy after every
-    epoch (``jaxseq.train`` / ``torchseq.train``); curves, timings and test logits."""
+    epoch (``jaxseq.train`` / ``torchseq.train``); curves, timings and test logits.
+    With ``ckpt`` (a folder), saves training checkpoints there and resumes from them."""
     lib = train_lib(fw)
     total = sum(len(e) for e in epochs)
     h = Adam(fw, lr=args.lr, clip_norm=args.clip_norm, decay_steps=total).fit(
@@ -182,6 +194,9 @@ def train(fw, model, epochs, test, args, desc):
         eval_fn=lambda m: {"test_acc": lib.evaluate(m, [test])["accuracy"]},
         desc=desc,
         quiet=args.no_progress,
+        checkpoint_dir=ckpt,
+        save_every=args.save_every,
+        config=vars(args),
     )
     return {
         "curves": {
@@ -286,6 +301,7 @@ def plot(runs, seed, path):
     """Training loss and test accuracy per epoch, of every model and framework."""
     fig, axes = new_figure(1, 2)
     colors = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green", "ff": "tab:gray"}
+    colors.update({"min_gru": "tab:olive", "min_lstm": "tab:cyan"})
     styles = {"jax": "-", "torch": "--"}
     for r in runs:
         if r["seed"] != seed:
@@ -335,7 +351,13 @@ def main(argv=None):
             jl, tl = (train_lib(fw).predict(models[fw], *test[:2]) for fw in ("jax", "torch"))
             trained = {
                 fw: train(
-                    fw, models[fw], epochs, test, args, f"seed {seed} {NAMES[kind]:>11} {fw:>5}"
+                    fw,
+                    models[fw],
+                    epochs,
+                    test,
+                    args,
+                    f"seed {seed} {NAMES[kind]:>11} {fw:>5}",
+                    ckpt=args.checkpoint_dir and f"{args.checkpoint_dir}/{kind}-seed{seed}-{fw}",
                 )
                 for fw in fws
             }

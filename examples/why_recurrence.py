@@ -1,5 +1,8 @@
 """Why recurrence? Memory tasks at growing lengths: RNN vs LSTM vs GRU vs feedforward.
 
+Also minGRU and minLSTM (Feng et al. 2024; ``jaxseq.nn.MinGRU`` / ``MinLSTM``): gates that
+read the input only, so the recurrence is linear and can run as a parallel scan.
+
 Two synthetic tasks where the answer depends on order and memory:
 
 * **adding problem** (Hochreiter & Schmidhuber): each step carries a value in [0, 1) and a
@@ -55,8 +58,15 @@ from _common import (
     twin_models,
 )
 
-MODELS = ("rnn", "lstm", "gru", "ff")
-NAMES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU", "ff": "feedforward"}
+MODELS = ("rnn", "lstm", "gru", "min_gru", "min_lstm", "ff")
+NAMES = {
+    "rnn": "RNN",
+    "lstm": "LSTM",
+    "gru": "GRU",
+    "min_gru": "minGRU",
+    "min_lstm": "minLSTM",
+    "ff": "feedforward",
+}
 TASKS = ("adding", "parity")
 
 
@@ -212,7 +222,14 @@ def plot(results, grad_curves, kinds, tasks, lengths, fws, path):
     the end (adding, longest T, first framework)."""
     T_max = lengths[-1]
     fig, axes = new_figure(1, 1 + len(tasks), size=(5.0 * (1 + len(tasks)), 4.0))
-    colors = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green", "ff": "tab:gray"}
+    colors = {
+        "rnn": "tab:red",
+        "lstm": "tab:blue",
+        "gru": "tab:green",
+        "min_gru": "tab:olive",
+        "min_lstm": "tab:cyan",
+        "ff": "tab:gray",
+    }
     for i, t in enumerate(tasks):
         ax = axes[0, i]
         for kind in kinds:

@@ -17,6 +17,8 @@ from jaxseq import (
     impls,
     interop,
     layers,
+    linear_scan,
+    minimal,
     models,
     nn,
     params,
@@ -26,9 +28,11 @@ from jaxseq import (
     stack,
     testing,
     train,
+    train_state,
     validation,
 )
 from jaxseq.cells import gru_cell, lstm_cell, rnn_cell
+from jaxseq.minimal import init_min_gru, init_min_lstm, min_gru, min_lstm
 from jaxseq.params import init_gru, init_lstm, init_params, init_rnn, param_shapes
 from jaxseq.scan import masked_scan
 from jaxseq.stack import gru, lstm, rnn
@@ -52,6 +56,7 @@ __all__ = [
     "models",
     "data",
     "train",
+    "train_state",
     "plotting",
     "rnn_cell",
     "lstm_cell",
@@ -65,4 +70,10 @@ __all__ = [
     "init_gru",
     "init_params",
     "param_shapes",
+    "linear_scan",
+    "minimal",
+    "min_gru",
+    "min_lstm",
+    "init_min_gru",
+    "init_min_lstm",
 ]

@@ -10,6 +10,7 @@ Supported pairs (the class must match *exactly*: a subclass may compute somethin
 
     torch.nn.RNN / LSTM / GRU                 <-> jaxseq.nn.RNN / LSTM / GRU
     torch.nn.RNNCell / LSTMCell / GRUCell     <-> jaxseq.nn.RNNCell / LSTMCell / GRUCell
+    torchseq.MinGRU / MinLSTM                 <-> jaxseq.nn.MinGRU / MinLSTM
     torch.nn.Linear                           <-> flax.nnx.Linear   (weight = kernel.T)
     torch.nn.Embedding                        <-> flax.nnx.Embed
     torchseq.models.SequenceClassifier, ...   <-> jaxseq.models.SequenceClassifier, ...
@@ -46,8 +47,10 @@ def _rate(dropout: Any) -> float:
 
 
 def _cell(rnn: Any) -> str:
-    """``"rnn"`` / ``"lstm"`` / ``"gru"`` for a torch or jaxseq recurrent layer."""
-    return type(rnn).__name__.lower()
+    """``"rnn"`` / ``"lstm"`` / ``"gru"`` / ``"min_gru"`` / ``"min_lstm"`` for a torch or
+    jaxseq recurrent layer."""
+    name = type(rnn).__name__.lower()
+    return {"mingru": "min_gru", "minlstm": "min_lstm"}.get(name, name)
 
 
 def _embed_size(embed: Any) -> int:
@@ -70,6 +73,12 @@ def _layer_config(m: Any) -> dict[str, Any]:
     if len(rec.nonlinearities) > 1:
         cfg["nonlinearity"] = m.nonlinearity
     return cfg
+
+
+def _min_config(m: Any) -> dict[str, Any]:
+    """minGRU / minLSTM (``torchseq.minimal`` <-> ``jaxseq.nn``): torch.nn.GRU's arguments."""
+    names = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional")
+    return {**{k: getattr(m, k) for k in names}, "dropout": float(m.dropout)}
 
 
 def _cell_config(m: Any) -> dict[str, Any]:
@@ -191,6 +200,8 @@ def _pairs() -> list[_Pair]:
     for name in ("RNN", "LSTM", "GRU"):
         out.append(_Pair(f"torch.nn:{name}", f"jaxseq.nn:{name}", _layer_config))
         out.append(_Pair(f"torch.nn:{name}Cell", f"jaxseq.nn:{name}Cell", _cell_config))
+    for name in ("MinGRU", "MinLSTM"):
+        out.append(_Pair(f"torchseq.minimal:{name}", f"jaxseq.nn:{name}", _min_config))
     out.append(
         _Pair(
             "torch.nn:Linear",

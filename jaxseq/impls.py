@@ -4,15 +4,13 @@ The stack (:mod:`jaxseq.stack`) stacks each layer's weights by direction once an
 one (T, N) mask once, then calls the chosen implementation. All of them compute the
 same thing (the tests hold each against ``"reference"``):
 
-============== ================================================================
-``"fused"``    the default: :func:`jaxseq.fused.fused_layer` — directions fused in one
-               scan, custom VJP, input projection placed per backend and kind
-``"fused_loop"`` / ``"fused_hoisted"``  the same with the input projection forced
-               into the per-step matmul / hoisted before the scan
-``"unfused"``  the input projection hoisted, then one plain masked scan per direction
-``"reference"`` the whole cell, input matmul included, inside a plain masked scan per
-               direction: slow and obviously correct
-============== ================================================================
+* ``"fused"``, the default: :func:`jaxseq.fused.fused_layer` — directions fused in one
+  scan, custom VJP, input projection placed per backend and kind;
+* ``"fused_loop"`` / ``"fused_hoisted"``: the same with the input projection forced into
+  the per-step matmul / hoisted before the scan;
+* ``"unfused"``: the input projection hoisted, then one plain masked scan per direction;
+* ``"reference"``: the whole cell, input matmul included, inside a plain masked scan per
+  direction: slow and obviously correct.
 """
 
 from __future__ import annotations

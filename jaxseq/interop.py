@@ -40,8 +40,9 @@ __all__ = [
     "to_torch",
 ]
 
-# (module type, torch name) -> (nnx attribute, to_jax, to_torch). One table for every
-# layout that is not the identity. Extended by the model zoo.
+#: ``(module type, torch name) -> (nnx attribute, to_jax, to_torch)``: one table for every
+#: layout that is not the identity (``nnx.Linear``'s kernel is torch's weight transposed).
+#: Extended by the model zoo.
 LAYOUT: dict[
     tuple[type, str],
     tuple[str, Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]],

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxseq.minimal import MinSpec, Mode, init_min_params, resolve_mode, run_min_stack
 from jaxseq.params import RNNSpec, init_params
 from jaxseq.recurrences import Recurrence, get
 from jaxseq.stack import run_stack
@@ -35,7 +36,19 @@ from jaxseq.validation import Impl, check_dropout, check_nonlinearity
 
 Array = jax.Array
 
-__all__ = ["RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell"]
+__all__ = [
+    "RNNBase",
+    "RNN",
+    "LSTM",
+    "GRU",
+    "RNNCellBase",
+    "RNNCell",
+    "LSTMCell",
+    "GRUCell",
+    "MinRNNBase",
+    "MinGRU",
+    "MinLSTM",
+]
 
 
 class RNNBase(nnx.Module):
@@ -654,3 +667,152 @@ class GRUCell(RNNCellBase):
     def __call__(self, x: Array, hx: Array | None = None) -> Array:
         """``h'`` (N, H) or (H,) from x (N, I) or (I,) and hx (N, H) or (H,)."""
         return super().__call__(x, hx)
+
+
+# --------------------------------------------------------------------------- minGRU / minLSTM
+
+
+class MinRNNBase(nnx.Module):
+    """Shared constructor and call of :class:`MinGRU` and :class:`MinLSTM` (issue #18).
+
+    Constructor and call as :class:`GRU` where they apply (no ``proj_size``,
+    ``nonlinearity``, ``unroll``, ``impl`` or ``remat``), plus ``mode`` (``"auto"``,
+    ``"sequential"``, ``"parallel"``, ``"chunked"``; see :mod:`jaxseq.minimal`) and
+    ``chunk``. Parameters are ``nnx.Param`` attributes with torch's names,
+    ``weight_ih_l{k}{_reverse}`` (G*H, in) and ``bias_ih_l{k}{_reverse}`` (G*H,); there is
+    no ``weight_hh``. Dropout as torch: on the outputs of every layer but the last, in
+    training mode only (``.train()`` / ``.eval()``).
+
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> m = MinGRU(3, 4, mode="parallel", rngs=nnx.Rngs(0))
+    >>> isinstance(m, MinRNNBase), sorted(m.params_dict()), m(jnp.ones((5, 2, 3)))[0].shape
+    (True, ['bias_ih_l0', 'weight_ih_l0'], (5, 2, 4))
+    """
+
+    kind: str = ""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        *,
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        mode: Mode | str = "auto",
+        chunk: int | None = None,
+        rngs: nnx.Rngs,
+    ):
+        MinSpec(
+            self.kind, input_size, hidden_size, num_layers, bool(bias), bool(bidirectional)
+        ).validate()
+        resolve_mode(mode)
+        check_dropout(dropout)
+        if not isinstance(rngs, nnx.Rngs):
+            raise TypeError(f"rngs must be an nnx.Rngs, got {type(rngs).__name__}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bool(bias)
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bool(bidirectional)
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        self.mode = mode
+        self.chunk = chunk
+        self.deterministic = False  # torch modules start in training mode
+        values = init_min_params(
+            rngs.params(),
+            self.kind,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias=self.bias,
+            bidirectional=self.bidirectional,
+            dtype=param_dtype,
+        )
+        self._param_names = tuple(values)
+        for name, value in values.items():
+            setattr(self, name, nnx.Param(value))
+        self.dropout_rngs = rngs["dropout"].fork() if self.dropout > 0 and num_layers > 1 else None
+
+    def params_dict(self) -> dict[str, Array]:
+        """The parameters as a flat ``{torch name: array}`` dict (for the functional API)."""
+        return {name: getattr(self, name)[...] for name in self._param_names}
+
+    def __call__(
+        self, x: Array, hx: Array | None = None, lengths: Array | None = None
+    ) -> tuple[Array, Array]:
+        train = not self.deterministic
+        key = None
+        if train and self.dropout > 0 and self.dropout_rngs is not None:
+            key = self.dropout_rngs()
+        if self.dtype is not None and hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating):
+            x = jnp.asarray(x, self.dtype)
+            if hx is not None and hasattr(hx, "dtype"):
+                hx = jnp.asarray(hx, self.dtype)
+        return run_min_stack(
+            self.kind,
+            self.params_dict(),
+            x,
+            hx,
+            lengths,
+            batch_first=self.batch_first,
+            mode=self.mode,
+            dropout=self.dropout,
+            train=train,
+            key=key,
+            dtype=self.dtype,
+            chunk=self.chunk,
+        )
+
+
+class MinGRU(MinRNNBase):
+    """Multi-layer minGRU (Feng et al. 2024): ``h_t = (1 - z) h_{t-1} + z h~``, gates of x only.
+
+    ::
+
+        z = sigmoid(x W_z^T + b_z)      h~ = x W_h^T + b_h      (weight_ih rows [z; h~])
+
+    ``MinGRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+    dropout=0.0, bidirectional=False, *, dtype=None, param_dtype=jnp.float32,
+    mode='auto', chunk=None, rngs)``. Call: ``out, h_n = m(x, hx=None, lengths=None)``,
+    shapes as :class:`GRU`. See :func:`jaxseq.min_gru`.
+
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> m = MinGRU(3, 4, num_layers=2, bidirectional=True, rngs=nnx.Rngs(0))
+    >>> out, h_n = m(jnp.ones((6, 2, 3)), lengths=jnp.array([6, 2]))
+    >>> out.shape, h_n.shape, m.weight_ih_l1_reverse.shape
+    ((6, 2, 8), (4, 2, 4), (8, 8))
+    """
+
+    kind = "min_gru"
+
+
+class MinLSTM(MinRNNBase):
+    """Multi-layer minLSTM (Feng et al. 2024): ``h_t = f' h_{t-1} + i' h~``, gates of x only.
+
+    ::
+
+        f = sigmoid(x W_f^T + b_f)   i = sigmoid(x W_i^T + b_i)   h~ = x W_h^T + b_h
+        f' = f / (f + i)             i' = i / (f + i)             (weight_ih rows [f; i; h~])
+
+    Arguments as :class:`MinGRU`; the carry is h alone (no cell state), so the call
+    returns ``(out, h_n)``. See :func:`jaxseq.min_lstm`.
+
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> m = MinLSTM(3, 4, batch_first=True, rngs=nnx.Rngs(0))
+    >>> out, h_n = m(jnp.ones((2, 6, 3)))
+    >>> out.shape, h_n.shape, m.weight_ih_l0.shape
+    ((2, 6, 4), (1, 2, 4), (12, 3))
+    """
+
+    kind = "min_lstm"

@@ -19,14 +19,19 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess by test
         "from a checkout)."
     ) from e
 
-from torchseq import checkpoint, data, models, train
+from torchseq import checkpoint, data, minimal, models, train, train_state
+from torchseq.minimal import MinGRU, MinLSTM
 from torchseq.models import CharLM, FeedForwardClassifier, Forecaster, SequenceClassifier
 
 __all__ = [
     "models",
     "data",
     "train",
+    "train_state",
     "checkpoint",
+    "minimal",
+    "MinGRU",
+    "MinLSTM",
     "SequenceClassifier",
     "FeedForwardClassifier",
     "Forecaster",
