@@ -287,4 +287,7 @@ def test_bad_flag_values_are_clear_errors(tmp_path):
         "why_recurrence", "--models", "lstm,cnn", "--out", str(tmp_path / "o"), cwd=tmp_path / "cwd"
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "--models must be a comma-separated subset of rnn,lstm,gru,ff" in proc.stderr
+    assert (
+        "--models must be a comma-separated subset of rnn,lstm,gru,min_gru,min_lstm,ff"
+        in proc.stderr
+    )
