@@ -39,6 +39,7 @@ Array = jax.Array
 
 #: How :func:`linear_recurrence` solves the recurrence.
 Method = Literal["sequential", "parallel", "chunked"]
+#: The values :data:`Method` takes, in that order.
 METHODS: tuple[str, ...] = ("sequential", "parallel", "chunked")
 
 __all__ = ["Method", "METHODS", "linear_recurrence", "combine", "default_chunk"]

@@ -75,6 +75,7 @@ __all__ = [
     "restore_history",
 ]
 
+#: The version of the training-checkpoint layout written into every file's metadata.
 FORMAT_VERSION = 1
 
 # The one mapping table: per optimizer family, torch.optim's per-parameter state key ->
@@ -82,15 +83,20 @@ FORMAT_VERSION = 1
 #   SGD(momentum=m), dampening 0:  buf = m * buf + g        optax.trace:  t = g + m * t
 #   Adam / AdamW:  exp_avg, exp_avg_sq, step (a float tensor in torch; an int32 count in
 #   optax)         <->  ScaleByAdamState(count, mu, nu)
+#: The one mapping table: ``{family: {torch state key: optax state field}}``.
 OPTIMIZER_STATE: dict[str, dict[str, str]] = {
     "sgd": {"momentum_buffer": "trace"},
     "adam": {"exp_avg": "mu", "exp_avg_sq": "nu", "step": "count"},
 }
 # Which family each optimizer belongs to, by torch.optim class and by optax state class.
 # (Adam and AdamW share their state: the weight decay is a hyperparameter.)
+#: ``{torch.optim class name: family}``.
 TORCH_OPTIMIZERS: dict[str, str] = {"SGD": "sgd", "Adam": "adam", "AdamW": "adam"}
+#: ``{optax state class name: family}``.
 OPTAX_STATES: dict[str, str] = {"TraceState": "sgd", "ScaleByAdamState": "adam"}
-STEP_KEY = "optim/step"  # torch's per-parameter ``step`` (all equal) = optax's ``count``
+#: The tensor holding the step count: torch's per-parameter ``step`` (all equal), optax's
+#: ``count``.
+STEP_KEY = "optim/step"
 
 _NAME = re.compile(r"^step-(\d{9,})\.safetensors$")
 

@@ -24,12 +24,15 @@ API_MODULES: tuple[str, ...] = (
     "jaxseq.interop",
     "jaxseq.data",
     "jaxseq.train",
+    "jaxseq.train_state",
+    "jaxseq.linear_scan",
     "jaxseq.testing",
     "jaxseq.models",
     "torchseq",
     "torchseq.models",
     "torchseq.data",
     "torchseq.train",
+    "torchseq.train_state",
     "torchseq.checkpoint",
 )
 
@@ -93,7 +96,9 @@ def docstring(module_name: str, name: str) -> str:
     obj = getattr(importlib.import_module(module_name), name)
     if kind(obj) == "data":  # an instance's __doc__ is its type's: not documentation
         return attribute_doc(module_name, name)
-    return inspect.getdoc(obj) or ""
+    # A callable without a docstring of its own may be a documented alias (``Method =
+    # Literal[...]`` with a ``#:`` comment): typing's special forms are callable.
+    return inspect.getdoc(obj) or attribute_doc(module_name, name)
 
 
 def page_modules() -> set[str]:
