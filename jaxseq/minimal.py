@@ -50,7 +50,7 @@ import numpy as np
 
 from jaxseq.fused_ops import to_steps
 from jaxseq.linear_scan import linear_recurrence
-from jaxseq.params import suffixes
+from jaxseq.params import check_shapes, suffixes
 from jaxseq.recurrences import get
 from jaxseq.recurrences.base import torch_uniform_init
 from jaxseq.recurrences.minimal import LinearRecurrence, get_linear
@@ -171,16 +171,7 @@ def min_spec_from_params(kind: str, params: Mapping[str, Any]) -> MinSpec:
         bias="bias_ih_l0" in params,
         bidirectional="weight_ih_l0_reverse" in params,
     )
-    spec.validate()
-    from seqfile.report import mismatch_report
-
-    problems = mismatch_report(
-        {k: tuple(v) for k, v in spec.param_shapes().items()},
-        {k: tuple(np.shape(v)) for k, v in params.items()},
-    )
-    if problems:
-        raise ValueError(f"{name}: inconsistent parameters: " + ", ".join(problems))
-    return spec
+    return check_shapes(name, spec, params)
 
 
 def init_min_params(

@@ -36,6 +36,7 @@ __all__ = [
     "init_lstm",
     "init_gru",
     "suffixes",
+    "check_shapes",
     "BASES",
 ]
 
@@ -149,6 +150,13 @@ def spec_from_params(kind: str, params: Mapping[str, Any]) -> RNNSpec:
         bidirectional="weight_ih_l0_reverse" in params,
         proj_size=proj,
     )
+    return check_shapes(name, spec, params)
+
+
+def check_shapes(name: str, spec: Any, params: Mapping[str, Any]) -> Any:
+    """Validate ``spec`` and compare ``params``'s shapes with ``spec.param_shapes()``: one
+    ``ValueError`` naming every missing, unexpected or mis-shaped parameter. Returns
+    ``spec``. (Shared by the stacks of :mod:`jaxseq.stack` and :mod:`jaxseq.minimal`.)"""
     spec.validate()
     # The mismatch report is shared with the checkpoint loaders (seqfile).
     from seqfile.report import mismatch_report
