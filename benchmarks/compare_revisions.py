@@ -10,7 +10,7 @@ alternating order, and the ratio is the median of the per-repeat ratios.
     python -m benchmarks.compare_revisions --rev HEAD~5 [--kinds lstm gru rnn]
         [--configs target target_l2_bi long] [--repeats 31] [--out DIR]
 
-Both versions run their default layer implementation on the same parameters and batch
+Both versions run their default layer implementation (or ``--impl``) on the same parameters and batch
 (float32, lengths drawn in [T/2, T], as ``benchmarks.run``).
 """
 
@@ -58,14 +58,15 @@ def import_revision(rev: str) -> Any:
     return importlib.import_module("jaxseq_rev")
 
 
-def make_step(lib: Any, kind: str):
+def make_step(lib: Any, kind: str, impl: str | None = None):
     import jax
     import jax.numpy as jnp
 
     run = getattr(lib, kind)
 
     def loss(p, x, lengths):
-        out, _ = run(p, x, lengths=lengths)
+        kw = {} if impl is None else {"impl": impl}
+        out, _ = run(p, x, lengths=lengths, **kw)
         return jnp.mean(out * out)
 
     @jax.jit
@@ -107,6 +108,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeats", type=int, default=31)
     ap.add_argument("--calls", type=int, default=3, help="steps per timed sample")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--impl", default=None, help="layer implementation of both (default: each's default)"
+    )
     args = ap.parse_args(argv)
 
     import jax
@@ -125,7 +129,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             params = jaxseq.init_params(
                 jax.random.key(0), kind, cfg.I, cfg.H, cfg.layers, bidirectional=cfg.bidirectional
             )
-            steps = {"revision": make_step(old, kind), "working tree": make_step(jaxseq, kind)}
+            steps = {
+                "revision": make_step(old, kind, args.impl),
+                "working tree": make_step(jaxseq, kind, args.impl),
+            }
             r = time_pair(steps, (params, x, lengths), args.repeats, args.calls)
             r.update(kind=kind, config=config, label=cfg.label())
             results.append(r)

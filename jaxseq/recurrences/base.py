@@ -51,6 +51,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 Array = jax.Array
@@ -73,8 +74,15 @@ __all__ = [
 
 
 def linear(x: Array, w: Array, b: Array | None) -> Array:
-    """``x @ w.T + b`` with w in PyTorch's (out, in) layout."""
-    y = x @ w.T
+    """``x @ w.T + b`` with w in PyTorch's (out, in) layout.
+
+    Written as a dot contracting x's last axis with w's second, not ``x @ w.T``: outside
+    a loop that hoists it, XLA's CPU backend materialised ``w.T`` as a copy on every call,
+    which made one LSTM cell step at B=1 (I=32, H=128) take 34 µs instead of 7 µs.
+    """
+    dtype = jnp.result_type(x, w)  # the promotion ``@`` applies (strict mode raises)
+    x, w = jnp.asarray(x, dtype), jnp.asarray(w, dtype)
+    y = jax.lax.dot_general(x, w, (((x.ndim - 1,), (1,)), ((), ())))
     # Explicit rank match: the suite runs with jax_numpy_rank_promotion="raise".
     return y if b is None else y + b.reshape((1,) * (y.ndim - 1) + b.shape)
 
