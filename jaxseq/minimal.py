@@ -55,7 +55,7 @@ from jaxseq.recurrences import get
 from jaxseq.recurrences.base import torch_uniform_init
 from jaxseq.recurrences.minimal import LinearRecurrence, get_linear
 from jaxseq.scan import length_mask, masked_scan
-from jaxseq.stack import _vary_like, _varying_axes
+from jaxseq.stack import _dropout, _vary_like, align_inputs, output_layout, time_major
 from jaxseq.validation import (
     check_dropout,
     check_hx,
@@ -264,13 +264,6 @@ def resolve_mode(mode: str) -> str:
     return mode
 
 
-def _dropout(key: Array, x: Array, rate: float) -> Array:
-    if rate >= 1.0:
-        return jnp.zeros_like(x)
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros_like(x))
-
-
 def _layer_sequential(
     rec: LinearRecurrence, gx: Array, h0: Array, mask: Array | None
 ) -> tuple[Array, Array]:
@@ -334,18 +327,7 @@ def run_min_stack(
     method = resolve_mode(mode)
     check_input(name, x, spec.input_size)
 
-    pdtype = jnp.dtype(params["weight_ih_l0"].dtype)
-    if dtype is None:
-        with jax.numpy_dtype_promotion("standard"):  # as run_stack: an explicit choice
-            dtype = jnp.promote_types(x.dtype, pdtype)
-    dtype = jnp.dtype(dtype)
-
-    unbatched = x.ndim == 2
-    if unbatched:
-        x = x[:, None, :]
-    elif batch_first:
-        x = jnp.swapaxes(x, 0, 1)
-    x = jnp.asarray(x)
+    x, dtype, unbatched = time_major(x, params["weight_ih_l0"].dtype, dtype, batch_first)
     T, N = x.shape[0], x.shape[1]
     L, D, H = spec.num_layers, spec.num_directions, spec.hidden_size
 
@@ -363,16 +345,7 @@ def run_min_stack(
     if train and dropout > 0 and L > 1 and key is None:
         raise ValueError(f"{name}: dropout={dropout} in training mode needs a PRNG key (key=...)")
 
-    x = x.astype(dtype)
-    # Inside shard_map: everything the layers combine varies like the input (as run_stack).
-    vma = tuple(sorted(_varying_axes(x) | (_varying_axes(mask) if mask is not None else set())))
-    if vma:
-        x = _vary_like(x, vma)
-        mask = None if mask is None else _vary_like(mask, vma)
-        h0_all = _vary_like(h0_all, vma)
-    if mask is not None:
-        # Padding never reaches a layer (a NaN there would poison the weight gradients).
-        x = jnp.where(mask[:, :, None], x, jnp.zeros_like(x))
+    x, mask, (h0_all,), vma = align_inputs(x, mask, (h0_all,), dtype)
     finals = []
     with jax.named_scope(f"jaxseq.{name}"):
         for layer in range(L):
@@ -404,12 +377,8 @@ def run_min_stack(
                 key, sub = jax.random.split(key)
                 x = _dropout(sub, x, float(dropout))
 
-    h_n = jnp.concatenate(finals, axis=0)  # (L*D, N, H)
-    if unbatched:
-        x, h_n = x[:, 0], h_n[:, 0]
-    elif batch_first:
-        x = jnp.swapaxes(x, 0, 1)
-    return x, h_n
+    x, (h_n,) = output_layout(x, (jnp.concatenate(finals, axis=0),), unbatched, batch_first)
+    return x, h_n  # h_n (L*D, N, H)
 
 
 def min_gru(

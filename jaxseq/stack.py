@@ -74,6 +74,54 @@ def _vary_like(a: Any, axes: tuple[str, ...]) -> Any:
     return jax.lax.pcast(a, missing, to="varying") if missing else a
 
 
+def time_major(x: Any, param_dtype: Any, dtype: Any, batch_first: bool) -> tuple[Array, Any, bool]:
+    """The stacks' input layout: ``(x as (T, N, I), compute dtype, unbatched)``.
+
+    ``dtype`` None: the promotion of the input and parameter dtypes (an explicit,
+    documented choice, as Flax: even when the caller runs with strict promotion). An
+    unbatched (T, I) input gets a unit batch axis; ``batch_first`` input is transposed.
+    """
+    if dtype is None:
+        with jax.numpy_dtype_promotion("standard"):
+            dtype = jnp.promote_types(x.dtype, jnp.dtype(param_dtype))
+    dtype = jnp.dtype(dtype)
+    unbatched = x.ndim == 2
+    if unbatched:
+        x = x[:, None, :]
+    elif batch_first:
+        x = jnp.swapaxes(x, 0, 1)
+    return jnp.asarray(x), dtype, unbatched
+
+
+def align_inputs(
+    x: Array, mask: Array | None, states: tuple[Array, ...], dtype: Any
+) -> tuple[Array, Array | None, tuple[Array, ...], tuple[str, ...]]:
+    """``x`` cast to ``dtype``; inside ``shard_map``, ``x``, ``mask`` and ``states`` all
+    varying like the input (see :func:`_vary_like`); padding of ``x`` zeroed. Returns
+    ``(x, mask, states, vma)``, ``vma`` the mesh axes the layers' weights must vary over."""
+    x = x.astype(dtype)
+    varying = _varying_axes(x) | (_varying_axes(mask) if mask is not None else frozenset())
+    vma = tuple(sorted(varying))
+    if vma:
+        x = _vary_like(x, vma)
+        mask = None if mask is None else _vary_like(mask, vma)
+        states = tuple(_vary_like(st, vma) for st in states)
+    if mask is not None:
+        # Padding never reaches a layer: a NaN or inf there would otherwise poison the
+        # weight gradients (0 * nan = nan), though outputs and states stay right.
+        x = jnp.where(mask[:, :, None], x, jnp.zeros_like(x))
+    return x, mask, states, vma
+
+
+def output_layout(
+    x: Array, states: tuple[Array, ...], unbatched: bool, batch_first: bool
+) -> tuple[Array, tuple[Array, ...]]:
+    """Undo :func:`time_major` on the output and drop the unit batch axis of the states."""
+    if unbatched:
+        return x[:, 0], tuple(s[:, 0] for s in states)
+    return (jnp.swapaxes(x, 0, 1) if batch_first else x), states
+
+
 def run_stack(
     kind: str,
     params: Mapping[str, Any],
@@ -105,20 +153,7 @@ def run_stack(
     check_unroll(unroll)
     check_input(name, x, spec.input_size)
 
-    pdtype = jnp.dtype(params["weight_ih_l0"].dtype)
-    if dtype is None:
-        # An explicit, documented choice (as Flax): compute in the promotion of the input
-        # and parameter dtypes, even when the caller runs with strict promotion.
-        with jax.numpy_dtype_promotion("standard"):
-            dtype = jnp.promote_types(x.dtype, pdtype)
-    dtype = jnp.dtype(dtype)
-
-    unbatched = x.ndim == 2
-    if unbatched:
-        x = x[:, None, :]
-    elif batch_first:
-        x = jnp.swapaxes(x, 0, 1)
-    x = jnp.asarray(x)
+    x, dtype, unbatched = time_major(x, params["weight_ih_l0"].dtype, dtype, batch_first)
     T, N = x.shape[0], x.shape[1]
     L, D = spec.num_layers, spec.num_directions
     sizes = rec.state_sizes(spec.hidden_size, spec.output_size)
@@ -141,18 +176,7 @@ def run_stack(
     layer_fn = LAYER_IMPLS[impl]
     if remat is not None:
         layer_fn = functools.partial(layer_fn, remat=int(remat))
-    x = x.astype(dtype)
-    # Inside shard_map: everything the layers combine varies like the input does.
-    varying = _varying_axes(x) | (_varying_axes(mask) if mask is not None else frozenset())
-    vma = tuple(sorted(varying))
-    if vma:
-        x = _vary_like(x, vma)
-        mask = None if mask is None else _vary_like(mask, vma)
-        states = tuple(_vary_like(st, vma) for st in states)
-    if mask is not None:
-        # Padding never reaches a layer: a NaN or inf there would otherwise poison the
-        # weight gradients (0 * nan = nan), though outputs and states stay right.
-        x = jnp.where(mask[:, :, None], x, jnp.zeros_like(x))
+    x, mask, states, vma = align_inputs(x, mask, states, dtype)
     finals: list[tuple[Array, ...]] = []
     with jax.named_scope(f"jaxseq.{name}"):
         for layer in range(L):
@@ -179,11 +203,7 @@ def run_stack(
     out_states = tuple(
         jnp.concatenate(per_state, axis=0) for per_state in zip(*finals, strict=True)
     )
-    if unbatched:
-        x = x[:, 0]
-        out_states = tuple(s[:, 0] for s in out_states)
-    elif batch_first:
-        x = jnp.swapaxes(x, 0, 1)
+    x, out_states = output_layout(x, out_states, unbatched, batch_first)
     return x, rec.carry(out_states)
 
 
