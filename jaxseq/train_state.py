@@ -297,35 +297,26 @@ def save(
     tensors, extra = state_tensors(step)
     if jax.process_index() != 0:
         return None
-    history = history if history is not None else History()
-    tensors.update(ts.history_tensors(history))
-    meta = {
-        **_signature(step),
-        "step": int(step_count),
-        "epoch": int(epoch),
-        "batch": int(batch),
-        "config": dict(config or {}),
-        "history": ts.history_meta(history),
-        "extra": extra,
-    }
-    return ts.save(directory, tensors, meta, keep=keep, writer="jaxseq")
+    return ts.save_run(
+        directory,
+        tensors,
+        _signature(step),
+        step_count=step_count,
+        epoch=epoch,
+        batch=batch,
+        history=history,
+        config=config,
+        extra=extra,
+        keep=keep,
+        writer="jaxseq",
+    )
 
 
 def restore(step: TrainStep, directory: Any) -> ts.TrainingState | None:
     """Load the newest valid checkpoint of ``directory`` into ``step`` and its model (see
     :func:`seqfile.training_state.load_latest`); None (nothing changed) if there is none.
     A checkpoint of another model or optimizer raises ``ValueError``."""
-    state = ts.load_latest(directory)
-    if state is None:
-        return None
-    sig = _signature(step)
-    ts.check_compatible(
-        state,
-        framework="jax",
-        model=sig["model"],
-        params=sig["params"],
-        optimizer=sig["optimizer"],
-        optimizer_detail=sig["optimizer_detail"],
-    )
-    load(step, state)
+    state = ts.load_latest_compatible(directory, framework="jax", signature=_signature(step))
+    if state is not None:
+        load(step, state)
     return state

@@ -70,6 +70,8 @@ __all__ = [
     "read",
     "load_latest",
     "check_compatible",
+    "save_run",
+    "load_latest_compatible",
     "history_tensors",
     "history_meta",
     "restore_history",
@@ -211,15 +213,15 @@ def save(
 
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
     meta = {"version": FORMAT_VERSION, **meta}
-    header = {
+    header = {  # serialised first: metadata that is not JSON fails before anything is made
         "format": "pt",
         "writer": writer,
         "model": str(meta.get("model", "")),
         "training_state": json.dumps(meta, sort_keys=True),
     }
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
     arrays = {k: np.asarray(v, order="C") for k, v in tensors.items()}  # 0-d stays 0-d
     path = d / checkpoint_name(meta["step"])
     write_atomic(finalize(serialize(arrays, metadata=header)), path)
@@ -306,6 +308,55 @@ def check_compatible(
             f"{where} is a checkpoint of another optimizer: it was written for "
             f"{meta.get('optimizer_detail')}, this run uses {optimizer_detail}"
         )
+
+
+def save_run(
+    directory: Any,
+    tensors: Mapping[str, np.ndarray],
+    signature: Mapping[str, Any],
+    *,
+    step_count: int,
+    epoch: int,
+    batch: int,
+    history: History | None,
+    config: Mapping[str, Any] | None,
+    extra: Mapping[str, Any],
+    keep: int,
+    writer: str,
+) -> Path:
+    """:func:`save` of a training run, as both frameworks write it: the framework's
+    ``tensors``, ``signature`` (what :func:`check_compatible` compares) and ``extra``
+    state, plus the loss history, step, data-order state (``epoch``, ``batch``) and
+    ``config``."""
+    history = history if history is not None else History()
+    meta = {
+        **signature,
+        "step": int(step_count),
+        "epoch": int(epoch),
+        "batch": int(batch),
+        "config": dict(config or {}),
+        "history": history_meta(history),
+        "extra": dict(extra),
+    }
+    return save(directory, {**tensors, **history_tensors(history)}, meta, keep=keep, writer=writer)
+
+
+def load_latest_compatible(
+    directory: Any, *, framework: str, signature: Mapping[str, Any]
+) -> TrainingState | None:
+    """:func:`load_latest`, then :func:`check_compatible` against the run's ``signature``
+    (the mapping :func:`save_run` stored: model, params, optimizer, optimizer_detail)."""
+    state = load_latest(directory)
+    if state is not None:
+        check_compatible(
+            state,
+            framework=framework,
+            model=signature["model"],
+            params=signature["params"],
+            optimizer=signature["optimizer"],
+            optimizer_detail=signature["optimizer_detail"],
+        )
+    return state
 
 
 def history_tensors(history: History) -> dict[str, np.ndarray]:

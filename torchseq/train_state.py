@@ -40,7 +40,6 @@ True
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -201,19 +200,21 @@ def save(
         tensors[f"torch/epoch_rng/{r}"] = start
     if scheduler is not None:
         extra["scheduler"] = _jsonable(scheduler.state_dict())
-    history = history if history is not None else History()
-    tensors.update(ts.history_tensors(history))
-    meta = {
-        **_signature(model, optimizer),
-        "step": int(step_count),
-        "epoch": int(epoch),
-        "batch": int(batch),
-        "config": dict(config or {}),
-        "history": ts.history_meta(history),
-        "extra": extra,
-    }
-    json.dumps(meta)  # fail before writing if a scheduler state is not JSON
-    return ts.save(directory, tensors, meta, keep=keep, writer="torchseq")
+    # save_run serialises the metadata before it writes: a scheduler state that is not
+    # JSON fails before any file is touched.
+    return ts.save_run(
+        directory,
+        tensors,
+        _signature(model, optimizer),
+        step_count=step_count,
+        epoch=epoch,
+        batch=batch,
+        history=history,
+        config=config,
+        extra=extra,
+        keep=keep,
+        writer="torchseq",
+    )
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -294,17 +295,9 @@ def restore(
     ``scheduler`` (see :func:`seqfile.training_state.load_latest`); None (nothing changed)
     if there is none. A checkpoint of another model or optimizer raises ``ValueError``.
     Every process reads the same file."""
-    state = ts.load_latest(directory)
-    if state is None:
-        return None
-    sig = _signature(model, optimizer)
-    ts.check_compatible(
-        state,
-        framework="torch",
-        model=sig["model"],
-        params=sig["params"],
-        optimizer=sig["optimizer"],
-        optimizer_detail=sig["optimizer_detail"],
+    state = ts.load_latest_compatible(
+        directory, framework="torch", signature=_signature(model, optimizer)
     )
-    load(state, model, optimizer, scheduler)
+    if state is not None:
+        load(state, model, optimizer, scheduler)
     return state
