@@ -34,15 +34,18 @@ class Unsupported(ValueError):
     """A peer that cannot run a config (e.g. no Elman cell in Equinox)."""
 
 
-def _masked_loss(out, mask):
+def masked_loss(out, mask):
     import jax.numpy as jnp
 
     out = jnp.where(mask, out, jnp.zeros_like(out))
     return jnp.mean(out * out)
 
 
-def _programs(loss_fn, infer_fn, params, x, lengths, compile_info) -> tuple[dict, dict]:
-    """The three timed programs from a ``loss_fn(params, x, lengths)`` and ``infer_fn``."""
+def programs(loss_fn, infer_fn, params, x, lengths, compile_info) -> tuple[dict, dict]:
+    """The three timed programs (``train``: loss, gradients and an SGD update; ``fwd``;
+    ``infer``) from a ``loss_fn(params, x, lengths)`` and ``infer_fn``, jitted, with the
+    train step's compile info (``compile_info`` is :func:`benchmarks.run._compile_info`).
+    Shared by the Flax linen builder of :mod:`benchmarks.run` and the peers here."""
     import jax
 
     @jax.jit
@@ -70,7 +73,7 @@ def _programs(loss_fn, infer_fn, params, x, lengths, compile_info) -> tuple[dict
     return {"train": train, "fwd": fwd, "infer": infer}, info
 
 
-def _batch_major(cfg, x_np, lengths_np):
+def batch_major(cfg, x_np, lengths_np):
     import jax.numpy as jnp
 
     x = jnp.asarray(np.swapaxes(x_np, 0, 1))  # (B, T, I): the peers' native layout
@@ -91,7 +94,7 @@ def build_nnx(kind: str, cfg, x_np, lengths_np, compile_info) -> tuple[dict, dic
     _single_layer("flax_nnx", cfg)
     cls = {"rnn": nnx.SimpleCell, "lstm": nnx.OptimizedLSTMCell, "gru": nnx.GRUCell}[kind]
     model = nnx.RNN(cls(cfg.I, cfg.H, rngs=nnx.Rngs(0)), rngs=False)  # no dropout: no RNG
-    x, lengths, mask = _batch_major(cfg, x_np, lengths_np)
+    x, lengths, mask = batch_major(cfg, x_np, lengths_np)
     # Without RNGs in the layer, the zero initial carry is made once and passed in.
     carry = model.cell.initialize_carry((cfg.B, cfg.I), nnx.Rngs(0))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -101,9 +104,9 @@ def build_nnx(kind: str, cfg, x_np, lengths_np, compile_info) -> tuple[dict, dic
         return layer(x, initial_carry=carry, seq_lengths=lengths)
 
     def loss_fn(p, x, lengths):
-        return _masked_loss(infer_fn(p, x, lengths), mask)
+        return masked_loss(infer_fn(p, x, lengths), mask)
 
-    return _programs(loss_fn, infer_fn, params, x, lengths, compile_info)
+    return programs(loss_fn, infer_fn, params, x, lengths, compile_info)
 
 
 def build_equinox(kind: str, cfg, x_np, lengths_np, compile_info) -> tuple[dict, dict]:
@@ -117,7 +120,7 @@ def build_equinox(kind: str, cfg, x_np, lengths_np, compile_info) -> tuple[dict,
         raise Unsupported("equinox has no Elman RNN cell")
     cls = {"lstm": eqx.nn.LSTMCell, "gru": eqx.nn.GRUCell}[kind]
     params, static = eqx.partition(cls(cfg.I, cfg.H, key=jax.random.key(0)), eqx.is_array)
-    x, lengths, mask = _batch_major(cfg, x_np, lengths_np)
+    x, lengths, mask = batch_major(cfg, x_np, lengths_np)
     steps = jnp.arange(cfg.T)
 
     def one_sequence(p, xs, length):
@@ -138,9 +141,9 @@ def build_equinox(kind: str, cfg, x_np, lengths_np, compile_info) -> tuple[dict,
         return jax.vmap(one_sequence, in_axes=(None, 0, 0))(p, x, lengths)
 
     def loss_fn(p, x, lengths):
-        return _masked_loss(infer_fn(p, x, lengths), mask)
+        return masked_loss(infer_fn(p, x, lengths), mask)
 
-    return _programs(loss_fn, infer_fn, params, x, lengths, compile_info)
+    return programs(loss_fn, infer_fn, params, x, lengths, compile_info)
 
 
 def _keras():
@@ -162,7 +165,7 @@ def build_keras(kind: str, cfg, x_np, lengths_np, compile_info) -> tuple[dict, d
     layer.build((cfg.B, cfg.T, cfg.I))
     trainable = [v.value for v in layer.trainable_variables]
     fixed = [v.value for v in layer.non_trainable_variables]
-    x, lengths, mask = _batch_major(cfg, x_np, lengths_np)
+    x, lengths, mask = batch_major(cfg, x_np, lengths_np)
 
     def infer_fn(p, x, lengths):
         import jax.numpy as jnp
@@ -172,9 +175,9 @@ def build_keras(kind: str, cfg, x_np, lengths_np, compile_info) -> tuple[dict, d
         return out
 
     def loss_fn(p, x, lengths):
-        return _masked_loss(infer_fn(p, x, lengths), mask)
+        return masked_loss(infer_fn(p, x, lengths), mask)
 
-    return _programs(loss_fn, infer_fn, trainable, x, lengths, compile_info)
+    return programs(loss_fn, infer_fn, trainable, x, lengths, compile_info)
 
 
 BUILDERS = {"flax_nnx": build_nnx, "equinox": build_equinox, "keras": build_keras}

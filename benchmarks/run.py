@@ -345,7 +345,6 @@ def build_jaxseq(
 
 def build_linen(kind: str, cfg: Config, x_np, lengths_np):
     import jax
-    import jax.numpy as jnp
     from flax import linen as nn
 
     cell_cls = {"rnn": nn.SimpleCell, "lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}[kind]
@@ -362,39 +361,13 @@ def build_linen(kind: str, cfg: Config, x_np, lengths_np):
             return x
 
     model = Stack()
-    x = jnp.asarray(np.swapaxes(x_np, 0, 1))  # linen's native (B, T, I)
-    lengths = jnp.asarray(lengths_np, jnp.int32)
+    x, lengths, mask = peers.batch_major(cfg, x_np, lengths_np)  # linen's native (B, T, I)
     params = model.init(jax.random.key(0), x, lengths)
-    mask = jnp.arange(cfg.T).reshape(1, cfg.T, 1) < lengths.reshape(cfg.B, 1, 1)
 
     def loss_fn(p, x, lengths):
-        out = model.apply(p, x, lengths)
-        out = jnp.where(mask, out, jnp.zeros_like(out))  # linen leaves padding unmasked
-        return jnp.mean(out * out)
+        return peers.masked_loss(model.apply(p, x, lengths), mask)  # linen leaves padding
 
-    @jax.jit
-    def train_step(p, x, lengths):
-        loss, g = jax.value_and_grad(loss_fn)(p, x, lengths)
-        return loss, jax.tree.map(lambda a, b: a - 1e-3 * b, p, g)
-
-    fwd_j = jax.jit(loss_fn)
-    infer_j = jax.jit(lambda p, x, lengths: model.apply(p, x, lengths))
-    info = {"compile": _compile_info(train_step, (params, x, lengths))}
-    info["memory_bytes"] = {
-        "train": info["compile"]["temp_plus_output_bytes"],
-        "kind": "XLA temp + output",
-    }
-
-    def train():
-        return float(train_step(params, x, lengths)[0])
-
-    def fwd():
-        return float(fwd_j(params, x, lengths))
-
-    def infer():
-        return float(jax.block_until_ready(infer_j(params, x, lengths))[0, 0, 0])
-
-    return {"train": train, "fwd": fwd, "infer": infer}, info
+    return peers.programs(loss_fn, model.apply, params, x, lengths, _compile_info)
 
 
 # --------------------------------------------------------------------------- timing
