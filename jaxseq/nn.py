@@ -21,6 +21,7 @@ step-by-step decoding.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -51,7 +52,43 @@ __all__ = [
 ]
 
 
-class RNNBase(nnx.Module):
+class _TorchNamedStack(nnx.Module):
+    """What :class:`RNNBase` and :class:`MinRNNBase` share: torch-named ``nnx.Param``
+    attributes, the dropout RNG stream and the casting of a call's inputs."""
+
+    # Set by the subclasses' constructors.
+    dropout: float
+    dtype: Any
+    deterministic: bool
+    dropout_rngs: Any
+    _param_names: tuple[str, ...]
+
+    def _set_params(self, values: Mapping[str, Array], rngs: nnx.Rngs, num_layers: int) -> None:
+        self._param_names = tuple(values)
+        for name, value in values.items():
+            setattr(self, name, nnx.Param(value))
+        self.dropout_rngs = rngs["dropout"].fork() if self.dropout > 0 and num_layers > 1 else None
+
+    def params_dict(self) -> dict[str, Array]:
+        """The parameters as a flat ``{torch name: array}`` dict (for the functional API)."""
+        return {name: getattr(self, name)[...] for name in self._param_names}
+
+    def _call_inputs(self, x: Array, hx: Any) -> tuple[Array, Any, bool, Array | None]:
+        """``(x, hx, train, dropout key)``: x and hx cast to ``dtype`` when one is set."""
+        train = not self.deterministic
+        key = None
+        if train and self.dropout > 0 and self.dropout_rngs is not None:
+            key = self.dropout_rngs()
+        if self.dtype is not None and hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating):
+            x = jnp.asarray(x, self.dtype)
+            if hx is not None:
+                hx = jax.tree.map(
+                    lambda a: jnp.asarray(a, self.dtype) if hasattr(a, "dtype") else a, hx
+                )
+        return x, hx, train, key
+
+
+class RNNBase(_TorchNamedStack):
     """Shared constructor and call of :class:`RNN`, :class:`LSTM` and :class:`GRU`.
 
     Dropout follows torch: applied to the outputs of every layer but the last, in
@@ -121,26 +158,10 @@ class RNNBase(nnx.Module):
             proj_size=proj_size,
             dtype=param_dtype,
         )
-        self._param_names = tuple(values)
-        for name, value in values.items():
-            setattr(self, name, nnx.Param(value))
-        self.dropout_rngs = rngs["dropout"].fork() if self.dropout > 0 and num_layers > 1 else None
-
-    def params_dict(self) -> dict[str, Array]:
-        """The parameters as a flat ``{torch name: array}`` dict (for the functional API)."""
-        return {name: getattr(self, name)[...] for name in self._param_names}
+        self._set_params(values, rngs, num_layers)
 
     def __call__(self, x: Array, hx: Any = None, lengths: Array | None = None) -> tuple[Array, Any]:
-        train = not self.deterministic
-        key = None
-        if train and self.dropout > 0 and self.dropout_rngs is not None:
-            key = self.dropout_rngs()
-        if self.dtype is not None and hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating):
-            x = jnp.asarray(x, self.dtype)
-            if hx is not None:
-                hx = jax.tree.map(
-                    lambda a: jnp.asarray(a, self.dtype) if hasattr(a, "dtype") else a, hx
-                )
+        x, hx, train, key = self._call_inputs(x, hx)
         return run_stack(
             self.kind,
             self.params_dict(),
@@ -672,7 +693,7 @@ class GRUCell(RNNCellBase):
 # --------------------------------------------------------------------------- minGRU / minLSTM
 
 
-class MinRNNBase(nnx.Module):
+class MinRNNBase(_TorchNamedStack):
     """Shared constructor and call of :class:`MinGRU` and :class:`MinLSTM` (issue #18).
 
     Constructor and call as :class:`GRU` where they apply (no ``proj_size``,
@@ -737,26 +758,12 @@ class MinRNNBase(nnx.Module):
             bidirectional=self.bidirectional,
             dtype=param_dtype,
         )
-        self._param_names = tuple(values)
-        for name, value in values.items():
-            setattr(self, name, nnx.Param(value))
-        self.dropout_rngs = rngs["dropout"].fork() if self.dropout > 0 and num_layers > 1 else None
-
-    def params_dict(self) -> dict[str, Array]:
-        """The parameters as a flat ``{torch name: array}`` dict (for the functional API)."""
-        return {name: getattr(self, name)[...] for name in self._param_names}
+        self._set_params(values, rngs, num_layers)
 
     def __call__(
         self, x: Array, hx: Array | None = None, lengths: Array | None = None
     ) -> tuple[Array, Array]:
-        train = not self.deterministic
-        key = None
-        if train and self.dropout > 0 and self.dropout_rngs is not None:
-            key = self.dropout_rngs()
-        if self.dtype is not None and hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating):
-            x = jnp.asarray(x, self.dtype)
-            if hx is not None and hasattr(hx, "dtype"):
-                hx = jnp.asarray(hx, self.dtype)
+        x, hx, train, key = self._call_inputs(x, hx)
         return run_min_stack(
             self.kind,
             self.params_dict(),
