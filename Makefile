@@ -34,8 +34,11 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/classify.py --out runs/demo
 
+# Twice: with glibc's default allocator settings, and with freed memory retained for reuse
+# (jaxseq.retain_host_memory(), process-wide, so every framework runs under it).
 bench: $(STAMP)
 	$(PY) -m benchmarks.run --out runs/bench
+	$(PY) -m benchmarks.run --host-memory retain --no-streaming --out runs/bench_retain
 
 # The documentation site, offline, into docs/_build/html: the tutorial executed, the API
 # reference from docstrings, the examples gallery. Warnings fail the build. -E: read every

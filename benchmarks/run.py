@@ -28,7 +28,12 @@ T dependent (B, H) x (H, G*H) products in a scan, measured in this process). Unl
 modules against torch's cells (:func:`benchmarks.peers.streaming`).
 
     python -m benchmarks.run [--quick | --full] [--kinds lstm gru] [--configs target]
-                             [--frameworks ...] [--repeats R] [--devices N] --out DIR
+                             [--frameworks ...] [--repeats R] [--devices N]
+                             [--host-memory system|retain] --out DIR
+
+``--host-memory retain`` calls :func:`jaxseq.retain_host_memory` first: glibc then keeps
+freed memory for reuse instead of unmapping it, which spares XLA's per-call temporaries
+their page faults. It is process-wide, so every framework in the run is timed under it.
 """
 
 from __future__ import annotations
@@ -574,7 +579,12 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"{m.get('processes', 1)} process(es) (jaxseq_dp splits the batch over them), "
         f"float32, lengths uniform in [T/2, T]. Matmul peak (1024x1024 f32): "
         f"{report['matmul_peak']['peak']:.1f} GFLOP/s (torch {report['matmul_peak']['torch']:.1f}, "
-        f"jax {report['matmul_peak']['jax']:.1f}).",
+        f"jax {report['matmul_peak']['jax']:.1f}). Host allocator: "
+        + (
+            "freed memory retained for reuse (`jaxseq.retain_host_memory()`, process-wide)."
+            if m.get("host_memory") == "retain"
+            else "glibc's default settings."
+        ),
         f"Command: `{report['command']}`",
         "",
         "Times are medians (IQR) in ms over interleaved repeats. Ratio = jaxseq / baseline "
@@ -698,6 +708,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "JAX in the process (--host-devices is an alias)",
     )
     ap.add_argument("--no-streaming", action="store_true", help="skip the B=1 streaming latency")
+    ap.add_argument(
+        "--host-memory",
+        choices=("system", "retain"),
+        default="system",
+        help="system: glibc's default allocator settings; retain: jaxseq.retain_host_memory() "
+        "first, so that freed memory is kept for reuse (process-wide: every framework timed "
+        "runs under it)",
+    )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     frameworks = args.frameworks or DEFAULT_FRAMEWORKS
@@ -710,6 +728,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         os.environ["XLA_FLAGS"] = (
             f"{flags} --xla_force_host_platform_device_count={args.devices}"
         ).strip()
+    if args.host_memory == "retain":
+        # after XLA_FLAGS: importing jaxseq starts JAX
+        from jaxseq.host_memory import retain_host_memory
+
+        if not retain_host_memory():
+            raise SystemExit("--host-memory retain needs Linux with glibc")
 
     import torch
 
@@ -743,6 +767,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "jax": jax.__version__,
             "torch": torch.__version__,
             "python": platform.python_version(),
+            "host_memory": args.host_memory,
         },
         "matmul_peak": peak,
         "results": [],

@@ -14,6 +14,7 @@ from jaxseq import (
     checks,
     convert,
     data,
+    host_memory,
     impls,
     interop,
     layers,
@@ -32,6 +33,7 @@ from jaxseq import (
     validation,
 )
 from jaxseq.cells import gru_cell, lstm_cell, rnn_cell
+from jaxseq.host_memory import retain_host_memory
 from jaxseq.minimal import init_min_gru, init_min_lstm, min_gru, min_lstm
 from jaxseq.params import init_gru, init_lstm, init_params, init_rnn, param_shapes
 from jaxseq.scan import masked_scan
@@ -58,6 +60,7 @@ __all__ = [
     "train",
     "train_state",
     "plotting",
+    "host_memory",
     "rnn_cell",
     "lstm_cell",
     "gru_cell",
@@ -76,4 +79,5 @@ __all__ = [
     "min_lstm",
     "init_min_gru",
     "init_min_lstm",
+    "retain_host_memory",
 ]

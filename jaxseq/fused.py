@@ -67,7 +67,7 @@ __all__ = ["default_projection", "fused_layer"]
 
 def default_projection(kind: str | Recurrence) -> Projection:
     """Where :func:`fused_layer` puts the input projection when not told: the kind's
-    ``cpu_projection`` on XLA's CPU backend (``"loop"`` for the LSTM), ``"hoisted"``
+    ``cpu_projection`` on XLA's CPU backend (``"loop"`` for the LSTM and GRU), ``"hoisted"``
     elsewhere, where one large matmul is the standard choice.
 
     >>> default_projection("rnn")

@@ -73,16 +73,19 @@ def test_bench_harness_smoke(tmp_path):
 
 def test_bench_data_parallel_smoke(tmp_path):
     """``--host-devices 2``: jaxseq_dp splits the batch over two CPU devices and gives the
-    loss of the single-device step (the same program, sharded)."""
+    loss of the single-device step (the same program, sharded); run with the host
+    allocator's freed memory retained (``--host-memory retain``), which the report states."""
     cmd = [sys.executable, "-m", "benchmarks.run", "--configs", "smoke_even", "--kinds", "lstm"]
     cmd += ["--frameworks", "jaxseq", "jaxseq_dp", "--repeats", "2", "--host-devices", "2"]
-    cmd += ["--no-streaming"]
+    cmd += ["--no-streaming", "--host-memory", "retain"]
     cmd += ["--out", str(tmp_path)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["machine"]["jax_devices"] == 2
     assert report["machine"]["devices"] == 2 and report["machine"]["processes"] == 1
+    assert report["machine"]["host_memory"] == "retain"
+    assert "jaxseq.retain_host_memory()" in (tmp_path / "results.md").read_text()
     (r,) = report["results"]
     assert r["info"]["jaxseq_dp"]["devices"] == 2
     assert r["info"]["jaxseq_dp"]["compile_count_lengths_change"] == 1
