@@ -129,14 +129,41 @@ def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts):
     w_hh = jnp.swapaxes(w["w_hh_t"], 1, 2)  # (D, G*H, H_out)
     dys = jnp.where(valid, dys, jnp.zeros_like(dys))
 
-    def hmat(dG: Array) -> Array:
-        return bmm_rows(dG, w_hh)
+    slot = rec.dgh_slot
+    T = dys.shape[0]
+    # The saved coefficient array scan_res[slot] is the scan's carry, not one of its
+    # inputs: step t reads its slot t, then hmat writes the gate gradient dG_t over that
+    # slot (dead after this step) and the matmul reads it back from there. So the stacked
+    # gate gradients need no buffer of their own (a (T, D, N, G*H) array), and the
+    # weight-gradient matmuls below find them in scan_res[slot].
+    fixed = tuple(None if j == slot else r for j, r in enumerate(scan_res))
 
-    def body(dcarry, inp):
-        dy, res = inp
-        return rec.backward(w, dcarry, dy, res, hmat)
+    def body(carry, inp):
+        dcarry, buf = carry
+        dy, res_t, t = inp
+        box = {}
+        if slot is None:
 
-    d_carry0, emitted = jax.lax.scan(body, d_final, (dys, scan_res), reverse=True, unroll=unroll)
+            def hmat(dG: Array) -> Array:
+                return bmm_rows(dG, w_hh)
+
+        else:
+            res_t = res_t[:slot] + (buf[t],) + res_t[slot + 1 :]
+
+            def hmat(dG: Array) -> Array:
+                box["buf"] = buf.at[t].set(dG)
+                return bmm_rows(box["buf"][t], w_hh)
+
+        dcarry, emitted = rec.backward(w, dcarry, dy, res_t, hmat)
+        return (dcarry, box.get("buf", buf)), emitted
+
+    xs = (dys, tuple(jnp.zeros((T,), dys.dtype) if r is None else r for r in fixed), jnp.arange(T))
+    init_buf = jnp.zeros((), dys.dtype) if slot is None else scan_res[slot]
+    (d_carry0, buf), emitted = jax.lax.scan(
+        body, (d_final, init_buf), xs, reverse=True, unroll=unroll
+    )
+    if slot is not None:
+        scan_res = scan_res[:slot] + (buf,) + scan_res[slot + 1 :]
     dgx, dgh, extra = rec.gate_grads(emitted, scan_res, post_res, w)
 
     # The weight gradients: one big matmul each, contracting over time and batch.

@@ -34,9 +34,12 @@ Conventions every definition follows (written once, here):
           ``post_res`` holds what only :attr:`gate_grads` needs.
       backward(w, dcarry, dy, scan_res, hmat) -> (dcarry_prev, emitted)
           dcarry like the carry; dy (D, N, H_out); hmat(dG) = dG W_hh, (D, N, G*H) ->
-          (D, N, H_out).
+          (D, N, H_out), called once per step (with ``dgh_slot`` set, after the step's
+          last read of ``scan_res[dgh_slot]``).
       gate_grads(emitted, scan_res, post_res, w) -> (dgx, dgh, extra)
-          all stacked over steps (T, D, N, ...); dgx / dgh (T, D, N, G*H) the gradients
+          all stacked over steps (T, D, N, ...), with ``scan_res[dgh_slot]`` (when the
+          kind sets :attr:`Recurrence.dgh_slot`) holding the stacked ``hmat``
+          arguments instead of the coefficients; dgx / dgh (T, D, N, G*H) the gradients
           of the input projection and of h W_hh^T + b_hh (the same array when they
           coincide); extra: gradients of other fused weights (e.g. ``w_hr``).
 
@@ -133,6 +136,11 @@ class Recurrence:
       nonlinearities: the accepted ``nonlinearity`` values, the first the default.
       additive: the gates see the input and hidden parts only through their sum
         ``gx + gh``, so the fused path may compute both with one ``[x, h]`` matmul.
+      dgh_slot: the index of the ``scan_res`` array (of the gate gradient's shape) that
+        the fused backward scan overwrites, slot t after step t has read it, with the
+        argument of that step's ``hmat`` call: ``gate_grads`` then finds the stacked
+        ``hmat`` arguments, the gradient of ``h W_hh^T + b_hh``, in ``scan_res[dgh_slot]``
+        and no (T, D, N, G*H) buffer of their own is needed. None: nothing is overwritten.
       cpu_projection: where the fused path computes the input projection on XLA's CPU
         backend by default (:func:`jaxseq.fused.default_projection`): ``"hoisted"``
         (one matmul before the scan) or ``"loop"`` (in the per-step matmul).
@@ -150,6 +158,7 @@ class Recurrence:
     projection: bool = False
     nonlinearities: tuple[str, ...] = ("tanh",)
     additive: bool = True
+    dgh_slot: int | None = None
     cpu_projection: Literal["loop", "hoisted"] = "hoisted"
     init: Callable[[Array, tuple[int, ...], Any, int], Array] = torch_uniform_init
 

@@ -88,10 +88,11 @@ def _backward(w, dh, dy, scan_res, hmat):
     p, keep = scan_res
     dh_new = dh + dy
     dpre = dh_new * p
-    return hmat(dpre) + keep * dh_new, dpre
+    return hmat(dpre) + keep * dh_new, ()
 
 
-def _gate_grads(dpre, scan_res, post_res, w):
+def _gate_grads(emitted, scan_res, post_res, w):
+    dpre = scan_res[0]  # written over P by the backward scan (dgh_slot=0)
     return dpre, dpre, {}
 
 
@@ -105,5 +106,6 @@ RNN_TANH_RELU = register(
         backward=_backward,
         gate_grads=_gate_grads,
         nonlinearities=("tanh", "relu"),
+        dgh_slot=0,
     )
 )

@@ -140,16 +140,18 @@ def _backward(w, dcarry, dy, scan_res, hmat):
     dm = dh_new if w["w_hr"] is None else bmm(dh_new, w["w_hr"])
     dc_tot = dc + dm * p
     dG = jnp.concatenate([dc_tot, dc_tot, dc_tot, dm], axis=-1) * q
-    emit = dG if w["w_hr"] is None else (dG, dh_new)
+    # dG itself is stored by hmat over Q's slot (dgh_slot=1); only the projection's
+    # gradient needs dh' as well.
+    emit = () if w["w_hr"] is None else dh_new
     return (hmat(dG) + keep * dh_new, dc_tot * fk), emit
 
 
 def _gate_grads(emitted, scan_res, post_res, w):
+    dG = scan_res[1]  # the stacked gate gradients, written over Q by the backward scan
     if w["w_hr"] is None:
-        return emitted, emitted, {}
-    dG, dh = emitted
+        return dG, dG, {}
     (m,) = post_res
-    return dG, dG, {"w_hr": contract_tn(dh, m)}
+    return dG, dG, {"w_hr": contract_tn(emitted, m)}
 
 
 LSTM = register(
@@ -163,6 +165,7 @@ LSTM = register(
         gate_grads=_gate_grads,
         cell_state=True,
         projection=True,
+        dgh_slot=1,
         # Measured on a 2-core CPU (benchmarks.run, jaxseq vs jaxseq_hoisted): with the
         # projection in the loop the LSTM's training step was faster, as its four gates
         # make the hoisted (T, N, 4H) array the largest; the GRU's was level, the RNN's slower.
