@@ -98,6 +98,7 @@ def gru_cell(params: Params, h: Array, x: Array) -> tuple[Array, Array]:
 # With dh' = dh + dy, the gate gradients are dh' times coefficients of the forward:
 #   input part   dgx = [dh']*3 * Qx,  Qx = [pn hn r(1-r), (h-n) z(1-z), pn]
 #   hidden part  dgh = [dh']*3 * Qh,  Qh = [pn hn r(1-r), (h-n) z(1-z), pn r]
+# (the two share their r and z blocks, so the forward keeps Qh and pn only)
 # with pn = (1-z)(1-n^2) and hn = W_hn h + b_hn; dh_prev = dh' Z + dgh W_hh, Z = z
 # (1 where invalid, where Qx = Qh = 0).
 
@@ -113,9 +114,9 @@ def _forward(w, h, gx, gh, valid, nonlinearity):
     pn = (1.0 - z) * (1.0 - n * n)
     pz = (h - n) * z * (1.0 - z)
     pr = pn * h_n * r * (1.0 - r)
-    Qx = zero_invalid(valid, jnp.concatenate([pr, pz, pn], axis=-1))
     Qh = zero_invalid(valid, jnp.concatenate([pr, pz, pn * r], axis=-1))
-    res = ((Qh, one_invalid(valid, z)), (Qx,))
+    # Qx differs from Qh only in its n block, so only that block (pn) is kept for it.
+    res = ((Qh, one_invalid(valid, z)), (zero_invalid(valid, pn),))
     return jnp.where(valid, h_new, h), zero_invalid(valid, h_new), res
 
 
@@ -127,9 +128,11 @@ def _backward(w, dh, dy, scan_res, hmat):
 
 def _gate_grads(dh_all, scan_res, post_res, w):
     # scan_res[0]: the stacked hmat inputs tile(dh', 3) * Qh, written over Qh by the
-    # backward scan (dgh_slot=0), which is the gradient of h W_hh^T + b_hh.
-    (dgh, _), (Qx,) = scan_res, post_res
-    return tile(dh_all, 3) * Qx, dgh, {}
+    # backward scan (dgh_slot=0), which is the gradient of h W_hh^T + b_hh. The input
+    # part shares its r and z blocks; its n block is dh' * pn.
+    (dgh, _), (pn,) = scan_res, post_res
+    H = dh_all.shape[-1]
+    return jnp.concatenate([dgh[..., : 2 * H], dh_all * pn], axis=-1), dgh, {}
 
 
 GRU = register(
