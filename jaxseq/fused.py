@@ -135,35 +135,40 @@ def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts):
     # inputs: step t reads its slot t, then hmat writes the gate gradient dG_t over that
     # slot (dead after this step) and the matmul reads it back from there. So the stacked
     # gate gradients need no buffer of their own (a (T, D, N, G*H) array), and the
-    # weight-gradient matmuls below find them in scan_res[slot].
-    fixed = tuple(None if j == slot else r for j, r in enumerate(scan_res))
+    # weight-gradient matmuls below find them in scan_res[slot]. With unroll > 1, XLA
+    # copied the whole carried array at every step instead of updating it in place, so
+    # there the gate gradients come out of the scan as a stacked output.
+    in_place = slot is not None and unroll == 1
+    fixed = tuple(None if in_place and j == slot else r for j, r in enumerate(scan_res))
 
     def body(carry, inp):
         dcarry, buf = carry
         dy, res_t, t = inp
         box = {}
-        if slot is None:
-
-            def hmat(dG: Array) -> Array:
-                return bmm_rows(dG, w_hh)
-
-        else:
+        if in_place:
             res_t = res_t[:slot] + (buf[t],) + res_t[slot + 1 :]
 
             def hmat(dG: Array) -> Array:
                 box["buf"] = buf.at[t].set(dG)
                 return bmm_rows(box["buf"][t], w_hh)
 
+        else:
+
+            def hmat(dG: Array) -> Array:
+                box["dG"] = dG
+                return bmm_rows(dG, w_hh)
+
         dcarry, emitted = rec.backward(w, dcarry, dy, res_t, hmat)
-        return (dcarry, box.get("buf", buf)), emitted
+        return (dcarry, box.get("buf", buf)), (emitted, box.get("dG", ()))
 
     xs = (dys, tuple(jnp.zeros((T,), dys.dtype) if r is None else r for r in fixed), jnp.arange(T))
-    init_buf = jnp.zeros((), dys.dtype) if slot is None else scan_res[slot]
-    (d_carry0, buf), emitted = jax.lax.scan(
+    init_buf = scan_res[slot] if in_place else jnp.zeros((), dys.dtype)
+    (d_carry0, buf), (emitted, dG_stacked) = jax.lax.scan(
         body, (d_final, init_buf), xs, reverse=True, unroll=unroll
     )
     if slot is not None:
-        scan_res = scan_res[:slot] + (buf,) + scan_res[slot + 1 :]
+        stacked = buf if in_place else dG_stacked
+        scan_res = scan_res[:slot] + (stacked,) + scan_res[slot + 1 :]
     dgx, dgh, extra = rec.gate_grads(emitted, scan_res, post_res, w)
 
     # The weight gradients: one big matmul each, contracting over time and batch.

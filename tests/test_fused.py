@@ -77,14 +77,23 @@ def _inputs(case, dtype):
     return params, x, h0, _LENGTHS[lens]
 
 
-def _loss_fn(case, impl, remat=None):
+def _loss_fn(case, impl, remat=None, unroll=1):
     """A scalar that weighs every output and final state differently, jitted once."""
     kind, nl, layers, bidir, bias, proj, lens, hx, bf = case
 
     @jax.jit
     def loss(params, x, h0, lengths):
         out, fin = run_stack(
-            kind, params, x, h0, lengths, nonlinearity=nl, batch_first=bf, impl=impl, remat=remat
+            kind,
+            params,
+            x,
+            h0,
+            lengths,
+            nonlinearity=nl,
+            batch_first=bf,
+            impl=impl,
+            remat=remat,
+            unroll=unroll,
         )
         total = jnp.sum(out * jnp.cos(out))
         for k, a in enumerate(jax.tree.leaves(fin)):
@@ -135,6 +144,20 @@ def test_fast_matches_reference(case, dtype, tol, impl):
 def test_remat_equals_no_remat(case, remat):
     args = _inputs(case, jnp.float64)
     _assert_close(_loss_fn(case, "fused", remat)(*args), _loss_fn(case, "fused")(*args), 1e-12)
+
+
+# One case per kind: with unroll > 1 the backward scan stacks the gate gradients as an
+# output instead of writing them over the saved coefficients (see fused._recurrence_bwd).
+CASES_UNROLL = [
+    next(c for c in CASES if c[:2] == g)
+    for g in (("rnn", "tanh"), ("lstm", "tanh"), ("gru", "tanh"))
+]
+
+
+@pytest.mark.parametrize("case", CASES_UNROLL, ids=lambda c: "-".join(map(str, c)))
+def test_unroll_equals_no_unroll(case):
+    args = _inputs(case, jnp.float64)
+    _assert_close(_loss_fn(case, "fused", unroll=4)(*args), _loss_fn(case, "fused")(*args), 1e-12)
 
 
 def test_default_placement_on_cpu_and_both_agree():
