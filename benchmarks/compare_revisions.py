@@ -9,6 +9,7 @@ alternating order, and the ratio is the median of the per-repeat ratios.
 
     python -m benchmarks.compare_revisions --rev HEAD~5 [--kinds lstm gru rnn]
         [--configs target target_l2_bi long] [--repeats 31] [--out DIR]
+        [--impl IMPL] [--host-memory system|retain]
 
 Both versions run their default layer implementation (or ``--impl``) on the same parameters and batch
 (float32, lengths drawn in [T/2, T], as ``benchmarks.run``).
@@ -111,6 +112,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--impl", default=None, help="layer implementation of both (default: each's default)"
     )
+    ap.add_argument(
+        "--host-memory",
+        choices=("system", "retain"),
+        default="system",
+        help="retain: jaxseq.retain_host_memory() first (process-wide; see benchmarks.run)",
+    )
     args = ap.parse_args(argv)
 
     import jax
@@ -118,6 +125,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import jaxseq
 
+    if args.host_memory == "retain" and not jaxseq.retain_host_memory():
+        raise SystemExit("--host-memory retain needs Linux with glibc")
     old = import_revision(args.rev)
     results = []
     for config in args.configs:
