@@ -139,14 +139,15 @@ def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts):
     # copied the whole carried array at every step instead of updating it in place, so
     # there the gate gradients come out of the scan as a stacked output.
     in_place = slot is not None and unroll == 1
-    fixed = tuple(None if in_place and j == slot else r for j, r in enumerate(scan_res))
+    # The scan's inputs: every saved array but the carried one.
+    scanned = scan_res[:slot] + scan_res[slot + 1 :] if in_place else scan_res
 
     def body(carry, inp):
         dcarry, buf = carry
         dy, res_t, t = inp
         box = {}
         if in_place:
-            res_t = res_t[:slot] + (buf[t],) + res_t[slot + 1 :]
+            res_t = res_t[:slot] + (buf[t],) + res_t[slot:]
 
             def hmat(dG: Array) -> Array:
                 box["buf"] = buf.at[t].set(dG)
@@ -161,7 +162,7 @@ def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts):
         dcarry, emitted = rec.backward(w, dcarry, dy, res_t, hmat)
         return (dcarry, box.get("buf", buf)), (emitted, box.get("dG", ()))
 
-    xs = (dys, tuple(jnp.zeros((T,), dys.dtype) if r is None else r for r in fixed), jnp.arange(T))
+    xs = (dys, scanned, jnp.arange(T))
     init_buf = scan_res[slot] if in_place else jnp.zeros((), dys.dtype)
     (d_carry0, buf), (emitted, dG_stacked) = jax.lax.scan(
         body, (d_final, init_buf), xs, reverse=True, unroll=unroll
