@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.run import CONFIGS, Config
+from benchmarks.run import CONFIGS, Config, add_host_memory_arg, apply_host_memory
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("jaxseq", "seqfile")
@@ -112,12 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--impl", default=None, help="layer implementation of both (default: each's default)"
     )
-    ap.add_argument(
-        "--host-memory",
-        choices=("system", "retain"),
-        default="system",
-        help="retain: jaxseq.retain_host_memory() first (process-wide; see benchmarks.run)",
-    )
+    add_host_memory_arg(ap)
     args = ap.parse_args(argv)
 
     import jax
@@ -125,8 +120,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import jaxseq
 
-    if args.host_memory == "retain" and not jaxseq.retain_host_memory():
-        raise SystemExit("--host-memory retain needs Linux with glibc")
+    apply_host_memory(args.host_memory)
     old = import_revision(args.rev)
     results = []
     for config in args.configs:

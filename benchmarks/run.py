@@ -682,6 +682,27 @@ def _write(out: Path, report: dict[str, Any]) -> None:
     (out / "results.md").write_text(to_markdown(report))
 
 
+def add_host_memory_arg(ap: argparse.ArgumentParser) -> None:
+    """The ``--host-memory system|retain`` option, shared with ``compare_revisions``."""
+    ap.add_argument(
+        "--host-memory",
+        choices=("system", "retain"),
+        default="system",
+        help="system: glibc's default allocator settings; retain: jaxseq.retain_host_memory() "
+        "first, so that freed memory is kept for reuse (process-wide: every framework timed "
+        "runs under it)",
+    )
+
+
+def apply_host_memory(setting: str) -> None:
+    """Call :func:`jaxseq.retain_host_memory` for ``"retain"`` (imports jaxseq, so JAX)."""
+    if setting == "retain":
+        from jaxseq.host_memory import retain_host_memory
+
+        if not retain_host_memory():
+            raise SystemExit("--host-memory retain needs Linux with glibc")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     g = ap.add_mutually_exclusive_group()
@@ -708,14 +729,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "JAX in the process (--host-devices is an alias)",
     )
     ap.add_argument("--no-streaming", action="store_true", help="skip the B=1 streaming latency")
-    ap.add_argument(
-        "--host-memory",
-        choices=("system", "retain"),
-        default="system",
-        help="system: glibc's default allocator settings; retain: jaxseq.retain_host_memory() "
-        "first, so that freed memory is kept for reuse (process-wide: every framework timed "
-        "runs under it)",
-    )
+    add_host_memory_arg(ap)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     frameworks = args.frameworks or DEFAULT_FRAMEWORKS
@@ -728,12 +742,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         os.environ["XLA_FLAGS"] = (
             f"{flags} --xla_force_host_platform_device_count={args.devices}"
         ).strip()
-    if args.host_memory == "retain":
-        # after XLA_FLAGS: importing jaxseq starts JAX
-        from jaxseq.host_memory import retain_host_memory
-
-        if not retain_host_memory():
-            raise SystemExit("--host-memory retain needs Linux with glibc")
+    apply_host_memory(args.host_memory)  # after XLA_FLAGS: importing jaxseq starts JAX
 
     import torch
 
