@@ -59,9 +59,11 @@ def _jax_step(model: str, T: int) -> tuple[Callable[[], Any], float | None]:
 
     def loss(p, x):
         if kind in ("min_gru", "min_lstm"):
-            out = jaxseq.minimal.run_min_stack(kind, p, x, mode=mode)[0]
+            out = jaxseq.run_stack(
+                kind, p, x, impl={"sequential": "unfused"}.get(mode, "fused_" + mode)
+            )[0]
         else:
-            out = jaxseq.stack.run_stack(kind, p, x, impl=mode)[0]
+            out = jaxseq.run_stack(kind, p, x, impl=mode)[0]
         return jnp.mean(out**2)
 
     step = jax.jit(jax.value_and_grad(loss))

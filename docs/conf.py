@@ -51,9 +51,6 @@ nb_execution_raise_on_error = True
 nb_execution_show_tb = True
 nb_merge_streams = True
 suppress_warnings = [
-    # README sections are included into pages whose title is their heading's parent, so
-    # an included "###" may follow the page's "#".
-    "myst.header",
     # One History class has three public names (seqfile.history, jaxseq.train,
     # torchseq.train); a signature's "History" finds all three, which is the same class.
     "ref.python",

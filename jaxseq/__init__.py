@@ -1,83 +1,69 @@
-"""jaxseq: RNN, LSTM and GRU as masked ``jax.lax.scan`` with exact PyTorch parity.
+"""jaxseq: RNN, LSTM, GRU, minGRU and minLSTM as masked ``jax.lax.scan`` with exact PyTorch
+parity.
 
-Functional API (flat dict of torch-named parameters)::
+Every public name has one import path (see ``docs/architecture.md``):
 
-    params = jaxseq.init_lstm(key, input_size, hidden_size, num_layers=1, ...)
-    out, (h_n, c_n) = jaxseq.lstm(params, x, hx=None, lengths=None, batch_first=False)
+* here, the functional API on a flat dict of torch-named parameters —
+  ``jaxseq.lstm(params, x, hx=None, lengths=None, batch_first=False, ...)`` and
+  ``rnn``, ``gru``, ``min_gru``, ``min_lstm``; their ``init_*``; the single-step cells
+  ``rnn_cell``, ``lstm_cell``, ``gru_cell``; ``masked_scan``;
+  ``retain_host_memory``;
+* the public modules: ``jaxseq.nn`` (Flax NNX modules with ``torch.nn`` signatures),
+  ``jaxseq.interop`` (state_dict, checkpoints, ``from_torch`` / ``to_torch``),
+  ``jaxseq.models``, ``jaxseq.data``, ``jaxseq.train``, ``jaxseq.train_state``,
+  ``jaxseq.testing``, ``jaxseq.checks``, ``jaxseq.launch``, ``jaxseq.linear_scan``
+  (``linear_recurrence``) and ``jaxseq.recurrences`` (the kinds and their registry:
+  how to add one).
 
-Modules (Flax NNX, ``torch.nn`` signatures): ``jaxseq.nn.RNN/LSTM/GRU``.
-Interop: ``jaxseq.interop.load_torch_state_dict`` / ``to_torch_state_dict``.
+The other modules (``stack``, ``params``, ``validation``, ``impls``, ``fused``, ...) are
+the implementation; their names may change.
 """
 
-from jaxseq import (
-    cells,
-    checks,
-    convert,
-    data,
-    host_memory,
-    impls,
-    interop,
-    layers,
-    linear_scan,
-    minimal,
-    models,
-    nn,
-    params,
-    plotting,
-    recurrences,
-    scan,
-    stack,
-    testing,
-    train,
-    train_state,
-    validation,
-)
-from jaxseq.cells import gru_cell, lstm_cell, rnn_cell
+# The public modules, importable as attributes after ``import jaxseq``.
+from jaxseq import checks as checks
+from jaxseq import data as data
+from jaxseq import interop as interop
+from jaxseq import models as models
+from jaxseq import nn as nn
+from jaxseq import recurrences as recurrences
+from jaxseq import testing as testing
+from jaxseq import train as train
+from jaxseq import train_state as train_state
 from jaxseq.host_memory import retain_host_memory
-from jaxseq.minimal import init_min_gru, init_min_lstm, min_gru, min_lstm
-from jaxseq.params import init_gru, init_lstm, init_params, init_rnn, param_shapes
+from jaxseq.params import (
+    init_gru,
+    init_lstm,
+    init_min_gru,
+    init_min_lstm,
+    init_params,
+    init_rnn,
+    param_shapes,
+)
+from jaxseq.recurrences.elman import rnn_cell
+from jaxseq.recurrences.gru import gru_cell
+from jaxseq.recurrences.lstm import lstm_cell
 from jaxseq.scan import masked_scan
-from jaxseq.stack import gru, lstm, rnn
+from jaxseq.stack import gru, lstm, min_gru, min_lstm, rnn, run_stack
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "recurrences",
-    "params",
-    "validation",
-    "impls",
-    "stack",
-    "cells",
-    "scan",
-    "convert",
-    "testing",
-    "layers",
-    "nn",
-    "interop",
-    "checks",
-    "models",
-    "data",
-    "train",
-    "train_state",
-    "plotting",
-    "host_memory",
+    "rnn",
+    "lstm",
+    "gru",
+    "min_gru",
+    "min_lstm",
+    "run_stack",
+    "init_rnn",
+    "init_lstm",
+    "init_gru",
+    "init_min_gru",
+    "init_min_lstm",
+    "init_params",
+    "param_shapes",
     "rnn_cell",
     "lstm_cell",
     "gru_cell",
     "masked_scan",
-    "rnn",
-    "lstm",
-    "gru",
-    "init_rnn",
-    "init_lstm",
-    "init_gru",
-    "init_params",
-    "param_shapes",
-    "linear_scan",
-    "minimal",
-    "min_gru",
-    "min_lstm",
-    "init_min_gru",
-    "init_min_lstm",
     "retain_host_memory",
 ]

@@ -11,6 +11,21 @@ same thing (the tests hold each against ``"reference"``):
 * ``"unfused"``: the input projection hoisted, then one plain masked scan per direction;
 * ``"reference"``: the whole cell, input matmul included, inside a plain masked scan per
   direction: slow and obviously correct.
+
+Linear kinds (:func:`jaxseq.recurrences.linear_kind`: minGRU, minLSTM) take
+``"unfused"`` and ``"reference"`` as every kind does, and their own fast path,
+:func:`linear_layer`: every step's coefficients computed at once, the mask folded into
+them (``a = 1, b = 0`` on padding: the identity), both directions in one recurrence
+solved by :func:`jaxseq.linear_scan.linear_recurrence` with a custom VJP:
+
+* ``"fused"``: ``"fused_scan"`` on XLA's CPU backend, ``"fused_parallel"`` elsewhere;
+* ``"fused_scan"``: a sequential ``lax.scan`` of ``h = a h + b``;
+* ``"fused_parallel"``: ``lax.associative_scan`` over T (log depth);
+* ``"fused_chunked"``: a scan within chunks of about sqrt(T) steps, then across them
+  (``chunk=`` sets the length).
+
+The CPU choice is measured by ``python -m benchmarks.min_scan`` (docs: minGRU page);
+the accelerator choice follows the log-depth argument.
 """
 
 from __future__ import annotations
@@ -23,12 +38,25 @@ import jax
 import jax.numpy as jnp
 
 from jaxseq.fused import fused_layer
-from jaxseq.recurrences import Recurrence, input_projection
+from jaxseq.fused_ops import to_steps
+from jaxseq.linear_scan import linear_recurrence
+from jaxseq.recurrences import Recurrence, input_projection, linear
 from jaxseq.scan import masked_scan
+from jaxseq.validation import check_impl
 
 Array = jax.Array
 
-__all__ = ["LayerImpl", "LAYER_IMPLS", "REMAT_IMPLS", "reference_layer", "unfused_layer"]
+__all__ = [
+    "LayerImpl",
+    "LAYER_IMPLS",
+    "REMAT_IMPLS",
+    "CHUNK_IMPLS",
+    "impls_for",
+    "checked_impl",
+    "reference_layer",
+    "unfused_layer",
+    "linear_layer",
+]
 
 
 class LayerImpl(Protocol):
@@ -120,7 +148,56 @@ def unfused_layer(
     return _per_direction(rec, w, project, states, mask, rec.step_fn(nonlinearity), unroll)
 
 
-#: Registered layer implementations, by ``impl`` name.
+def linear_layer(
+    rec: Recurrence,
+    w: Mapping[str, Array],
+    x: Array,
+    states: tuple[Array, ...],
+    mask: Array | None,
+    /,
+    *,
+    nonlinearity: str,
+    unroll: int,
+    method: str = "auto",
+    chunk: int | None = None,
+) -> tuple[Array, tuple[Array, ...]]:
+    """The fast path of a linear kind: ``h_t = a_t h_{t-1} + b_t`` over all steps at once.
+
+    ``method``: ``"auto"`` (``"sequential"`` on XLA's CPU backend, ``"parallel"``
+    elsewhere), ``"sequential"``, ``"parallel"`` or ``"chunked"`` (with ``chunk``).
+    """
+    assert rec.coefficients is not None, "linear_layer serves linear kinds"
+    if method == "auto":
+        method = "sequential" if jax.default_backend() == "cpu" else "parallel"
+    T, N = x.shape[0], x.shape[1]
+    D, GH, _ = w["weight_ih"].shape
+    # One (T*N, I) x (I, D*G*H) matmul for both directions of the layer.
+    b = w.get("bias_ih")
+    gx = linear(x, w["weight_ih"].reshape(D * GH, -1), None if b is None else b.reshape(-1))
+    # (T, D, N, G*H); D = 1 needs no transpose (a new unit axis is free).
+    gx = gx[:, None] if D == 1 else jnp.swapaxes(gx.reshape(T, N, D, GH), 1, 2)
+    a, bb = rec.coefficients(gx)  # (T, D, N, H) each
+    valid = None
+    if mask is not None:
+        valid = mask[:, None, :, None]  # (T, 1, N, 1)
+        # Padding is the identity step: the state passes through it unchanged.
+        a = jnp.where(valid, a, jnp.ones_like(a))
+        bb = jnp.where(valid, bb, jnp.zeros_like(bb))
+    (h0,) = states
+    # Step order: the reverse direction flipped in time, so both run forward from t=0.
+    hs = linear_recurrence(to_steps(a), to_steps(bb), h0, method=method, chunk=chunk)
+    # forward: t = T-1 (frozen after the last valid step); reverse: t = 0. T = 0: h0.
+    final = hs[-1] if hs.shape[0] else h0
+    ys = to_steps(hs)
+    if valid is not None:
+        ys = jnp.where(valid, ys, jnp.zeros_like(ys))
+    H = ys.shape[-1]
+    out = ys[:, 0] if D == 1 else jnp.transpose(ys, (0, 2, 1, 3)).reshape(T, N, D * H)
+    return out, (final,)
+
+
+#: Registered layer implementations, by ``impl`` name (:func:`impls_for` says which
+#: serve a kind).
 LAYER_IMPLS: dict[str, LayerImpl] = {
     "fused": fused_layer,
     "fused_loop": functools.partial(fused_layer, project="loop"),
@@ -129,5 +206,31 @@ LAYER_IMPLS: dict[str, LayerImpl] = {
     "reference": reference_layer,
 }
 
-#: The implementations that accept ``remat``.
+#: The fast path of linear kinds, by ``impl`` name.
+LINEAR_IMPLS: dict[str, LayerImpl] = {
+    "fused": functools.partial(linear_layer, method="auto"),
+    "fused_scan": functools.partial(linear_layer, method="sequential"),
+    "fused_parallel": functools.partial(linear_layer, method="parallel"),
+    "fused_chunked": functools.partial(linear_layer, method="chunked"),
+    "unfused": unfused_layer,
+    "reference": reference_layer,
+}
+
+#: The implementations that accept ``remat`` (gated kinds).
 REMAT_IMPLS = ("fused", "fused_loop", "fused_hoisted")
+#: The implementations that accept ``chunk`` (linear kinds).
+CHUNK_IMPLS = ("fused_chunked",)
+
+
+def impls_for(rec: Recurrence) -> dict[str, LayerImpl]:
+    """``{impl name: layer}`` of the implementations that serve ``rec``'s family."""
+    return LINEAR_IMPLS if rec.is_linear else LAYER_IMPLS
+
+
+def checked_impl(rec: Recurrence, impl: Any, remat: Any = None, chunk: Any = None) -> str:
+    """``impl`` checked against ``rec``'s family, with ``remat`` (gated kinds) and
+    ``chunk`` (linear kinds) checked against it."""
+    remat_impls = () if rec.is_linear else REMAT_IMPLS
+    chunk_impls = CHUNK_IMPLS if rec.is_linear else ()
+    known = list(impls_for(rec))
+    return check_impl(rec.display_name, impl, known, remat, remat_impls, chunk, chunk_impls)

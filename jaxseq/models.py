@@ -43,7 +43,7 @@ import numpy as np
 from flax import nnx
 
 from jaxseq import nn as jnn
-from jaxseq.recurrences import get
+from jaxseq.recurrences import get, registered
 from jaxseq.validation import check_dropout
 
 Array = jax.Array
@@ -58,9 +58,6 @@ __all__ = [
     "torch_linear",
     "torch_embed",
 ]
-
-_CELLS = {"rnn": jnn.RNN, "lstm": jnn.LSTM, "gru": jnn.GRU}
-_MIN_CELLS = {"min_gru": jnn.MinGRU, "min_lstm": jnn.MinLSTM}
 
 
 def _uniform(bound: float):
@@ -113,44 +110,29 @@ def make_rnn(
     nonlinearity: str = "tanh",
     param_dtype: Any = jnp.float32,
     rngs: nnx.Rngs,
-) -> jnn.RNNBase | jnn.MinRNNBase:
-    """A batch-first :class:`jaxseq.nn.RNN` / ``LSTM`` / ``GRU`` (or ``MinGRU`` /
-    ``MinLSTM`` for ``"min_gru"`` / ``"min_lstm"``) chosen by ``cell``.
+) -> jnn.RNNBase:
+    """The batch-first :mod:`jaxseq.nn` layer module of the registered kind ``cell``
+    (``"rnn"``, ``"lstm"``, ``"gru"``, ``"min_gru"``, ``"min_lstm"``, ...).
 
     Mirrors ``torchseq.models.make_rnn``: inter-layer dropout only when ``num_layers > 1``.
     """
-    if cell not in _CELLS and cell not in _MIN_CELLS:
-        raise ValueError(
-            f"cell must be one of 'rnn', 'lstm', 'gru', 'min_gru', 'min_lstm', got {cell!r}"
-        )
-    if cell in _MIN_CELLS:
-        if proj_size:
-            raise ValueError(f"proj_size is only supported for cell='lstm', got cell={cell!r}")
-        return _MIN_CELLS[cell](
-            input_size,
-            hidden_size,
-            num_layers,
-            batch_first=True,
-            bidirectional=bidirectional,
-            dropout=dropout if num_layers > 1 else 0.0,
-            param_dtype=param_dtype,
-            rngs=rngs,
-        )
+    if not isinstance(cell, str) or cell not in registered():
+        raise ValueError(f"cell must be one of {sorted(registered())}, got {cell!r}")
     rec = get(cell)
     if proj_size and not rec.projection:
         raise ValueError(f"proj_size is only supported for cell='lstm', got cell={cell!r}")
-    kw: dict[str, Any] = {
-        "batch_first": True,
-        "bidirectional": bidirectional,
-        "dropout": dropout if num_layers > 1 else 0.0,
-        "param_dtype": param_dtype,
-        "rngs": rngs,
-    }
-    if rec.projection:
-        kw["proj_size"] = proj_size
-    if len(rec.nonlinearities) > 1:
-        kw["nonlinearity"] = nonlinearity
-    return _CELLS[cell](input_size, hidden_size, num_layers, **kw)
+    return jnn.module_class(rec)(
+        input_size,
+        hidden_size,
+        num_layers,
+        batch_first=True,
+        bidirectional=bidirectional,
+        dropout=dropout if num_layers > 1 else 0.0,
+        proj_size=proj_size,
+        nonlinearity=nonlinearity,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
 
 
 def _as_float(x: Any, dtype: Any) -> Array:
@@ -169,9 +151,7 @@ def _as_tokens(tokens: Any) -> Array:
     return tokens
 
 
-def final_hidden(
-    rnn: jnn.RNNBase | jnn.MinRNNBase, x: Array, lengths: Array | None, hx: Any = None
-) -> Array:
+def final_hidden(rnn: jnn.RNNBase, x: Array, lengths: Array | None, hx: Any = None) -> Array:
     """Run ``rnn`` (batch-first) and return the last layer's final hidden state (N, D*H_out).
 
     With ``lengths`` this is the state at each sequence's true last step (the masked scan

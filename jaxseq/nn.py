@@ -2,7 +2,7 @@
 
 The modules hold parameters as ``nnx.Param`` attributes named exactly as torch names them
 (``weight_ih_l0``, ``bias_hh_l1_reverse``, ``weight_hr_l0`` …, both biases kept) and call
-the functional stack in :mod:`jaxseq.layers`; they add no logic of their own.
+the functional stack (:func:`jaxseq.stack.run_stack`); they add no logic of their own.
 
 >>> import jax.numpy as jnp
 >>> from flax import nnx
@@ -21,7 +21,6 @@ step-by-step decoding.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -29,11 +28,21 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxseq.minimal import MinSpec, Mode, init_min_params, resolve_mode, run_min_stack
+from jaxseq.impls import checked_impl
 from jaxseq.params import RNNSpec, init_params
 from jaxseq.recurrences import Recurrence, get
 from jaxseq.stack import run_stack
-from jaxseq.validation import Impl, check_dropout, check_nonlinearity
+from jaxseq.validation import (
+    Impl,
+    check_cell_inputs,
+    check_dropout,
+    check_flags,
+    check_nonlinearity,
+    check_rngs,
+    check_same_dtype,
+    check_structure,
+    compute_dtype,
+)
 
 Array = jax.Array
 
@@ -42,62 +51,41 @@ __all__ = [
     "RNN",
     "LSTM",
     "GRU",
+    "MinGRU",
+    "MinLSTM",
+    "module_class",
     "RNNCellBase",
     "RNNCell",
     "LSTMCell",
     "GRUCell",
-    "MinRNNBase",
-    "MinGRU",
-    "MinLSTM",
 ]
 
 
-class _TorchNamedStack(nnx.Module):
-    """What :class:`RNNBase` and :class:`MinRNNBase` share: torch-named ``nnx.Param``
-    attributes, the dropout RNG stream and the casting of a call's inputs."""
+class RNNBase(nnx.Module):
+    """The layer modules' one constructor and call; each kind is a ``kind = ...`` subclass.
 
-    # Set by the subclasses' constructors.
-    dropout: float
-    dtype: Any
-    deterministic: bool
-    dropout_rngs: Any
-    _param_names: tuple[str, ...]
-
-    def _set_params(self, values: Mapping[str, Array], rngs: nnx.Rngs, num_layers: int) -> None:
-        self._param_names = tuple(values)
-        for name, value in values.items():
-            setattr(self, name, nnx.Param(value))
-        self.dropout_rngs = rngs["dropout"].fork() if self.dropout > 0 and num_layers > 1 else None
-
-    def params_dict(self) -> dict[str, Array]:
-        """The parameters as a flat ``{torch name: array}`` dict (for the functional API)."""
-        return {name: getattr(self, name)[...] for name in self._param_names}
-
-    def _call_inputs(self, x: Array, hx: Any) -> tuple[Array, Any, bool, Array | None]:
-        """``(x, hx, train, dropout key)``: x and hx cast to ``dtype`` when one is set."""
-        train = not self.deterministic
-        key = None
-        if train and self.dropout > 0 and self.dropout_rngs is not None:
-            key = self.dropout_rngs()
-        if self.dtype is not None and hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating):
-            x = jnp.asarray(x, self.dtype)
-            if hx is not None:
-                hx = jax.tree.map(
-                    lambda a: jnp.asarray(a, self.dtype) if hasattr(a, "dtype") else a, hx
-                )
-        return x, hx, train, key
-
-
-class RNNBase(_TorchNamedStack):
-    """Shared constructor and call of :class:`RNN`, :class:`LSTM` and :class:`GRU`.
+    Arguments as ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` (checked as torch checks them),
+    plus keyword-only ``dtype`` (computation dtype; None: the promotion of the input and
+    parameter dtypes), ``param_dtype``, ``unroll``, ``impl``, ``remat``, ``chunk`` (see
+    :func:`jaxseq.stack.run_stack`) and ``rngs``. Parameters are ``nnx.Param`` attributes
+    named as torch names them (``weight_ih_l0``, ``bias_hh_l1_reverse`` ...).
 
     Dropout follows torch: applied to the outputs of every layer but the last, in
     training mode only. Modules start in training mode, as torch's do; ``.eval()``
     turns dropout off and ``.train()`` turns it back on. The dropout key comes from the
     ``dropout`` stream of the ``rngs`` given at construction (or the default stream).
+
+    A registered kind gets its module by subclassing: ``class Leaky(RNNBase): kind =
+    "leaky"``; :func:`module_class` finds the subclass of a kind.
     """
 
     kind: str = ""
+    _classes: dict[str, type[RNNBase]] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if cls.kind:
+            RNNBase._classes[cls.kind] = cls
 
     def __init__(
         self,
@@ -116,29 +104,25 @@ class RNNBase(_TorchNamedStack):
         unroll: int = 1,
         impl: Impl | str = "fused",
         remat: int | None = None,
+        chunk: int | None = None,
         rngs: nnx.Rngs,
     ):
+        check_flags(bias=bias, batch_first=batch_first, bidirectional=bidirectional)
         spec = RNNSpec(
-            self.kind,
-            input_size,
-            hidden_size,
-            num_layers,
-            bool(bias),
-            bool(bidirectional),
-            proj_size,
+            self.kind, input_size, hidden_size, num_layers, bias, bidirectional, proj_size
         )
         spec.validate()
-        check_nonlinearity(self.kind, nonlinearity)
-        check_dropout(dropout)
-        if not isinstance(rngs, nnx.Rngs):
-            raise TypeError(f"rngs must be an nnx.Rngs, got {type(rngs).__name__}")
+        rec = spec.recurrence
+        check_nonlinearity(rec, nonlinearity)
+        self.dropout = check_dropout(dropout)
+        checked_impl(rec, impl, remat, chunk)
+        check_rngs(rngs)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
-        self.bias = bool(bias)
+        self.bias = bias
         self.batch_first = batch_first
-        self.dropout = float(dropout)
-        self.bidirectional = bool(bidirectional)
+        self.bidirectional = bidirectional
         self.proj_size = proj_size
         self.nonlinearity = nonlinearity
         self.dtype = dtype
@@ -146,6 +130,7 @@ class RNNBase(_TorchNamedStack):
         self.unroll = unroll
         self.impl = impl
         self.remat = remat
+        self.chunk = chunk
         self.deterministic = False  # torch modules start in training mode
         values = init_params(
             rngs.params(),
@@ -153,15 +138,37 @@ class RNNBase(_TorchNamedStack):
             input_size,
             hidden_size,
             num_layers,
-            bias=self.bias,
-            bidirectional=self.bidirectional,
+            bias=bias,
+            bidirectional=bidirectional,
             proj_size=proj_size,
             dtype=param_dtype,
         )
-        self._set_params(values, rngs, num_layers)
+        self._param_names = tuple(values)
+        for name, value in values.items():
+            setattr(self, name, nnx.Param(value))
+        self.dropout_rngs = rngs["dropout"].fork() if self.dropout > 0 and num_layers > 1 else None
+
+    @property
+    def recurrence(self) -> Recurrence:
+        """The module's recurrence definition (:mod:`jaxseq.recurrences`)."""
+        return get(self.kind)
+
+    def params_dict(self) -> dict[str, Array]:
+        """The parameters as a flat ``{torch name: array}`` dict (for the functional API)."""
+        return {name: getattr(self, name)[...] for name in self._param_names}
 
     def __call__(self, x: Array, hx: Any = None, lengths: Array | None = None) -> tuple[Array, Any]:
-        x, hx, train, key = self._call_inputs(x, hx)
+        """``(out, h_n)`` or ``(out, (h_n, c_n))``; shapes as :func:`jaxseq.stack.run_stack`."""
+        train = not self.deterministic
+        key = None
+        if train and self.dropout > 0 and self.dropout_rngs is not None:
+            key = self.dropout_rngs()
+        if self.dtype is not None and hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating):
+            x = jnp.asarray(x, self.dtype)
+            if hx is not None:
+                hx = jax.tree.map(
+                    lambda a: jnp.asarray(a, self.dtype) if hasattr(a, "dtype") else a, hx
+                )
         return run_stack(
             self.kind,
             self.params_dict(),
@@ -177,19 +184,38 @@ class RNNBase(_TorchNamedStack):
             impl=self.impl,
             dtype=self.dtype,
             remat=self.remat,
+            chunk=self.chunk,
         )
 
 
+def module_class(kind: str | Recurrence, cell: bool = False) -> type[nnx.Module]:
+    """The layer module (or with ``cell=True`` the cell module) of a registered kind:
+    ``module_class("gru") is GRU``, ``module_class("gru", cell=True) is GRUCell``.
+
+    >>> module_class("min_lstm").__name__
+    'MinLSTM'
+    """
+    rec = get(kind)
+    base: Any = RNNCellBase if cell else RNNBase
+    cls = base._classes.get(rec.name)
+    if cls is None:
+        raise ValueError(
+            f"no jaxseq.nn module for kind {rec.name!r}; define one with "
+            f"class {rec.display_name}(jaxseq.nn.{base.__name__}): kind = {rec.name!r}"
+        )
+    return cls
+
+
 class RNN(RNNBase):
-    """Multi-layer Elman RNN, as ``torch.nn.RNN``: ``h' = act(W_ih x + b_ih + W_hh h + b_hh)``.
+    """Multi-layer Elman RNN, as ``torch.nn.RNN``; equations in :mod:`jaxseq.recurrences.elman`.
 
     ``RNN(input_size, hidden_size, num_layers=1, nonlinearity='tanh', bias=True,
     batch_first=False, dropout=0.0, bidirectional=False, *, dtype=None,
-    param_dtype=jnp.float32, unroll=1, impl='fast', remat=None, rngs)``.
+    param_dtype=jnp.float32, unroll=1, impl='fused', remat=None, rngs)``.
 
     Call: ``out, h_n = rnn(x, hx=None, lengths=None)`` with x (T, N, I) (or (N, T, I)
     with ``batch_first``, or unbatched (T, I)), hx (L*D, N, H); out (T, N, D*H), h_n
-    (L*D, N, H). See :func:`jaxseq.rnn` for the meaning of ``lengths``.
+    (L*D, N, H). See :func:`jaxseq.stack.run_stack` for the meaning of ``lengths``.
 
     >>> import jax.numpy as jnp
     >>> from flax import nnx
@@ -213,7 +239,9 @@ class RNN(RNNBase):
         bidirectional: bool = False,
         **kw: Any,
     ):
-        # proj_size is not an RNN argument; RNNSpec.validate() raises torch's error for it.
+        # torch's positional order puts nonlinearity fourth; proj_size is refused with
+        # torch's message by RNNSpec.validate().
+        kw.setdefault("proj_size", 0)
         super().__init__(
             input_size,
             hidden_size,
@@ -222,21 +250,21 @@ class RNN(RNNBase):
             batch_first,
             dropout,
             bidirectional,
-            kw.pop("proj_size", 0),
             nonlinearity=nonlinearity,
             **kw,
         )
 
 
 class LSTM(RNNBase):
-    """Multi-layer LSTM, as ``torch.nn.LSTM`` (gates i, f, g, o; optional ``proj_size``).
+    """Multi-layer LSTM, as ``torch.nn.LSTM`` (optional ``proj_size``); equations in
+    :mod:`jaxseq.recurrences.lstm`.
 
     ``LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
     dropout=0.0, bidirectional=False, proj_size=0, *, dtype=None,
-    param_dtype=jnp.float32, unroll=1, impl='fast', remat=None, rngs)``.
+    param_dtype=jnp.float32, unroll=1, impl='fused', remat=None, rngs)``.
 
     Call: ``out, (h_n, c_n) = lstm(x, hx=None, lengths=None)``; hx is ``(h0, c0)`` with h0
-    (L*D, N, H_out), c0 (L*D, N, H); out (T, N, D*H_out). See :func:`jaxseq.lstm`.
+    (L*D, N, H_out), c0 (L*D, N, H); out (T, N, D*H_out).
 
     >>> import jax.numpy as jnp
     >>> from flax import nnx
@@ -250,15 +278,15 @@ class LSTM(RNNBase):
 
 
 class GRU(RNNBase):
-    """Multi-layer GRU, as ``torch.nn.GRU`` (gates r, z, n; reset after the hidden matmul).
+    """Multi-layer GRU, as ``torch.nn.GRU``; equations in :mod:`jaxseq.recurrences.gru`.
 
     ``GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
     dropout=0.0, bidirectional=False, *, dtype=None, param_dtype=jnp.float32, unroll=1,
-    impl='fast', remat=None, rngs)``.
+    impl='fused', remat=None, rngs)``.
 
     Call: ``out, h_n = gru(x, hx=None, lengths=None)`` with x (T, N, I) (or (N, T, I)
     with ``batch_first``, or unbatched (T, I)), hx (L*D, N, H); out (T, N, D*H), h_n
-    (L*D, N, H). See :func:`jaxseq.gru` for the meaning of ``lengths``.
+    (L*D, N, H).
 
     >>> import jax.numpy as jnp
     >>> from flax import nnx
@@ -271,11 +299,45 @@ class GRU(RNNBase):
     kind = "gru"
 
 
+class MinGRU(RNNBase):
+    """Multi-layer minGRU (Feng et al. 2024); equations in :mod:`jaxseq.recurrences.minimal`.
+
+    ``MinGRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+    dropout=0.0, bidirectional=False, *, dtype=None, param_dtype=jnp.float32,
+    impl='fused', chunk=None, rngs)``, ``impl`` one of the linear kinds'
+    (:func:`jaxseq.stack.run_stack`). Parameters ``weight_ih_l{k}{_reverse}`` (2H, in)
+    and ``bias_ih_l{k}{_reverse}`` (2H,); no ``weight_hh``. Call: ``out, h_n = m(x,
+    hx=None, lengths=None)``, shapes as :class:`GRU`.
+
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> m = MinGRU(3, 4, num_layers=2, bidirectional=True, rngs=nnx.Rngs(0))
+    >>> out, h_n = m(jnp.ones((6, 2, 3)), lengths=jnp.array([6, 2]))
+    >>> out.shape, h_n.shape, m.weight_ih_l1_reverse.shape
+    ((6, 2, 8), (4, 2, 4), (8, 8))
+    """
+
+    kind = "min_gru"
+
+
+class MinLSTM(RNNBase):
+    """Multi-layer minLSTM (Feng et al. 2024); equations in :mod:`jaxseq.recurrences.minimal`.
+
+    Arguments as :class:`MinGRU`, with ``weight_ih`` (3H, in); the carry is h alone (no
+    cell state), so the call returns ``(out, h_n)``.
+
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> m = MinLSTM(3, 4, batch_first=True, impl="fused_parallel", rngs=nnx.Rngs(0))
+    >>> out, h_n = m(jnp.ones((2, 6, 3)))
+    >>> out.shape, h_n.shape, m.weight_ih_l0.shape
+    ((2, 6, 4), (1, 2, 4), (12, 3))
+    """
+
+    kind = "min_lstm"
+
+
 # --------------------------------------------------------------------------- cells
-
-
-def _is_array(a: Any) -> bool:
-    return hasattr(a, "shape") and hasattr(a, "dtype") and hasattr(a, "ndim")
 
 
 class RNNCellBase(nnx.Module):
@@ -307,27 +369,32 @@ class RNNCellBase(nnx.Module):
     """
 
     kind: str = ""
+    _classes: dict[str, type[RNNCellBase]] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if cls.kind:
+            RNNCellBase._classes[cls.kind] = cls
 
     def __init__(
         self,
         input_size: int,
         hidden_size: int,
         bias: bool = True,
+        nonlinearity: str = "tanh",
         *,
-        nonlinearity: str | None = None,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
         # torch's messages for the sizes (as torch.nn.RNN's; torch's cells accept
         # hidden_size=0, a cell without state, which is refused here).
-        RNNSpec(self.kind, input_size, hidden_size, 1, bool(bias)).validate()
+        check_flags(bias=bias)
         rec = self.recurrence
+        check_structure(rec, input_size, hidden_size, 1, 0, cell=True)
         takes_nonlinearity = len(rec.nonlinearities) > 1
-        if takes_nonlinearity and nonlinearity not in rec.nonlinearities:
-            raise ValueError(f"Unknown nonlinearity: {nonlinearity}")
-        if not isinstance(rngs, nnx.Rngs):
-            raise TypeError(f"rngs must be an nnx.Rngs, got {type(rngs).__name__}")
+        check_nonlinearity(rec, nonlinearity)
+        check_rngs(rngs)
         self.input_size = int(input_size)
         self.hidden_size = int(hidden_size)
         self.bias = bool(bias)
@@ -429,87 +496,21 @@ class RNNCellBase(nnx.Module):
     # ------------------------------------------------------------------ call
 
     def params_dict(self) -> dict[str, Array]:
-        """The parameters as a flat ``{torch name: array}`` dict (for :mod:`jaxseq.cells`)."""
+        """The parameters as a flat ``{torch name: array}`` dict (for :func:`jaxseq.lstm_cell` and the others)."""
         return {name: getattr(self, name)[...] for name in self._param_names}
-
-    def _check(self, x: Any, hx: Any) -> list[tuple[str, str, Any]]:
-        """Check x and hx in Python; return ``[(rank label, size label, state), ...]``."""
-        name, H, num_states = self._name, self.hidden_size, self.recurrence.num_states
-        if not _is_array(x):
-            raise TypeError(f"{name}: input must be an array, got {type(x).__name__}")
-        if x.ndim not in (1, 2):
-            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {x.ndim}D instead")
-        if not jnp.issubdtype(x.dtype, jnp.floating):
-            raise TypeError(f"{name}: input must be a floating point array, got dtype {x.dtype}")
-        states: list[tuple[str, str, Any]] = []
-        if hx is not None:
-            if num_states > 1:
-                if not isinstance(hx, (tuple, list)):
-                    raise TypeError(
-                        f"{name}: hx must be a tuple (h_0, c_0), got {type(hx).__name__}"
-                    )
-                if len(hx) != num_states:
-                    raise ValueError(f"{name} expects two hidden states (h_0, c_0), got {len(hx)}")
-                states = [(f"hx[{i}]", f"hidden{i}", h) for i, h in enumerate(hx)]
-            else:
-                if isinstance(hx, (tuple, list)):
-                    raise TypeError(
-                        f"{name}: hx must be a single array for {name}, got a {type(hx).__name__}"
-                    )
-                states = [("hidden", "hidden0", hx)]
-            for label, _, h in states:
-                if not _is_array(h):
-                    raise TypeError(f"{name}: {label} must be an array, got {type(h).__name__}")
-                if h.ndim not in (1, 2):
-                    raise ValueError(
-                        f"{name}: Expected {label} to be 1D or 2D, got {h.ndim}D instead"
-                    )
-        if x.shape[-1] != self.input_size:
-            raise ValueError(
-                f"input has inconsistent input_size: got {x.shape[-1]} expected {self.input_size}"
-            )
-        for label, size_label, h in states:
-            if h.ndim != x.ndim:
-                # torch reports this case through its batch or size checks; say it plainly.
-                raise ValueError(
-                    f"{name}: Expected {label} to be {x.ndim}D for a {x.ndim}D input "
-                    f"({'batched' if x.ndim == 2 else 'unbatched'}), got {h.ndim}D instead"
-                )
-            if x.ndim == 2 and h.shape[0] != x.shape[0]:
-                raise ValueError(
-                    f"Input batch size {x.shape[0]} doesn't match {size_label} batch size "
-                    f"{h.shape[0]}"
-                )
-            if h.shape[-1] != H:
-                raise ValueError(
-                    f"{size_label} has inconsistent hidden_size: got {h.shape[-1]}, expected {H}"
-                )
-            if not jnp.issubdtype(h.dtype, jnp.floating):
-                raise TypeError(
-                    f"{name}: {label} must be a floating point array, got dtype {h.dtype}"
-                )
-        return states
 
     def __call__(self, x: Array, hx: Any = None) -> Any:
         name = self._name
-        states = self._check(x, hx)
+        states = check_cell_inputs(
+            name, x, hx, self.input_size, self.hidden_size, self.recurrence.num_states
+        )
         if self.dtype is not None:
             x = jnp.asarray(x, self.dtype)
             states = [(a, b, jnp.asarray(h, self.dtype)) for a, b, h in states]
         for label, _, h in states:
-            if jnp.dtype(h.dtype) != jnp.dtype(x.dtype):
-                raise TypeError(
-                    f"{name}: input and {label} must have the same dtype, found input of dtype "
-                    f"{jnp.dtype(x.dtype)} and {label} of dtype {h.dtype}"
-                )
+            check_same_dtype(name, label, h, x.dtype)
         params = self.params_dict()
-        if self.dtype is not None:
-            dtype = jnp.dtype(self.dtype)
-        else:
-            # As the layer modules (and Flax): compute in the promotion of the input and
-            # parameter dtypes, even when the caller runs with strict promotion.
-            with jax.numpy_dtype_promotion("standard"):
-                dtype = jnp.dtype(jnp.promote_types(x.dtype, params["weight_ih"].dtype))
+        dtype = compute_dtype(x.dtype, params["weight_ih"].dtype, self.dtype)
         params = {k: v.astype(dtype) for k, v in params.items()}
         unbatched = x.ndim == 1
         x = jnp.asarray(x, dtype)
@@ -533,9 +534,6 @@ class RNNCellBase(nnx.Module):
 class RNNCell(RNNCellBase):
     """An Elman RNN cell, as ``torch.nn.RNNCell``: one time step with act = tanh or relu.
 
-    ::
-
-        h' = act(W_ih x + b_ih + W_hh h + b_hh)
 
     ``RNNCell(input_size, hidden_size, bias=True, nonlinearity='tanh', *, dtype=None,
     param_dtype=jnp.float32, rngs)``.
@@ -545,7 +543,7 @@ class RNNCell(RNNCellBase):
 
     Call: ``h' = cell(x, hx=None)`` with x (N, I) and hx (N, H) -> h' (N, H), or
     unbatched x (I,), hx (H,) -> h' (H,); hx None means zeros. Built on
-    :func:`jaxseq.cells.rnn_cell`. See :class:`RNNCellBase` for dtypes and errors.
+    :func:`jaxseq.rnn_cell`, equations in :mod:`jaxseq.recurrences.elman`. See :class:`RNNCellBase` for dtypes and errors.
 
     >>> import jax.numpy as jnp
     >>> from flax import nnx
@@ -558,43 +556,10 @@ class RNNCell(RNNCellBase):
 
     kind = "rnn"
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        bias: bool = True,
-        nonlinearity: str = "tanh",
-        *,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        rngs: nnx.Rngs,
-    ):
-        super().__init__(
-            input_size,
-            hidden_size,
-            bias,
-            nonlinearity=nonlinearity,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            rngs=rngs,
-        )
-
-    def __call__(self, x: Array, hx: Array | None = None) -> Array:
-        """``h' = act(W_ih x + b_ih + W_hh h + b_hh)``: x (N, I) or (I,), hx (N, H) or (H,)."""
-        return super().__call__(x, hx)
-
 
 class LSTMCell(RNNCellBase):
     """An LSTM cell, as ``torch.nn.LSTMCell`` (gate order i, f, g, o; no projection).
 
-    ::
-
-        i = sigmoid(W_ii x + b_ii + W_hi h + b_hi)
-        f = sigmoid(W_if x + b_if + W_hf h + b_hf)
-        g = tanh(W_ig x + b_ig + W_hg h + b_hg)
-        o = sigmoid(W_io x + b_io + W_ho h + b_ho)
-        c' = f * c + i * g
-        h' = o * tanh(c')
 
     ``LSTMCell(input_size, hidden_size, bias=True, *, dtype=None,
     param_dtype=jnp.float32, rngs)``.
@@ -605,7 +570,7 @@ class LSTMCell(RNNCellBase):
 
     Call: ``h', c' = cell(x, hx=None)`` with x (N, I), hx ``(h, c)`` each (N, H) ->
     h', c' (N, H); or unbatched x (I,), h, c (H,) -> h', c' (H,); hx None means zeros.
-    Built on :func:`jaxseq.cells.lstm_cell`. See :class:`RNNCellBase` for dtypes and
+    Built on :func:`jaxseq.lstm_cell`, equations in :mod:`jaxseq.recurrences.lstm`. See :class:`RNNCellBase` for dtypes and
     errors.
 
     >>> import jax.numpy as jnp
@@ -619,34 +584,10 @@ class LSTMCell(RNNCellBase):
 
     kind = "lstm"
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        bias: bool = True,
-        *,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        rngs: nnx.Rngs,
-    ):
-        super().__init__(
-            input_size, hidden_size, bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs
-        )
-
-    def __call__(self, x: Array, hx: tuple[Array, Array] | None = None) -> tuple[Array, Array]:
-        """``(h', c')`` from x (N, I) or (I,) and hx ``(h, c)``, each (N, H) or (H,)."""
-        return super().__call__(x, hx)
-
 
 class GRUCell(RNNCellBase):
     """A GRU cell, as ``torch.nn.GRUCell`` (gate order r, z, n; reset after the hidden matmul).
 
-    ::
-
-        r  = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
-        z  = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
-        n  = tanh(W_in x + b_in + r * (W_hn h + b_hn))
-        h' = (1 - z) * n + z * h
 
     ``GRUCell(input_size, hidden_size, bias=True, *, dtype=None,
     param_dtype=jnp.float32, rngs)``.
@@ -657,7 +598,7 @@ class GRUCell(RNNCellBase):
 
     Call: ``h' = cell(x, hx=None)`` with x (N, I) and hx (N, H) -> h' (N, H), or
     unbatched x (I,), hx (H,) -> h' (H,); hx None means zeros. Built on
-    :func:`jaxseq.cells.gru_cell`. See :class:`RNNCellBase` for dtypes and errors.
+    :func:`jaxseq.gru_cell`, equations in :mod:`jaxseq.recurrences.gru`. See :class:`RNNCellBase` for dtypes and errors.
 
     >>> import jax.numpy as jnp
     >>> from flax import nnx
@@ -670,156 +611,3 @@ class GRUCell(RNNCellBase):
     """
 
     kind = "gru"
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        bias: bool = True,
-        *,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        rngs: nnx.Rngs,
-    ):
-        super().__init__(
-            input_size, hidden_size, bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs
-        )
-
-    def __call__(self, x: Array, hx: Array | None = None) -> Array:
-        """``h'`` (N, H) or (H,) from x (N, I) or (I,) and hx (N, H) or (H,)."""
-        return super().__call__(x, hx)
-
-
-# --------------------------------------------------------------------------- minGRU / minLSTM
-
-
-class MinRNNBase(_TorchNamedStack):
-    """Shared constructor and call of :class:`MinGRU` and :class:`MinLSTM` (issue #18).
-
-    Constructor and call as :class:`GRU` where they apply (no ``proj_size``,
-    ``nonlinearity``, ``unroll``, ``impl`` or ``remat``), plus ``mode`` (``"auto"``,
-    ``"sequential"``, ``"parallel"``, ``"chunked"``; see :mod:`jaxseq.minimal`) and
-    ``chunk``. Parameters are ``nnx.Param`` attributes with torch's names,
-    ``weight_ih_l{k}{_reverse}`` (G*H, in) and ``bias_ih_l{k}{_reverse}`` (G*H,); there is
-    no ``weight_hh``. Dropout as torch: on the outputs of every layer but the last, in
-    training mode only (``.train()`` / ``.eval()``).
-
-    >>> import jax.numpy as jnp
-    >>> from flax import nnx
-    >>> m = MinGRU(3, 4, mode="parallel", rngs=nnx.Rngs(0))
-    >>> isinstance(m, MinRNNBase), sorted(m.params_dict()), m(jnp.ones((5, 2, 3)))[0].shape
-    (True, ['bias_ih_l0', 'weight_ih_l0'], (5, 2, 4))
-    """
-
-    kind: str = ""
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        *,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        mode: Mode | str = "auto",
-        chunk: int | None = None,
-        rngs: nnx.Rngs,
-    ):
-        MinSpec(
-            self.kind, input_size, hidden_size, num_layers, bool(bias), bool(bidirectional)
-        ).validate()
-        resolve_mode(mode)
-        check_dropout(dropout)
-        if not isinstance(rngs, nnx.Rngs):
-            raise TypeError(f"rngs must be an nnx.Rngs, got {type(rngs).__name__}")
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.bias = bool(bias)
-        self.batch_first = batch_first
-        self.dropout = float(dropout)
-        self.bidirectional = bool(bidirectional)
-        self.dtype = dtype
-        self.param_dtype = param_dtype
-        self.mode = mode
-        self.chunk = chunk
-        self.deterministic = False  # torch modules start in training mode
-        values = init_min_params(
-            rngs.params(),
-            self.kind,
-            input_size,
-            hidden_size,
-            num_layers,
-            bias=self.bias,
-            bidirectional=self.bidirectional,
-            dtype=param_dtype,
-        )
-        self._set_params(values, rngs, num_layers)
-
-    def __call__(
-        self, x: Array, hx: Array | None = None, lengths: Array | None = None
-    ) -> tuple[Array, Array]:
-        x, hx, train, key = self._call_inputs(x, hx)
-        return run_min_stack(
-            self.kind,
-            self.params_dict(),
-            x,
-            hx,
-            lengths,
-            batch_first=self.batch_first,
-            mode=self.mode,
-            dropout=self.dropout,
-            train=train,
-            key=key,
-            dtype=self.dtype,
-            chunk=self.chunk,
-        )
-
-
-class MinGRU(MinRNNBase):
-    """Multi-layer minGRU (Feng et al. 2024): ``h_t = (1 - z) h_{t-1} + z h~``, gates of x only.
-
-    ::
-
-        z = sigmoid(x W_z^T + b_z)      h~ = x W_h^T + b_h      (weight_ih rows [z; h~])
-
-    ``MinGRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-    dropout=0.0, bidirectional=False, *, dtype=None, param_dtype=jnp.float32,
-    mode='auto', chunk=None, rngs)``. Call: ``out, h_n = m(x, hx=None, lengths=None)``,
-    shapes as :class:`GRU`. See :func:`jaxseq.min_gru`.
-
-    >>> import jax.numpy as jnp
-    >>> from flax import nnx
-    >>> m = MinGRU(3, 4, num_layers=2, bidirectional=True, rngs=nnx.Rngs(0))
-    >>> out, h_n = m(jnp.ones((6, 2, 3)), lengths=jnp.array([6, 2]))
-    >>> out.shape, h_n.shape, m.weight_ih_l1_reverse.shape
-    ((6, 2, 8), (4, 2, 4), (8, 8))
-    """
-
-    kind = "min_gru"
-
-
-class MinLSTM(MinRNNBase):
-    """Multi-layer minLSTM (Feng et al. 2024): ``h_t = f' h_{t-1} + i' h~``, gates of x only.
-
-    ::
-
-        f = sigmoid(x W_f^T + b_f)   i = sigmoid(x W_i^T + b_i)   h~ = x W_h^T + b_h
-        f' = f / (f + i)             i' = i / (f + i)             (weight_ih rows [f; i; h~])
-
-    Arguments as :class:`MinGRU`; the carry is h alone (no cell state), so the call
-    returns ``(out, h_n)``. See :func:`jaxseq.min_lstm`.
-
-    >>> import jax.numpy as jnp
-    >>> from flax import nnx
-    >>> m = MinLSTM(3, 4, batch_first=True, rngs=nnx.Rngs(0))
-    >>> out, h_n = m(jnp.ones((2, 6, 3)))
-    >>> out.shape, h_n.shape, m.weight_ih_l0.shape
-    ((2, 6, 4), (1, 2, 4), (12, 3))
-    """
-
-    kind = "min_lstm"

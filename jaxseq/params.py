@@ -9,13 +9,15 @@ A stack's parameters are a flat dict with PyTorch's names and layouts — what a
     bias_ih_l{k}{_reverse}     (G*H,)     both biases, kept separately
     bias_hh_l{k}{_reverse}     (G*H,)
     weight_hr_l{k}{_reverse}   (H_out, H) kinds with a projection (LSTM), proj_size > 0
+
+Linear kinds (minGRU, minLSTM) have ``weight_ih`` and ``bias_ih`` only.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -23,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseq.recurrences import Recurrence, get
-from jaxseq.validation import check_structure
+from jaxseq.validation import check_flags, check_structure
 
 Array = jax.Array
 
@@ -35,6 +37,8 @@ __all__ = [
     "init_rnn",
     "init_lstm",
     "init_gru",
+    "init_min_gru",
+    "init_min_lstm",
     "suffixes",
     "check_shapes",
     "BASES",
@@ -76,6 +80,7 @@ class RNNSpec:
         return self.proj_size if self.proj_size > 0 else self.hidden_size
 
     def validate(self) -> None:
+        check_flags(bias=self.bias, bidirectional=self.bidirectional)
         check_structure(
             get(self.kind), self.input_size, self.hidden_size, self.num_layers, self.proj_size
         )
@@ -123,18 +128,19 @@ def spec_from_params(kind: str, params: Mapping[str, Any]) -> RNNSpec:
     bad = [k for k in params if not _KEY_RE.match(k)]
     if bad:
         raise ValueError(f"{name}: unexpected parameter names {sorted(bad)}")
-    if "weight_ih_l0" not in params or "weight_hh_l0" not in params:
+    required = ["weight_ih_l0"] if rec.is_linear else ["weight_ih_l0", "weight_hh_l0"]
+    if any(k not in params for k in required):
         raise ValueError(
-            f"{name}: params must hold at least 'weight_ih_l0' and 'weight_hh_l0'; got {sorted(params)}"
+            f"{name}: params must hold at least {' and '.join(map(repr, required))}; "
+            f"got {sorted(params)}"
+        )
+    if any(np.ndim(params[k]) != 2 for k in required):
+        shapes = " and ".join(str(tuple(np.shape(params[k]))) for k in required)
+        raise ValueError(
+            f"{name}: {' and '.join(k for k in required)} must be 2-D, got shapes {shapes}"
         )
     layers = {int(m.group(2)) for m in map(_KEY_RE.match, params) if m}
     w_ih0 = params["weight_ih_l0"]
-    w_hh0 = params["weight_hh_l0"]
-    if np.ndim(w_ih0) != 2 or np.ndim(w_hh0) != 2:
-        raise ValueError(
-            f"{name}: weight_ih_l0 and weight_hh_l0 must be 2-D, got shapes "
-            f"{tuple(np.shape(w_ih0))} and {tuple(np.shape(w_hh0))}"
-        )
     gates = rec.num_gates
     if w_ih0.shape[0] % gates:
         raise ValueError(
@@ -209,9 +215,19 @@ def init_params(
     }
 
 
-def init_rnn(
-    key: Array, input_size: int, hidden_size: int, num_layers: int = 1, **kw: Any
-) -> dict[str, Array]:
+def _named_init(kind: str, doc: str) -> Callable[..., dict[str, Array]]:
+    def init(
+        key: Array, input_size: int, hidden_size: int, num_layers: int = 1, **kw: Any
+    ) -> dict[str, Array]:
+        return init_params(key, kind, input_size, hidden_size, num_layers, **kw)
+
+    init.__name__ = init.__qualname__ = f"init_{kind}"
+    init.__doc__ = doc
+    return init
+
+
+init_rnn = _named_init(
+    "rnn",
     """Parameters of ``torch.nn.RNN(input_size, hidden_size, num_layers, ...)``, torch's init.
 
     Keyword arguments as :func:`init_params` (``bias``, ``bidirectional``, ``dtype``).
@@ -220,28 +236,23 @@ def init_rnn(
     >>> p = jaxseq.init_rnn(jax.random.key(0), 3, 4)
     >>> p["weight_ih_l0"].shape, p["weight_hh_l0"].shape   # (1*H, I), (1*H, H)
     ((4, 3), (4, 4))
-    """
-    return init_params(key, "rnn", input_size, hidden_size, num_layers, **kw)
-
-
-def init_lstm(
-    key: Array, input_size: int, hidden_size: int, num_layers: int = 1, **kw: Any
-) -> dict[str, Array]:
+    """,
+)
+init_lstm = _named_init(
+    "lstm",
     """Parameters of ``torch.nn.LSTM(input_size, hidden_size, num_layers, ...)``, torch's init.
 
-    Keyword arguments as :func:`init_params` (``bias``, ``bidirectional``, ``proj_size``, ``dtype``).
+    Keyword arguments as :func:`init_params` (``bias``, ``bidirectional``, ``proj_size``,
+    ``dtype``).
 
     >>> import jax, jaxseq
     >>> p = jaxseq.init_lstm(jax.random.key(0), 3, 4)
     >>> p["weight_ih_l0"].shape, p["weight_hh_l0"].shape   # (4*H, I), (4*H, H)
     ((16, 3), (16, 4))
-    """
-    return init_params(key, "lstm", input_size, hidden_size, num_layers, **kw)
-
-
-def init_gru(
-    key: Array, input_size: int, hidden_size: int, num_layers: int = 1, **kw: Any
-) -> dict[str, Array]:
+    """,
+)
+init_gru = _named_init(
+    "gru",
     """Parameters of ``torch.nn.GRU(input_size, hidden_size, num_layers, ...)``, torch's init.
 
     Keyword arguments as :func:`init_params` (``bias``, ``bidirectional``, ``dtype``).
@@ -250,5 +261,29 @@ def init_gru(
     >>> p = jaxseq.init_gru(jax.random.key(0), 3, 4)
     >>> p["weight_ih_l0"].shape, p["weight_hh_l0"].shape   # (3*H, I), (3*H, H)
     ((12, 3), (12, 4))
-    """
-    return init_params(key, "gru", input_size, hidden_size, num_layers, **kw)
+    """,
+)
+init_min_gru = _named_init(
+    "min_gru",
+    """Parameters of ``MinGRU(input_size, hidden_size, num_layers, ...)``, torch's init.
+
+    Keyword arguments as :func:`init_params` (``bias``, ``bidirectional``, ``dtype``).
+
+    >>> import jax, jaxseq
+    >>> p = jaxseq.init_min_gru(jax.random.key(0), 3, 4, bidirectional=True)
+    >>> {k: v.shape for k, v in p.items() if k.endswith("reverse")}   # rows [z; h~]
+    {'weight_ih_l0_reverse': (8, 3), 'bias_ih_l0_reverse': (8,)}
+    """,
+)
+init_min_lstm = _named_init(
+    "min_lstm",
+    """Parameters of ``MinLSTM(input_size, hidden_size, num_layers, ...)``, torch's init.
+
+    Keyword arguments as :func:`init_params` (``bias``, ``bidirectional``, ``dtype``).
+
+    >>> import jax, jaxseq
+    >>> p = jaxseq.init_min_lstm(jax.random.key(0), 3, 4)
+    >>> p["weight_ih_l0"].shape                 # rows [f; i; h~]
+    (12, 3)
+    """,
+)

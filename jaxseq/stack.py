@@ -1,12 +1,14 @@
 """The functional stack: layers x directions over a flat dict of torch-named parameters.
 
-``jaxseq.rnn``, ``jaxseq.lstm`` and ``jaxseq.gru`` take the same flat dict that a
-``torch.nn.RNN/LSTM/GRU`` ``state_dict()`` holds (as JAX arrays; names and shapes in
-:mod:`jaxseq.params`) and infer the number of layers, the directions, the hidden size,
-``proj_size`` and ``bias`` from its keys and shapes. :func:`run_stack` does the work for
-every kind: it validates the call (:mod:`jaxseq.validation`), builds the (T, N) mask
-once, stacks each layer's weights by direction once, and calls the layer implementation
-(:mod:`jaxseq.impls`) layer after layer, with dropout in between.
+``jaxseq.rnn``, ``jaxseq.lstm``, ``jaxseq.gru``, ``jaxseq.min_gru`` and ``jaxseq.min_lstm``
+take the same flat dict that a ``torch.nn.RNN/LSTM/GRU`` ``state_dict()`` holds (as JAX
+arrays; names and shapes in :mod:`jaxseq.params`) and infer the number of layers, the
+directions, the hidden size, ``proj_size`` and ``bias`` from its keys and shapes.
+:func:`run_stack` does the work for every registered kind: it validates the call
+(:mod:`jaxseq.validation`), builds the (T, N) mask once, stacks each layer's weights by
+direction once, and calls the layer implementation (:mod:`jaxseq.impls`) layer after
+layer, with dropout in between. The named wrappers only bind the kind; their options
+(:class:`StackOptions`) are documented once, on :func:`run_stack`.
 
 Shapes of the call (L = num_layers, D = 2 if bidirectional else 1, H_out = proj_size or H)::
 
@@ -21,29 +23,31 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 import jax
 import jax.numpy as jnp
+from typing_extensions import Unpack
 
-from jaxseq.impls import LAYER_IMPLS, REMAT_IMPLS
+from jaxseq.impls import checked_impl, impls_for
 from jaxseq.params import BASES, spec_from_params, suffixes
 from jaxseq.recurrences import get
 from jaxseq.scan import length_mask
 from jaxseq.validation import (
     Impl,
     check_dropout,
+    check_flags,
     check_hx,
-    check_impl,
     check_input,
     check_lengths,
     check_nonlinearity,
     check_unroll,
+    compute_dtype,
 )
 
 Array = jax.Array
 
-__all__ = ["run_stack", "rnn", "lstm", "gru"]
+__all__ = ["StackOptions", "run_stack", "rnn", "lstm", "gru", "min_gru", "min_lstm"]
 
 
 def _dropout(key: Array, x: Array, rate: float) -> Array:
@@ -77,14 +81,9 @@ def _vary_like(a: Any, axes: tuple[str, ...]) -> Any:
 def time_major(x: Any, param_dtype: Any, dtype: Any, batch_first: bool) -> tuple[Array, Any, bool]:
     """The stacks' input layout: ``(x as (T, N, I), compute dtype, unbatched)``.
 
-    ``dtype`` None: the promotion of the input and parameter dtypes (an explicit,
-    documented choice, as Flax: even when the caller runs with strict promotion). An
-    unbatched (T, I) input gets a unit batch axis; ``batch_first`` input is transposed.
+    ``dtype`` None: :func:`jaxseq.validation.compute_dtype`. An unbatched (T, I) input gets a unit batch axis; ``batch_first`` input is transposed.
     """
-    if dtype is None:
-        with jax.numpy_dtype_promotion("standard"):
-            dtype = jnp.promote_types(x.dtype, jnp.dtype(param_dtype))
-    dtype = jnp.dtype(dtype)
+    dtype = compute_dtype(x.dtype, param_dtype, dtype)
     unbatched = x.ndim == 2
     if unbatched:
         x = x[:, None, :]
@@ -122,6 +121,21 @@ def output_layout(
     return (jnp.swapaxes(x, 0, 1) if batch_first else x), states
 
 
+class StackOptions(TypedDict, total=False):
+    """The keyword options of :func:`run_stack` and the named wrappers (meanings there)."""
+
+    nonlinearity: str
+    batch_first: bool
+    dropout: float
+    train: bool
+    key: Array | None
+    unroll: int
+    impl: Impl | str
+    dtype: Any
+    remat: int | None
+    chunk: int | None
+
+
 def run_stack(
     kind: str,
     params: Mapping[str, Any],
@@ -138,18 +152,61 @@ def run_stack(
     impl: Impl | str = "fused",
     dtype: Any = None,
     remat: int | None = None,
+    chunk: int | None = None,
 ) -> tuple[Array, Any]:
-    """The stack for any registered kind; :func:`rnn`, :func:`lstm`, :func:`gru` call it.
+    """The stack of any registered kind: layers x directions, masked by lengths.
 
-    Returns ``(output, h_n)``, or ``(output, (h_n, c_n))`` for kinds whose carry is
-    ``(h, c)``; arguments as :func:`lstm`.
+    Args:
+      kind: a registered kind (``"rnn"``, ``"lstm"``, ``"gru"``, ``"min_gru"``,
+        ``"min_lstm"``, or one added with :func:`jaxseq.recurrences.register`).
+      params: flat dict of torch-named parameters (see :mod:`jaxseq.params`); the number
+        of layers, directions, sizes, ``bias`` and ``proj_size`` are read from it.
+      x: (T, N, I), or (N, T, I) with ``batch_first=True``, or unbatched (T, I).
+      hx: optional initial state, zeros when None: h0 (L*D, N, H_out), or for kinds with
+        a cell state (LSTM) a pair ``(h0, c0)`` with c0 (L*D, N, H); unbatched: no N.
+      lengths: optional (N,) integer array (or list) of valid lengths in [0, T], unsorted
+        and repeated values allowed. Output at ``t >= lengths[n]`` is 0, the final state
+        is the state at each row's last valid step, the reverse direction starts at each
+        row's last valid element; length 0 gives zero output and ``h_n = h0``. Traced
+        lengths (under ``jit``) are not range-checked; values above T act as T and
+        negative values as 0.
+      nonlinearity: ``"tanh"`` or ``"relu"`` for the Elman RNN; ignored by kinds with a
+        fixed nonlinearity.
+      batch_first: input and output are (N, T, ...).
+      dropout: dropout probability on the outputs of every layer but the last.
+      train: apply dropout (needs ``key`` when ``dropout > 0`` and there are 2+ layers).
+      key: PRNG key for dropout.
+      unroll: ``jax.lax.scan`` unroll factor.
+      impl: the layer implementation (:mod:`jaxseq.impls`), same values and gradients up
+        to rounding. Every kind: ``"fused"`` (default: the fast path), ``"unfused"``
+        (projection hoisted, one plain masked scan per direction), ``"reference"`` (the
+        cell inside a plain masked scan: slow and obviously correct). Gated kinds also
+        ``"fused_loop"`` / ``"fused_hoisted"`` (the input projection forced into the
+        per-step matmul / before the scan, :mod:`jaxseq.fused`); linear kinds
+        ``"fused_scan"``, ``"fused_parallel"``, ``"fused_chunked"``.
+      dtype: computation dtype; default: the promotion of the input and parameter dtypes.
+      remat: None, or a chunk length K (gated kinds' fused implementations): checkpoint
+        every K steps and recompute inside each chunk on the backward pass, so training
+        memory grows like T/K + K instead of T (try K about sqrt(T)).
+      chunk: the chunk length of ``impl="fused_chunked"`` (default about sqrt(T)).
+
+    Returns:
+      ``(output, h_n)``, or ``(output, (h_n, c_n))`` for kinds with a cell state:
+      output (T, N, D*H_out), h_n (L*D, N, H_out), c_n (L*D, N, H).
+
+    >>> import jax, jax.numpy as jnp, jaxseq
+    >>> p = jaxseq.init_params(jax.random.key(0), "min_lstm", 3, 4)
+    >>> out, h_n = jaxseq.run_stack("min_lstm", p, jnp.ones((5, 2, 3)), lengths=[5, 2])
+    >>> out.shape, h_n.shape, float(abs(out[2:, 1]).max())
+    ((5, 2, 4), (1, 2, 4), 0.0)
     """
     rec = get(kind)
     name = rec.display_name
     spec = spec_from_params(rec.name, params)
     check_nonlinearity(rec, nonlinearity)
     check_dropout(dropout)
-    impl = check_impl(impl, list(LAYER_IMPLS), remat, REMAT_IMPLS)
+    check_flags(batch_first=batch_first, train=train)
+    impl = checked_impl(rec, impl, remat, chunk)
     check_unroll(unroll)
     check_input(name, x, spec.input_size)
 
@@ -173,9 +230,11 @@ def run_stack(
     if train and dropout > 0 and L > 1 and key is None:
         raise ValueError(f"{name}: dropout={dropout} in training mode needs a PRNG key (key=...)")
 
-    layer_fn = LAYER_IMPLS[impl]
+    layer_fn = impls_for(rec)[impl]
     if remat is not None:
         layer_fn = functools.partial(layer_fn, remat=int(remat))
+    if chunk is not None:
+        layer_fn = functools.partial(layer_fn, chunk=int(chunk))
     x, mask, states, vma = align_inputs(x, mask, states, dtype)
     finals: list[tuple[Array, ...]] = []
     with jax.named_scope(f"jaxseq.{name}"):
@@ -212,24 +271,13 @@ def rnn(
     x: Any,
     hx: Any = None,
     lengths: Any = None,
-    *,
-    nonlinearity: str = "tanh",
-    batch_first: bool = False,
-    dropout: float = 0.0,
-    train: bool = False,
-    key: Array | None = None,
-    unroll: int = 1,
-    impl: Impl | str = "fused",
-    dtype: Any = None,
-    remat: int | None = None,
+    **options: Unpack[StackOptions],
 ) -> tuple[Array, Array]:
-    """Multi-layer Elman RNN, as ``torch.nn.RNN`` (``h' = act(W_ih x + b_ih + W_hh h + b_hh)``).
+    """Multi-layer Elman RNN, as ``torch.nn.RNN``; equations in :mod:`jaxseq.recurrences.elman`.
 
-    Arguments as :func:`lstm`, plus ``nonlinearity``: ``'tanh'`` (default) or ``'relu'``;
-    ``hx`` is h0 (L*D, N, H).
-
-    Returns:
-      ``(output, h_n)``: output (T, N, D*H), h_n (L*D, N, H).
+    ``hx`` is h0 (L*D, N, H); ``options`` as :func:`run_stack`, with ``nonlinearity``
+    ``'tanh'`` (default) or ``'relu'``. Returns ``(output, h_n)``: output (T, N, D*H),
+    h_n (L*D, N, H).
 
     >>> import jax, jax.numpy as jnp, jaxseq
     >>> params = jaxseq.init_rnn(jax.random.key(0), input_size=3, hidden_size=5, num_layers=2)
@@ -237,22 +285,7 @@ def rnn(
     >>> out.shape, h_n.shape, float(abs(out[3:, 1]).max())
     ((7, 4, 5), (2, 4, 5), 0.0)
     """
-    return run_stack(
-        "rnn",
-        params,
-        x,
-        hx,
-        lengths,
-        nonlinearity=nonlinearity,
-        batch_first=batch_first,
-        dropout=dropout,
-        train=train,
-        key=key,
-        unroll=unroll,
-        impl=impl,
-        dtype=dtype,
-        remat=remat,
-    )
+    return run_stack("rnn", params, x, hx, lengths, **options)
 
 
 def lstm(
@@ -260,55 +293,14 @@ def lstm(
     x: Any,
     hx: Any = None,
     lengths: Any = None,
-    *,
-    batch_first: bool = False,
-    dropout: float = 0.0,
-    train: bool = False,
-    key: Array | None = None,
-    unroll: int = 1,
-    impl: Impl | str = "fused",
-    dtype: Any = None,
-    remat: int | None = None,
+    **options: Unpack[StackOptions],
 ) -> tuple[Array, tuple[Array, Array]]:
-    """Multi-layer LSTM, as ``torch.nn.LSTM`` (gate order i, f, g, o; optional ``proj_size``).
+    """Multi-layer LSTM, as ``torch.nn.LSTM`` (optional ``proj_size``); equations in
+    :mod:`jaxseq.recurrences.lstm`.
 
-    Per layer and direction (see :func:`jaxseq.cells.lstm_cell`)::
-
-        i = sigmoid(W_ii x + b_ii + W_hi h + b_hi)     f = sigmoid(W_if x + b_if + W_hf h + b_hf)
-        g = tanh(W_ig x + b_ig + W_hg h + b_hg)        o = sigmoid(W_io x + b_io + W_ho h + b_ho)
-        c' = f * c + i * g                             h' = o * tanh(c')   (W_hr o*tanh(c') if projected)
-
-    Args:
-      params: flat dict of torch-named parameters (see :mod:`jaxseq.params`); the number
-        of layers, directions, sizes, ``bias`` and ``proj_size`` are read from it.
-      x: (T, N, I), or (N, T, I) with ``batch_first=True``, or unbatched (T, I).
-      hx: optional initial state ``(h0, c0)`` with h0 (L*D, N, H_out), c0 (L*D, N, H)
-        (the RNN and GRU take h0 alone); zeros when None.
-      lengths: optional (N,) integer array (or list) of valid lengths in [0, T], unsorted
-        and repeated values allowed. Output at ``t >= lengths[n]`` is 0, the final state
-        is the state at each row's last valid step, the reverse direction starts at each
-        row's last valid element; length 0 gives zero output and ``h_n = h0``. Traced
-        lengths (under ``jit``) are not range-checked; values above T act as T and
-        negative values as 0.
-      batch_first: input and output are (N, T, ...).
-      dropout: dropout probability on the outputs of every layer but the last.
-      train: apply dropout (needs ``key`` when ``dropout > 0`` and there are 2+ layers).
-      key: PRNG key for dropout.
-      unroll: ``jax.lax.scan`` unroll factor.
-      impl: ``"fused"`` (default: directions fused in one scan, custom VJP, the input
-        projection hoisted out of the scan, or for the LSTM on CPU part of the per-step
-        matmul; ``"fused_loop"`` / ``"fused_hoisted"`` force one placement; see
-        :mod:`jaxseq.fused`), ``"unfused"`` (projection hoisted, one plain masked scan
-        per direction) or ``"reference"`` (the cell, input matmul included, inside a plain
-        masked scan: slow and obviously correct). The old names ``"fast"``,
-        ``"fast_loop"``, ``"fast_hoisted"`` and ``"hoisted"`` still work and warn.
-      dtype: computation dtype; default: the promotion of the input and parameter dtypes.
-      remat: None, or a chunk length K (fused implementations only): checkpoint every K
-        steps and recompute inside each chunk on the backward pass, so training memory
-        grows like T/K + K instead of T (try K about sqrt(T)). Same values and gradients.
-
-    Returns:
-      ``(output, (h_n, c_n))``: output (T, N, D*H_out), h_n (L*D, N, H_out), c_n (L*D, N, H).
+    ``hx`` is ``(h0, c0)``, h0 (L*D, N, H_out), c0 (L*D, N, H); ``options`` as
+    :func:`run_stack`. Returns ``(output, (h_n, c_n))``: output (T, N, D*H_out), h_n
+    (L*D, N, H_out), c_n (L*D, N, H).
 
     >>> import jax, jax.numpy as jnp, jaxseq
     >>> params = jaxseq.init_lstm(jax.random.key(0), 3, 5, bidirectional=True, proj_size=2)
@@ -316,21 +308,7 @@ def lstm(
     >>> out.shape, h_n.shape, c_n.shape
     ((7, 4, 4), (2, 4, 2), (2, 4, 5))
     """
-    return run_stack(
-        "lstm",
-        params,
-        x,
-        hx,
-        lengths,
-        batch_first=batch_first,
-        dropout=dropout,
-        train=train,
-        key=key,
-        unroll=unroll,
-        impl=impl,
-        dtype=dtype,
-        remat=remat,
-    )
+    return run_stack("lstm", params, x, hx, lengths, **options)
 
 
 def gru(
@@ -338,27 +316,12 @@ def gru(
     x: Any,
     hx: Any = None,
     lengths: Any = None,
-    *,
-    batch_first: bool = False,
-    dropout: float = 0.0,
-    train: bool = False,
-    key: Array | None = None,
-    unroll: int = 1,
-    impl: Impl | str = "fused",
-    dtype: Any = None,
-    remat: int | None = None,
+    **options: Unpack[StackOptions],
 ) -> tuple[Array, Array]:
-    """Multi-layer GRU, as ``torch.nn.GRU`` (gate order r, z, n; reset after the hidden matmul).
+    """Multi-layer GRU, as ``torch.nn.GRU``; equations in :mod:`jaxseq.recurrences.gru`.
 
-    Per layer and direction (see :func:`jaxseq.cells.gru_cell`)::
-
-        r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)     z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
-        n = tanh(W_in x + b_in + r * (W_hn h + b_hn))  h' = (1 - z) * n + z * h
-
-    Arguments as :func:`lstm`; ``hx`` is h0 (L*D, N, H).
-
-    Returns:
-      ``(output, h_n)``: output (T, N, D*H), h_n (L*D, N, H).
+    ``hx`` is h0 (L*D, N, H); ``options`` as :func:`run_stack`. Returns
+    ``(output, h_n)``: output (T, N, D*H), h_n (L*D, N, H).
 
     >>> import jax, jax.numpy as jnp, jaxseq
     >>> params = jaxseq.init_gru(jax.random.key(0), 3, 5, num_layers=2)
@@ -366,18 +329,51 @@ def gru(
     >>> out.shape, h_n.shape
     ((4, 7, 5), (2, 4, 5))
     """
-    return run_stack(
-        "gru",
-        params,
-        x,
-        hx,
-        lengths,
-        batch_first=batch_first,
-        dropout=dropout,
-        train=train,
-        key=key,
-        unroll=unroll,
-        impl=impl,
-        dtype=dtype,
-        remat=remat,
-    )
+    return run_stack("gru", params, x, hx, lengths, **options)
+
+
+def min_gru(
+    params: Mapping[str, Any],
+    x: Any,
+    hx: Any = None,
+    lengths: Any = None,
+    **options: Unpack[StackOptions],
+) -> tuple[Array, Array]:
+    """Multi-layer minGRU (Feng et al. 2024), a GRU whose gates read the input only;
+    equations in :mod:`jaxseq.recurrences.minimal`.
+
+    ``params``: ``weight_ih_l{k}{_reverse}`` (2H, in), ``bias_ih_l{k}{_reverse}`` (2H,)
+    (see :func:`jaxseq.init_min_gru`); ``hx`` is h0 (L*D, N, H); ``options`` as
+    :func:`run_stack`, with the linear kinds' implementations. Returns ``(output, h_n)``.
+
+    >>> import jax, jax.numpy as jnp, jaxseq
+    >>> params = jaxseq.init_min_gru(jax.random.key(0), 3, 5, bidirectional=True)
+    >>> x = jax.random.normal(jax.random.key(1), (7, 4, 3))
+    >>> out, h_n = jaxseq.min_gru(params, x, lengths=[7, 3, 0, 5], impl="fused_parallel")
+    >>> ref, h_ref = jaxseq.min_gru(params, x, lengths=[7, 3, 0, 5], impl="reference")
+    >>> out.shape, h_n.shape, bool(jnp.allclose(out, ref, atol=1e-6)), float(abs(out[3:, 1]).max())
+    ((7, 4, 10), (2, 4, 5), True, 0.0)
+    """
+    return run_stack("min_gru", params, x, hx, lengths, **options)
+
+
+def min_lstm(
+    params: Mapping[str, Any],
+    x: Any,
+    hx: Any = None,
+    lengths: Any = None,
+    **options: Unpack[StackOptions],
+) -> tuple[Array, Array]:
+    """Multi-layer minLSTM (Feng et al. 2024): normalised forget and input gates of x only;
+    equations in :mod:`jaxseq.recurrences.minimal`.
+
+    There is no cell state: the carry is h alone. Arguments and returns as
+    :func:`min_gru`, with ``weight_ih`` (3H, in) and ``bias_ih`` (3H,).
+
+    >>> import jax, jax.numpy as jnp, jaxseq
+    >>> params = jaxseq.init_min_lstm(jax.random.key(0), 3, 5, num_layers=2)
+    >>> out, h_n = jaxseq.min_lstm(params, jnp.ones((4, 7, 3)), batch_first=True)
+    >>> out.shape, h_n.shape
+    ((4, 7, 5), (2, 4, 5))
+    """
+    return run_stack("min_lstm", params, x, hx, lengths, **options)

@@ -74,6 +74,7 @@ import optax
 from flax import nnx
 
 from jaxseq import interop
+from jaxseq.interop.state_dict import to_numpy
 
 __all__ = [
     "check_parity",
@@ -389,7 +390,7 @@ def copy_weights(torch_module: Any, jax_module: nnx.Module, strict: bool = True)
 
 def _to_host(a: Any) -> Any:
     if hasattr(a, "detach"):  # a torch.Tensor
-        return interop._to_numpy(a)
+        return to_numpy(a)
     if isinstance(a, (np.ndarray, np.generic, jax.Array)):
         return np.asarray(jax.device_get(a))
     return a

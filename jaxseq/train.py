@@ -55,7 +55,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.experimental import multihost_utils
 
+from jaxseq import train_state
 from seqfile.history import History  # shared with torchseq.train
 from seqfile.training_state import restore_history
 
@@ -363,17 +365,15 @@ class TrainStep:
             self.model = model
         self.graphdef, self.params, self.rest = _split_params(self.model)
         if self.mesh is not None:
-            self.params, self.rest = self._replicate((self.params, self.rest))
+            self.params, self.rest = self.replicate((self.params, self.rest))
         self.opt_state = self.tx.init(self.params)
         if self.mesh is not None:
-            self.opt_state = self._replicate(self.opt_state)
+            self.opt_state = self.replicate(self.opt_state)
 
-    def _replicate(self, tree: Any) -> Any:
+    def replicate(self, tree: Any) -> Any:
         """``tree`` placed replicated over the mesh (every process passes the same values)."""
         if jax.process_count() == 1:
             return jax.device_put(tree, self._replicated)
-        from jax.experimental import multihost_utils
-
         # device_put cannot target other processes' devices: each process supplies its
         # (identical) copy as the replicated global array.
         return multihost_utils.host_local_array_to_global_array(
@@ -407,8 +407,6 @@ class TrainStep:
             )
         counts = [n]
         if jax.process_count() > 1:  # agree on one padded size: every process's row count
-            from jax.experimental import multihost_utils
-
             counts = [int(c) for c in multihost_utils.process_allgather(np.array(n, np.int64))]
         k = self._local_shards
         rows = -(-max(counts) // k) * k  # rows per process after padding
@@ -467,8 +465,6 @@ class TrainStep:
         start) and keeps the model's train/eval mode. With ``checkpoint_dir``, first
         resumes from the newest valid checkpoint there, if any (see :func:`fit`).
         """
-        from jaxseq import train_state
-
         if save_every is not None and save_every < 1:
             raise ValueError(f"save_every must be >= 1, got {save_every}")
         history, first_epoch, done = History(), 0, 0

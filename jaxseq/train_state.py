@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 import jax
 import jax.numpy as jnp
@@ -50,8 +50,21 @@ from jaxseq.interop import load_torch_state_dict, to_torch_state_dict
 from seqfile import training_state as ts
 from seqfile.history import History
 
-if TYPE_CHECKING:
-    from jaxseq.train import TrainStep
+
+class TrainStep(Protocol):
+    """What this module needs of a :class:`jaxseq.train.TrainStep` (named here, not
+    imported: ``jaxseq.train`` imports this module)."""
+
+    model: nnx.Module
+    opt_state: Any
+    mesh: Any
+
+    def sync(self) -> None: ...
+
+    def reset(self) -> None: ...
+
+    def replicate(self, tree: Any) -> Any: ...
+
 
 __all__ = ["optimizer_family", "optimizer_detail", "state_tensors", "save", "load", "restore"]
 
@@ -259,7 +272,7 @@ def load(step: TrainStep, state: ts.TrainingState) -> None:
 
     opt_state = visit(template, "")
     if step.mesh is not None:
-        step.opt_state = step._replicate(opt_state)
+        step.opt_state = step.replicate(opt_state)
     else:
         step.opt_state = opt_state
 

@@ -7,31 +7,39 @@ opt-in checks that also work under ``jit``) uses the same lengths message.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
-from jaxseq.recurrences import Recurrence
+from jaxseq.recurrences import Recurrence, get
 
 Array = jax.Array
 
-#: The layer implementations (see :mod:`jaxseq.impls`).
-Impl = Literal["fused", "fused_loop", "fused_hoisted", "unfused", "reference"]
-
-#: Old ``impl`` names, accepted with a ``DeprecationWarning`` for one release.
-DEPRECATED_IMPLS: dict[str, str] = {
-    "fast": "fused",
-    "fast_loop": "fused_loop",
-    "fast_hoisted": "fused_hoisted",
-    "hoisted": "unfused",
-}
+#: The layer implementations (see :mod:`jaxseq.impls`): every kind takes ``"fused"``,
+#: ``"unfused"`` and ``"reference"``; gated kinds also ``"fused_loop"`` and
+#: ``"fused_hoisted"``, linear kinds ``"fused_scan"``, ``"fused_parallel"`` and
+#: ``"fused_chunked"``.
+Impl = Literal[
+    "fused",
+    "fused_loop",
+    "fused_hoisted",
+    "fused_scan",
+    "fused_parallel",
+    "fused_chunked",
+    "unfused",
+    "reference",
+]
 
 #: The message for lengths outside [0, T]; ``jaxseq.checks`` formats it under jit too.
 LENGTHS_RANGE = "lengths must lie in [0, T] = [0, {T}], got min {lo} and max {hi}"
+
+
+def _is_array(a: Any) -> bool:
+    return hasattr(a, "shape") and hasattr(a, "dtype") and hasattr(a, "ndim")
 
 
 def is_concrete(a: Any) -> bool:
@@ -47,21 +55,39 @@ def shape_str(shape: Sequence[int]) -> str:
 # --------------------------------------------------------------------------- structure
 
 
+def check_flags(**flags: Any) -> None:
+    """torch's check of boolean constructor flags: ``bias should be of type bool, got: int``.
+
+    A truthy string such as ``"False"`` would otherwise silently mean True.
+    """
+    for field, v in flags.items():
+        if not isinstance(v, bool):
+            raise TypeError(f"{field} should be of type bool, got: {type(v).__name__}")
+
+
 def check_structure(
-    rec: Recurrence, input_size: Any, hidden_size: Any, num_layers: Any, proj_size: Any
+    rec: Recurrence,
+    input_size: Any,
+    hidden_size: Any,
+    num_layers: Any,
+    proj_size: Any,
+    *,
+    cell: bool = False,
 ) -> None:
-    """torch's constructor checks of sizes, layers and ``proj_size``."""
+    """torch's constructor checks of sizes, layers and ``proj_size``. torch's cells
+    (``cell=True``) accept ``input_size=0``; its layers do not."""
     for field, v in (
         ("input_size", input_size),
         ("hidden_size", hidden_size),
         ("num_layers", num_layers),
+        ("proj_size", proj_size),
     ):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
             raise TypeError(f"{field} should be of type int, got: {type(v).__name__}")
+    if input_size < 0 or (input_size == 0 and not cell):
+        raise ValueError("input_size must be greater than zero")
     if hidden_size <= 0:
         raise ValueError("hidden_size must be greater than zero")
-    if input_size < 0:
-        raise ValueError("input_size must be non-negative")
     if num_layers <= 0:
         raise ValueError("num_layers must be greater than zero")
     if proj_size < 0:
@@ -78,12 +104,16 @@ def check_nonlinearity(kind: str | Recurrence, nonlinearity: str) -> None:
     Kinds with a single, fixed nonlinearity ignore the argument, as torch's LSTM and GRU
     have none.
     """
-    from jaxseq.recurrences import get
-
     allowed = get(kind).nonlinearities
     if len(allowed) > 1 and nonlinearity not in allowed:
         options = " or ".join(f"'{a}'" for a in allowed)
         raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from {options}.")
+
+
+def check_rngs(rngs: Any) -> None:
+    """Modules draw their parameters (and dropout masks) from an ``nnx.Rngs``."""
+    if not isinstance(rngs, nnx.Rngs):
+        raise TypeError(f"rngs must be an nnx.Rngs, got {type(rngs).__name__}")
 
 
 def check_dropout(dropout: Any) -> float:
@@ -96,27 +126,29 @@ def check_dropout(dropout: Any) -> float:
     return float(dropout)
 
 
-def check_impl(impl: Any, known: Sequence[str], remat: Any, remat_impls: Sequence[str]) -> str:
-    """The ``impl`` name (old names warn and map to new ones); checks ``remat`` against it."""
-    if impl in DEPRECATED_IMPLS:
-        new = DEPRECATED_IMPLS[impl]
-        warnings.warn(
-            f"impl={impl!r} is deprecated and will be removed in the next release; "
-            f"use impl={new!r} (same computation)",
-            DeprecationWarning,
-            stacklevel=4,
-        )
-        impl = new
-    if impl not in known:
-        raise ValueError(f"Unknown impl {impl!r}; expected one of {sorted(known)}")
-    if remat is not None:
-        if not isinstance(remat, (int, np.integer)) or isinstance(remat, bool) or remat < 1:
+def check_impl(
+    name: str,
+    impl: Any,
+    known: Sequence[str],
+    remat: Any = None,
+    remat_impls: Sequence[str] = (),
+    chunk: Any = None,
+    chunk_impls: Sequence[str] = (),
+) -> str:
+    """The ``impl`` name, one of ``known`` (those serving the kind ``name``); ``remat`` and
+    ``chunk`` checked against it."""
+    if not isinstance(impl, str) or impl not in known:
+        raise ValueError(f"{name}: Unknown impl {impl!r}; expected one of {sorted(known)}")
+    for label, value, allowed in (("remat", remat, remat_impls), ("chunk", chunk, chunk_impls)):
+        if value is None:
+            continue
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValueError(
-                f"remat must be None or a positive integer chunk length, got {remat!r}"
+                f"{label} must be None or a positive integer chunk length, got {value!r}"
             )
-        if impl not in remat_impls:
+        if impl not in allowed:
             raise ValueError(
-                f"remat is supported by impl in {list(remat_impls)}, got impl={impl!r}"
+                f"{name}: {label} is supported by impl in {list(allowed)}, got impl={impl!r}"
             )
     return impl
 
@@ -170,6 +202,79 @@ def check_lengths(name: str, lengths: Any, batch: int, T: int, unbatched: bool) 
     return jnp.asarray(lengths).reshape(batch).astype(jnp.int32)
 
 
+def check_cell_inputs(
+    name: str, x: Any, hx: Any, input_size: int, H: int, num_states: int
+) -> list[tuple[str, str, Any]]:
+    """A cell's x and hx, checked in Python as torch checks them; returns
+    ``[(rank label, size label, state), ...]``."""
+    if not _is_array(x):
+        raise TypeError(f"{name}: input must be an array, got {type(x).__name__}")
+    if x.ndim not in (1, 2):
+        raise ValueError(f"{name}: Expected input to be 1D or 2D, got {x.ndim}D instead")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name}: input must be a floating point array, got dtype {x.dtype}")
+    states: list[tuple[str, str, Any]] = []
+    if hx is not None:
+        if num_states > 1:
+            if not isinstance(hx, (tuple, list)):
+                raise TypeError(f"{name}: hx must be a tuple (h_0, c_0), got {type(hx).__name__}")
+            if len(hx) != num_states:
+                raise ValueError(f"{name} expects two hidden states (h_0, c_0), got {len(hx)}")
+            states = [(f"hx[{i}]", f"hidden{i}", h) for i, h in enumerate(hx)]
+        else:
+            if isinstance(hx, (tuple, list)):
+                raise TypeError(
+                    f"{name}: hx must be a single array for {name}, got a {type(hx).__name__}"
+                )
+            states = [("hidden", "hidden0", hx)]
+        for label, _, h in states:
+            if not _is_array(h):
+                raise TypeError(f"{name}: {label} must be an array, got {type(h).__name__}")
+            if h.ndim not in (1, 2):
+                raise ValueError(f"{name}: Expected {label} to be 1D or 2D, got {h.ndim}D instead")
+    if x.shape[-1] != input_size:
+        raise ValueError(
+            f"input has inconsistent input_size: got {x.shape[-1]} expected {input_size}"
+        )
+    for label, size_label, h in states:
+        if h.ndim != x.ndim:
+            # torch reports this case through its batch or size checks; say it plainly.
+            raise ValueError(
+                f"{name}: Expected {label} to be {x.ndim}D for a {x.ndim}D input "
+                f"({'batched' if x.ndim == 2 else 'unbatched'}), got {h.ndim}D instead"
+            )
+        if x.ndim == 2 and h.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"Input batch size {x.shape[0]} doesn't match {size_label} batch size {h.shape[0]}"
+            )
+        if h.shape[-1] != H:
+            raise ValueError(
+                f"{size_label} has inconsistent hidden_size: got {h.shape[-1]}, expected {H}"
+            )
+        if not jnp.issubdtype(h.dtype, jnp.floating):
+            raise TypeError(f"{name}: {label} must be a floating point array, got dtype {h.dtype}")
+    return states
+
+
+def check_same_dtype(name: str, label: str, h: Any, dtype: Any) -> None:
+    """An initial state must have the input's dtype (as torch)."""
+    if jnp.dtype(h.dtype) != jnp.dtype(dtype):
+        raise TypeError(
+            f"{name}: input and {label} must have the same dtype, found input of dtype "
+            f"{jnp.dtype(dtype)} and {label} of dtype {h.dtype}"
+        )
+
+
+def compute_dtype(x_dtype: Any, param_dtype: Any, dtype: Any = None) -> Any:
+    """The computation dtype: ``dtype`` if given, else the promotion of the input and
+    parameter dtypes (an explicit, documented choice, as Flax: even when the caller runs
+    with strict promotion)."""
+    if dtype is None:
+        with jax.numpy_dtype_promotion("standard"):
+            dtype = jnp.promote_types(x_dtype, jnp.dtype(param_dtype))
+    return jnp.dtype(dtype)
+
+
 def check_hidden(name: str, label: str, h: Any, expected: tuple[int, ...], dtype: Any) -> Array:
     """One initial state: an array of the expected shape and the input's floating dtype."""
     if not hasattr(h, "shape") or not hasattr(h, "dtype"):
@@ -178,11 +283,7 @@ def check_hidden(name: str, label: str, h: Any, expected: tuple[int, ...], dtype
         raise ValueError(f"Expected {label} size {tuple(expected)}, got {shape_str(h.shape)}")
     if not jnp.issubdtype(h.dtype, jnp.floating):
         raise TypeError(f"{name}: {label} must be a floating point array, got dtype {h.dtype}")
-    if jnp.dtype(h.dtype) != jnp.dtype(dtype):
-        raise TypeError(
-            f"{name}: input and {label} must have the same dtype, found input of dtype "
-            f"{jnp.dtype(dtype)} and {label} of dtype {h.dtype}"
-        )
+    check_same_dtype(name, label, h, dtype)
     return jnp.asarray(h)
 
 

@@ -32,7 +32,7 @@ import pytest
 from _torch_ref import KINDS, Structure, random_params, run_torch
 
 import jaxseq
-from jaxseq.layers import LAYER_IMPLS
+from jaxseq.impls import LAYER_IMPLS
 
 TOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
 IMPLS = ("reference", "fused")

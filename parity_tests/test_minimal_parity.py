@@ -62,7 +62,9 @@ def _torch_run(m, x, hx, r_out, r_h, mode):
 @functools.cache
 def _jax_grad(kind, mode):
     def loss(p, x, hx, lengths, r_out, r_h):
-        out, h_n = RUN[kind](p, x, hx, lengths, mode=mode)
+        out, h_n = RUN[kind](
+            p, x, hx, lengths, impl={"sequential": "unfused"}.get(mode, "fused_" + mode)
+        )
         return jnp.sum(out * r_out) + jnp.sum(h_n * r_h), (out, h_n)
 
     return jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True))
@@ -119,7 +121,7 @@ def test_jax_parallel_equals_torch_batch_first_unbatched():
     torch.manual_seed(2)
     tm = torchseq.MinGRU(I, H, batch_first=True, bidirectional=True, dtype=torch.float64)
     jm = jaxseq.nn.MinGRU(
-        I, H, batch_first=True, bidirectional=True, mode="parallel",
+        I, H, batch_first=True, bidirectional=True, impl="fused_parallel",
         param_dtype=jnp.float64, rngs=nnx.Rngs(0),
     )  # fmt: skip
     jaxseq.interop.load_torch_state_dict(jm, tm.state_dict())

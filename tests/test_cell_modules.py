@@ -392,11 +392,23 @@ CONSTRUCTOR_ERRORS = [
     # (class, args, kwargs, exception, message)
     ("LSTMCell", (3, 0), {}, ValueError, "hidden_size must be greater than zero"),
     ("GRUCell", (3, -1), {}, ValueError, "hidden_size must be greater than zero"),
-    ("RNNCell", (-1, 4), {}, ValueError, "input_size must be non-negative"),
+    ("RNNCell", (-1, 4), {}, ValueError, "input_size must be greater than zero"),
     ("GRUCell", (3.0, 4), {}, TypeError, "input_size should be of type int, got: float"),
     ("LSTMCell", (3, 4.0), {}, TypeError, "hidden_size should be of type int, got: float"),
-    ("RNNCell", (3, 4), {"nonlinearity": "sigmoid"}, ValueError, "Unknown nonlinearity: sigmoid"),
-    ("RNNCell", (3, 4, True, "Tanh"), {}, ValueError, "Unknown nonlinearity: Tanh"),
+    (
+        "RNNCell",
+        (3, 4),
+        {"nonlinearity": "sigmoid"},
+        ValueError,
+        "Unknown nonlinearity 'sigmoid'. Select from 'tanh' or 'relu'.",
+    ),
+    (
+        "RNNCell",
+        (3, 4, True, "Tanh"),
+        {},
+        ValueError,
+        "Unknown nonlinearity 'Tanh'. Select from 'tanh' or 'relu'.",
+    ),
     ("GRUCell", (3, 4), {"rngs": 0}, TypeError, "rngs must be an nnx.Rngs, got int"),
     ("LSTMCell", (3, 4), {"rngs": None}, TypeError, "rngs must be an nnx.Rngs, got NoneType"),
 ]

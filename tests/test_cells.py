@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseq import cells
+import jaxseq
+from jaxseq.recurrences import get as get_kind
 
 N, I, H, P = 3, 4, 5, 2
 
@@ -57,7 +58,7 @@ def np_gru(p, h, x):
 
 
 def _params(rng, kind, bias=True, proj=0):
-    G = cells.NUM_GATES[kind]
+    G = get_kind(kind).num_gates
     Hout = proj or H
     p = {
         "weight_ih": rng.uniform(-1, 1, (G * H, I)),
@@ -80,7 +81,7 @@ def _j(p, dtype=jnp.float64):
 def test_rnn_cell_matches_numpy(act, bias):
     rng = np.random.default_rng(0)
     p, h, x = _params(rng, "rnn", bias), rng.standard_normal((N, H)), rng.standard_normal((N, I))
-    h2, y = cells.rnn_cell(_j(p), jnp.asarray(h), jnp.asarray(x), act)
+    h2, y = jaxseq.rnn_cell(_j(p), jnp.asarray(h), jnp.asarray(x), act)
     want = np_rnn(p, h, x, act)
     np.testing.assert_allclose(h2, want, rtol=0, atol=1e-14)
     np.testing.assert_array_equal(y, h2)
@@ -96,7 +97,7 @@ def test_lstm_cell_matches_numpy(bias, proj):
         rng.standard_normal((N, H)),
         rng.standard_normal((N, I)),
     )
-    (h2, c2), y = cells.lstm_cell(_j(p), (jnp.asarray(h), jnp.asarray(c)), jnp.asarray(x))
+    (h2, c2), y = jaxseq.lstm_cell(_j(p), (jnp.asarray(h), jnp.asarray(c)), jnp.asarray(x))
     want_h, want_c = np_lstm(p, h, c, x)
     assert h2.shape == (N, proj or H) and c2.shape == (N, H)
     np.testing.assert_allclose(h2, want_h, rtol=0, atol=1e-14)
@@ -108,7 +109,7 @@ def test_lstm_cell_matches_numpy(bias, proj):
 def test_gru_cell_matches_numpy(bias):
     rng = np.random.default_rng(2)
     p, h, x = _params(rng, "gru", bias), rng.standard_normal((N, H)), rng.standard_normal((N, I))
-    h2, y = cells.gru_cell(_j(p), jnp.asarray(h), jnp.asarray(x))
+    h2, y = jaxseq.gru_cell(_j(p), jnp.asarray(h), jnp.asarray(x))
     np.testing.assert_allclose(h2, np_gru(p, h, x), rtol=0, atol=1e-14)
     np.testing.assert_array_equal(y, h2)
 
@@ -117,7 +118,7 @@ def test_gru_reset_applies_after_hidden_bias():
     """With b_hn != 0, reset-before-matmul (Haiku) or no b_hn (Flax) give other values."""
     rng = np.random.default_rng(3)
     p, h, x = _params(rng, "gru"), rng.standard_normal((N, H)), rng.standard_normal((N, I))
-    got = np.asarray(cells.gru_cell(_j(p), jnp.asarray(h), jnp.asarray(x))[0])
+    got = np.asarray(jaxseq.gru_cell(_j(p), jnp.asarray(h), jnp.asarray(x))[0])
     np.testing.assert_allclose(got, np_gru(p, h, x), rtol=0, atol=1e-14)
     q = dict(p)
     q["bias_hh"] = p["bias_hh"].copy()
@@ -133,8 +134,8 @@ def test_cell_is_projection_plus_step(kind):
     x = jnp.asarray(rng.standard_normal((N, I)))
     h = jnp.asarray(rng.standard_normal((N, H)))
     carry = (h, jnp.asarray(rng.standard_normal((N, H)))) if kind == "lstm" else h
-    a = cells.get_cell(kind)(p, carry, x)
-    b = cells.get_step(kind)(p, carry, cells.input_projection(p, x))
+    a = get_kind(kind).cell()(p, carry, x)
+    b = get_kind(kind).step_fn()(p, carry, jaxseq.recurrences.input_projection(p, x))
     for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(u, v)
 
@@ -148,7 +149,7 @@ def test_cell_dtype_in_equals_dtype_out(kind, dtype):
     carry = (
         (jnp.asarray(h, dtype), jnp.asarray(c, dtype)) if kind == "lstm" else jnp.asarray(h, dtype)
     )
-    new, y = cells.get_cell(kind)(_j(p, dtype), carry, jnp.asarray(x, dtype))
+    new, y = get_kind(kind).cell()(_j(p, dtype), carry, jnp.asarray(x, dtype))
     assert all(leaf.dtype == dtype for leaf in jax.tree.leaves((new, y)))
     want = {
         "rnn": lambda: np_rnn(p, h, x, "tanh"),
@@ -160,9 +161,9 @@ def test_cell_dtype_in_equals_dtype_out(kind, dtype):
 
 def test_get_cell_unknown_kind():
     with pytest.raises(ValueError, match="Unknown RNN kind 'lstmx'"):
-        cells.get_cell("lstmx")
+        get_kind("lstmx").cell()
     with pytest.raises(ValueError, match="Unknown RNN kind 'lstmx'"):
-        cells.get_step("lstmx")
+        get_kind("lstmx").step_fn()
 
 
 def test_relu_cell_differs_from_tanh():
@@ -170,6 +171,6 @@ def test_relu_cell_differs_from_tanh():
     rng = np.random.default_rng(6)
     p = _j(_params(rng, "rnn"))
     x, h = jnp.asarray(rng.standard_normal((N, I))), jnp.asarray(rng.standard_normal((N, H)))
-    y_relu = np.asarray(cells.rnn_cell(p, h, x, "relu")[1])
-    y_tanh = np.asarray(cells.rnn_cell(p, h, x, "tanh")[1])
+    y_relu = np.asarray(jaxseq.rnn_cell(p, h, x, "relu")[1])
+    y_tanh = np.asarray(jaxseq.rnn_cell(p, h, x, "tanh")[1])
     assert (y_relu == 0).any() and (y_relu >= 0).all() and (y_tanh < 0).any()

@@ -143,7 +143,7 @@ def test_leaky_rnn_through_the_stack(num_layers, bidirectional, impl, remat):
     lengths = jnp.asarray(LENGTHS)
 
     def ours(p, x, h0):
-        return jaxseq.layers.run_stack("leaky", p, x, h0, lengths, impl=impl, remat=remat)
+        return jaxseq.run_stack("leaky", p, x, h0, lengths, impl=impl, remat=remat)
 
     def ref(p, x, h0):
         return loop_reference(p, x, h0, LENGTHS, num_layers, bidirectional)

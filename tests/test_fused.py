@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 import jaxseq
+from jaxseq import run_stack
 from jaxseq.fused import default_projection
-from jaxseq.layers import run_stack
 
 T, N, I, H = 6, 4, 3, 5
 

@@ -78,14 +78,14 @@ def _data(kind, dtype, num_layers=2, bidirectional=True, bias=True, seed=0):
 
 
 @functools.cache
-def _forward(kind, mode, chunk=None):
-    return jax.jit(lambda p, x, hx, lengths: RUN[kind](p, x, hx, lengths, mode=mode, chunk=chunk))
+def _forward(kind, impl, chunk=None):
+    return jax.jit(lambda p, x, hx, lengths: RUN[kind](p, x, hx, lengths, impl=impl, chunk=chunk))
 
 
 @functools.cache
-def _grads(kind, mode, chunk=None):
+def _grads(kind, impl, chunk=None):
     def loss(p, x, hx, lengths, r_out, r_h):
-        out, h_n = RUN[kind](p, x, hx, lengths, mode=mode, chunk=chunk)
+        out, h_n = RUN[kind](p, x, hx, lengths, impl=impl, chunk=chunk)
         return jnp.sum(out * r_out) + jnp.sum(h_n * r_h)
 
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
@@ -100,31 +100,31 @@ def _grads(kind, mode, chunk=None):
 )
 def test_sequential_matches_numpy_loop(kind, num_layers, bidirectional, bias):
     params, x, hx = _data(kind, jnp.float64, num_layers, bidirectional, bias)
-    out, h_n = _forward(kind, "sequential")(params, x, hx, jnp.asarray(LENGTHS))
+    out, h_n = _forward(kind, "unfused")(params, x, hx, jnp.asarray(LENGTHS))
     ref_out, ref_h = np_stack(kind, params, x, np.asarray(hx), LENGTHS)
     np.testing.assert_allclose(out, ref_out, rtol=0, atol=1e-12)
     np.testing.assert_allclose(h_n, ref_h, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("mode", ["scan", "parallel", "chunked"])
+@pytest.mark.parametrize("impl", ["fused_scan", "fused_parallel", "fused_chunked"])
 @pytest.mark.parametrize("dtype,tol", [(jnp.float64, 1e-10), (jnp.float32, 1e-5)])
-def test_parallel_matches_sequential_with_gradients(kind, mode, dtype, tol):
+def test_parallel_matches_sequential_with_gradients(kind, impl, dtype, tol):
     params, x, hx = _data(kind, dtype)
     lengths = jnp.asarray(LENGTHS)
     k1, k2 = jax.random.split(jax.random.key(7))
     r_out = jax.random.normal(k1, (T, N, 2 * H), dtype)
     r_h = jax.random.normal(k2, (4, N, H), dtype)
-    chunk = 3 if mode == "chunked" else None  # T = 7: a ragged last chunk
+    chunk = 3 if impl == "fused_chunked" else None  # T = 7: a ragged last chunk
     args = (params, x, hx, lengths, r_out, r_h)
-    v_ref, g_ref = _grads(kind, "sequential")(*args)
-    v, g = _grads(kind, mode, chunk)(*args)
+    v_ref, g_ref = _grads(kind, "unfused")(*args)
+    v, g = _grads(kind, impl, chunk)(*args)
     np.testing.assert_allclose(v, v_ref, rtol=tol, atol=tol)
-    out_ref, h_ref = _forward(kind, "sequential")(params, x, hx, lengths)
-    out, h_n = _forward(kind, mode, chunk)(params, x, hx, lengths)
+    out_ref, h_ref = _forward(kind, "unfused")(params, x, hx, lengths)
+    out, h_n = _forward(kind, impl, chunk)(params, x, hx, lengths)
     np.testing.assert_allclose(out, out_ref, rtol=0, atol=tol)
     np.testing.assert_allclose(h_n, h_ref, rtol=0, atol=tol)
-    assert float(jnp.abs(out[3:, 1]).max()) == 0.0  # padding exactly zero in every mode
+    assert float(jnp.abs(out[3:, 1]).max()) == 0.0  # padding exactly zero in every impl
     for got, want in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref), strict=True):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
@@ -174,11 +174,11 @@ def test_masking_matches_each_row_alone(kind):
     params, x, hx = _data(kind, jnp.float64)
     lengths = jnp.asarray(LENGTHS)
     x_nan = x.at[5:, 1].set(jnp.nan)  # padding of row 1 may hold anything
-    out, h_n = _forward(kind, "auto")(params, x_nan, hx, lengths)
+    out, h_n = _forward(kind, "fused")(params, x_nan, hx, lengths)
     np.testing.assert_array_equal(out[:, 2], 0.0)
     np.testing.assert_array_equal(h_n[:, 2], hx[:, 2])  # length 0: h_n = h0
     np.testing.assert_array_equal(out[3:, 1], 0.0)
-    full = _forward(kind, "sequential")
+    full = _forward(kind, "unfused")
     for n, length in enumerate(LENGTHS):
         if length == 0:
             continue
@@ -186,7 +186,9 @@ def test_masking_matches_each_row_alone(kind):
         np.testing.assert_allclose(out[:length, n : n + 1], o, rtol=0, atol=1e-12)
         np.testing.assert_allclose(h_n[:, n : n + 1], h, rtol=0, atol=1e-12)
 
-    gx = jax.grad(lambda x: jnp.sum(RUN[kind](params, x, hx, lengths, mode="parallel")[0] ** 2))(x)
+    gx = jax.grad(
+        lambda x: jnp.sum(RUN[kind](params, x, hx, lengths, impl="fused_parallel")[0] ** 2)
+    )(x)
     np.testing.assert_array_equal(gx[3:, 1], 0.0)
     np.testing.assert_array_equal(gx[:, 2], 0.0)
 
@@ -198,7 +200,7 @@ def test_lengths_are_traced_one_compile():
     @jax.jit
     def f(lengths):
         traces.append(1)
-        return jaxseq.min_gru(params, x, hx, lengths, mode="parallel")[1]
+        return jaxseq.min_gru(params, x, hx, lengths, impl="fused_parallel")[1]
 
     h_a = f(jnp.asarray([7, 3, 0, 5], jnp.int32))
     h_b = f(jnp.asarray([1, 7, 2, 0], jnp.int32))
@@ -212,11 +214,11 @@ def test_lengths_are_traced_one_compile():
 def test_batch_first_unbatched_and_default_hx(kind):
     params, x, _ = _data(kind, jnp.float64, num_layers=1, bidirectional=True)
     run = RUN[kind]
-    out, h_n = run(params, x, mode="parallel")
-    out_bf, h_bf = run(params, jnp.swapaxes(x, 0, 1), batch_first=True, mode="parallel")
+    out, h_n = run(params, x, impl="fused_parallel")
+    out_bf, h_bf = run(params, jnp.swapaxes(x, 0, 1), batch_first=True, impl="fused_parallel")
     np.testing.assert_allclose(jnp.swapaxes(out_bf, 0, 1), out, atol=1e-13)
     np.testing.assert_allclose(h_bf, h_n, atol=1e-13)
-    out_u, h_u = run(params, x[:, 1], mode="sequential")  # unbatched (T, I)
+    out_u, h_u = run(params, x[:, 1], impl="unfused")  # unbatched (T, I)
     np.testing.assert_allclose(out_u, out[:, 1], atol=1e-12)
     np.testing.assert_allclose(h_u, h_n[:, 1], atol=1e-12)
     ref_out, ref_h = np_stack(kind, params, x, np.zeros((2, N, H)), [T] * N)
@@ -228,8 +230,8 @@ def test_errors_are_raised_in_python():
     params, x, hx = _data("min_gru", jnp.float32)
     with pytest.raises(ValueError, match="input_size"):
         jaxseq.min_gru(params, x[..., :2])
-    with pytest.raises(ValueError, match="Unknown mode"):
-        jaxseq.min_gru(params, x, mode="fast")
+    with pytest.raises(ValueError, match="Unknown impl"):
+        jaxseq.min_gru(params, x, impl="fast")
     with pytest.raises(ValueError, match="Expected hidden size"):
         jaxseq.min_gru(params, x, hx[:2])
     with pytest.raises(ValueError, match="lengths"):
@@ -259,7 +261,7 @@ def test_modules_call_the_functional_stack(cls):
     x = jax.random.normal(jax.random.key(3), (N, T, I), jnp.float32)
     out, h_n = m(x, lengths=jnp.asarray(LENGTHS))
     ref_out, ref_h = RUN[m.kind](
-        m.params_dict(), x, lengths=jnp.asarray(LENGTHS), batch_first=True, mode="sequential"
+        m.params_dict(), x, lengths=jnp.asarray(LENGTHS), batch_first=True, impl="unfused"
     )
     np.testing.assert_allclose(out, ref_out, atol=1e-5)
     np.testing.assert_allclose(h_n, ref_h, atol=1e-5)
@@ -301,10 +303,13 @@ def test_every_mode_under_shard_map():
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("batch",))
     params, x, _ = _data("min_lstm", jnp.float64)
     lengths = jnp.asarray(LENGTHS)
-    for mode in ("sequential", "chunked"):  # "scan" and "parallel" share the folded path
+    for impl in (
+        "unfused",
+        "fused_chunked",
+    ):  # "fused_scan" and "fused_parallel" share the folded path
 
-        def loss(p, x, lengths, mode=mode):
-            out = jaxseq.min_lstm(p, x, lengths=lengths, mode=mode)[0]
+        def loss(p, x, lengths, impl=impl):
+            out = jaxseq.min_lstm(p, x, lengths=lengths, impl=impl)[0]
             return jnp.mean(out**2)
 
         def per_device(p, x, lengths, loss=loss):
@@ -318,9 +323,9 @@ def test_every_mode_under_shard_map():
             np.testing.assert_allclose(g[k], g1[k], rtol=1e-10, atol=1e-14)
 
 
-@pytest.mark.parametrize("mode", ["sequential", "scan", "parallel", "chunked"])
-def test_empty_sequence_gives_h0(mode):
+@pytest.mark.parametrize("impl", ["unfused", "fused_scan", "fused_parallel", "fused_chunked"])
+def test_empty_sequence_gives_h0(impl):
     params, _, hx = _data("min_gru", jnp.float64)
-    out, h_n = jaxseq.min_gru(params, jnp.zeros((0, N, I)), hx, mode=mode)
+    out, h_n = jaxseq.min_gru(params, jnp.zeros((0, N, I)), hx, impl=impl)
     assert out.shape == (0, N, 2 * H)
     np.testing.assert_array_equal(h_n, hx)

@@ -132,3 +132,50 @@ def test_wheel_requires_torch_only_in_the_extra(tmp_path):
         sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / package).rglob("*.py")}
         assert sources and sources <= set(names), sorted(sources - set(names))
     assert not any(n.startswith(("tests/", "parity_tests/", "examples/")) for n in names)
+
+
+def _jaxseq_import_graph() -> dict[str, set[str]]:
+    """``{module: modules of jaxseq it imports}``, from every import statement of the
+    package (module level and function level; docstrings are not code)."""
+    import ast
+
+    root = pathlib.Path(__file__).resolve().parent.parent / "jaxseq"
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                # `from pkg import sub` imports the submodule where one exists.
+                subs = [f"{node.module}.{a.name}" for a in node.names]
+                targets = [s for s in subs if s in modules] or [node.module]
+            else:
+                continue
+            graph[name] |= {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def test_no_import_cycles():
+    graph = _jaxseq_import_graph()
+    assert graph["jaxseq.interop.convert"] >= {"jaxseq.interop.state_dict"}  # the graph is real
+    # The package's own __init__ imports every public module; a submodule importing
+    # ``jaxseq`` itself would close a cycle through it, so "jaxseq" stays in the graph.
+    cycles, done = [], set()
+
+    def visit(node: str, path: list[str]) -> None:  # depth-first, with the path on the stack
+        for nxt in sorted(graph[node]):
+            if nxt in path:
+                cycles.append(path[path.index(nxt) :] + [nxt])
+            elif nxt not in done:
+                visit(nxt, path + [nxt])
+        done.add(node)
+
+    for start in sorted(graph):
+        if start not in done:
+            visit(start, [start])
+    assert not cycles, f"import cycles in jaxseq: {cycles[:5]}"

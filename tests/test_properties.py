@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 import jaxseq
-from jaxseq import cells
+from jaxseq.recurrences import get as get_kind
 from jaxseq.scan import masked_scan
 
 T, N, I, H = 5, 3, 2, 3
@@ -197,7 +197,7 @@ def test_reverse_direction_is_forward_over_reversed_sequences(kind, lengths, see
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
 def test_cell_gradients_match_finite_differences(kind):
     rng = np.random.default_rng(0)
-    G = cells.NUM_GATES[kind]
+    G = get_kind(kind).num_gates
     p = {
         "weight_ih": rng.uniform(-1, 1, (G * H, I)),
         "weight_hh": rng.uniform(-1, 1, (G * H, H)),
@@ -208,7 +208,7 @@ def test_cell_gradients_match_finite_differences(kind):
     h = jnp.asarray(rng.standard_normal((2, H)))
     carry = (h, jnp.asarray(rng.standard_normal((2, H)))) if kind == "lstm" else h
     x = jnp.asarray(rng.standard_normal((2, I)))
-    check_grads(cells.get_cell(kind), (p, carry, x), order=1, modes=("rev", "fwd"), eps=1e-6)
+    check_grads(get_kind(kind).cell(), (p, carry, x), order=1, modes=("rev", "fwd"), eps=1e-6)
 
 
 def test_masked_scan_gradients_match_finite_differences():
@@ -220,7 +220,7 @@ def test_masked_scan_gradients_match_finite_differences():
     lengths = jnp.asarray([4, 0, 5], jnp.int32)
     for reverse in (False, True):
         f = jax.jit(
-            lambda p, c, xs, r=reverse: masked_scan(cells.lstm_cell, p, c, xs, lengths, reverse=r)
+            lambda p, c, xs, r=reverse: masked_scan(jaxseq.lstm_cell, p, c, xs, lengths, reverse=r)
         )
         check_grads(f, (p, carry, xs), order=1, modes=("rev",), eps=1e-6)
 

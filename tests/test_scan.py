@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import jaxseq
-from jaxseq import cells
+from jaxseq.recurrences import get as get_kind
 from jaxseq.scan import masked_scan
 
 T, N, I, H = 5, 4, 3, 4
@@ -27,7 +27,7 @@ FNS = {"rnn": jaxseq.rnn, "lstm": jaxseq.lstm, "gru": jaxseq.gru}
 
 
 def _cell_params(rng, kind, in_size=I):
-    G = cells.NUM_GATES[kind]
+    G = get_kind(kind).num_gates
     return {
         "weight_ih": jnp.asarray(rng.uniform(-0.5, 0.5, (G * H, in_size))),
         "weight_hh": jnp.asarray(rng.uniform(-0.5, 0.5, (G * H, H))),
@@ -67,7 +67,7 @@ def test_masked_scan_equals_python_loop(kind, reverse):
     rng = np.random.default_rng(0)
     p, carry = _cell_params(rng, kind), _carry(rng, kind)
     xs = jnp.asarray(rng.standard_normal((T, N, I)))
-    cell = cells.get_cell(kind)
+    cell = get_kind(kind).cell()
     final, ys = masked_scan(cell, p, carry, xs, jnp.asarray(LENGTHS), reverse=reverse)
     want_final, want_ys = loop_reference(cell, p, carry, xs, LENGTHS, reverse)
     np.testing.assert_allclose(ys, want_ys, rtol=0, atol=1e-14)
@@ -87,7 +87,7 @@ def test_masked_scan_length_zero_keeps_carry_exactly():
     xs = jnp.asarray(rng.standard_normal((T, N, I)))
     for reverse in (False, True):
         final, ys = masked_scan(
-            cells.lstm_cell, p, carry, xs, jnp.asarray(LENGTHS), reverse=reverse
+            jaxseq.lstm_cell, p, carry, xs, jnp.asarray(LENGTHS), reverse=reverse
         )
         np.testing.assert_array_equal(np.asarray(ys)[:, 1], 0.0)
         for a, b in zip(final, carry, strict=True):
@@ -104,7 +104,7 @@ def _stack_params(rng, kind, layers, bidirectional):
 
 def stack_loop_reference(kind, params, x, h0, c0, lengths, layers, bidirectional):
     """Layers x directions by :func:`loop_reference`, PyTorch's h_n order (l0f, l0r, l1f...)."""
-    cell = cells.get_cell(kind)
+    cell = get_kind(kind).cell()
     D = 2 if bidirectional else 1
     inp, h_n, c_n = x, [], []
     for layer in range(layers):

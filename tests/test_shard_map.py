@@ -48,7 +48,7 @@ SCRIPT = textwrap.dedent(
             )
 
             def loss(p, x, lengths):
-                out, state = jaxseq.layers.run_stack(kind, p, x, None, lengths, impl=impl)
+                out, state = jaxseq.run_stack(kind, p, x, None, lengths, impl=impl)
                 return jnp.sum(jnp.sin(out)) + sum(jnp.sum(s**2) for s in jax.tree.leaves(state))
 
             def local(p, x, lengths):  # each device: its slice; psum gives the whole batch

@@ -1,7 +1,7 @@
 """Open pages of the built site in headless Chromium: no console error, no failed request.
 
 Not part of the build or the test suite (it needs a browser): a manual check, see
-"Building the docs" in README.md. Needs Debian's ``chromium`` and the ``playwright``
+"Building the docs" in CONTRIBUTING.md. Needs Debian's ``chromium`` and the ``playwright``
 package, which drives that Chromium (it downloads no browser of its own here)::
 
     python -m http.server -d docs/_build/html 8765 &

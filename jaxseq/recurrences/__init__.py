@@ -1,13 +1,14 @@
 """One definition per recurrence kind, and the registry the rest of jaxseq dispatches on.
 
 :class:`Recurrence` (in :mod:`jaxseq.recurrences.base`) holds everything that differs
-between kinds; ``elman.py``, ``lstm.py`` and ``gru.py`` each define and register one.
+between kinds; ``elman.py``, ``lstm.py`` and ``gru.py`` each define and register one gated kind;
+``minimal.py`` registers minGRU and minLSTM, built with :func:`linear_kind`.
 A new kind is one more such definition and a call to :func:`register`; see
 ``tests/test_extensibility.py`` for a leaky Elman RNN defined entirely in a test file.
 
 >>> import jaxseq.recurrences as rec
->>> [k in rec.registered() for k in ("rnn", "lstm", "gru")], rec.get("lstm").num_gates
-([True, True, True], 4)
+>>> sorted(rec.registered()), rec.get("lstm").num_gates, rec.get("min_gru").is_linear
+(['gru', 'lstm', 'min_gru', 'min_lstm', 'rnn'], 4, True)
 """
 
 from jaxseq.recurrences.base import (
@@ -16,14 +17,16 @@ from jaxseq.recurrences.base import (
     get,
     input_projection,
     linear,
+    linear_kind,
     register,
     registered,
     torch_uniform_init,
     unregister,
 )
-from jaxseq.recurrences.elman import RNN_TANH_RELU, rnn_cell, rnn_step
-from jaxseq.recurrences.gru import GRU, gru_cell, gru_step
-from jaxseq.recurrences.lstm import LSTM, lstm_cell, lstm_step
+from jaxseq.recurrences.elman import RNN_TANH_RELU, rnn_step
+from jaxseq.recurrences.gru import GRU, gru_step
+from jaxseq.recurrences.lstm import LSTM, lstm_step
+from jaxseq.recurrences.minimal import MIN_GRU, MIN_LSTM
 
 __all__ = [
     "Kind",
@@ -34,14 +37,14 @@ __all__ = [
     "unregister",
     "input_projection",
     "linear",
+    "linear_kind",
     "torch_uniform_init",
     "RNN_TANH_RELU",
     "LSTM",
     "GRU",
+    "MIN_GRU",
+    "MIN_LSTM",
     "rnn_step",
     "lstm_step",
     "gru_step",
-    "rnn_cell",
-    "lstm_cell",
-    "gru_cell",
 ]

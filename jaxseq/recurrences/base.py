@@ -61,11 +61,12 @@ Array = jax.Array
 Params = Mapping[str, Array]
 
 #: The kinds that ship with jaxseq. Registered kinds are plain strings too.
-Kind = Literal["rnn", "lstm", "gru"]
+Kind = Literal["rnn", "lstm", "gru", "min_gru", "min_lstm"]
 
 __all__ = [
     "Kind",
     "Recurrence",
+    "linear_kind",
     "register",
     "get",
     "registered",
@@ -130,7 +131,10 @@ class Recurrence:
       display_name: the class name used in messages, as torch's (``"LSTM"``).
       num_gates: G; ``weight_ih`` / ``weight_hh`` have G*H rows.
       step: the reference step ``step(params, carry, gx, nonlinearity) -> (carry, y)``.
-      forward, backward, gate_grads: the fused path's pieces (module docstring).
+      forward, backward, gate_grads: the fused path's pieces (module docstring); None for
+        linear kinds.
+      coefficients: linear kinds only (see :func:`linear_kind`): ``coefficients(gx) ->
+        (a, b)``, each (..., H), of the recurrence ``h_t = a_t * h_{t-1} + b_t``.
       cell_state: the carry is ``(h, c)`` (LSTM) rather than ``h``.
       projection: the kind supports ``proj_size`` (``weight_hr``).
       nonlinearities: the accepted ``nonlinearity`` values, the first the default.
@@ -145,15 +149,19 @@ class Recurrence:
         backend by default (:func:`jaxseq.fused.default_projection`): ``"hoisted"``
         (one matmul before the scan) or ``"loop"`` (in the per-step matmul).
       init: ``init(key, shape, dtype, hidden_size) -> array`` for every parameter.
+      torch_twin: the PyTorch layer class of the kind, as ``"module:name"`` (e.g.
+        ``"torch.nn:LSTM"``), for :func:`jaxseq.interop.from_torch` / ``to_torch``; its
+        cell class, where there is one, is the same name with ``Cell`` appended.
     """
 
     name: str
     display_name: str
     num_gates: int
     step: StepFn
-    forward: Callable[..., tuple[Any, Array, tuple[Array, ...]]]
-    backward: Callable[..., tuple[Any, Any]]
-    gate_grads: Callable[..., tuple[Array, Array, dict[str, Array]]]
+    forward: Callable[..., tuple[Any, Array, tuple[Array, ...]]] | None = None
+    backward: Callable[..., tuple[Any, Any]] | None = None
+    gate_grads: Callable[..., tuple[Array, Array, dict[str, Array]]] | None = None
+    coefficients: Callable[[Array], tuple[Array, Array]] | None = None
     cell_state: bool = False
     projection: bool = False
     nonlinearities: tuple[str, ...] = ("tanh",)
@@ -161,6 +169,15 @@ class Recurrence:
     dgh_slot: int | None = None
     cpu_projection: Literal["loop", "hoisted"] = "hoisted"
     init: Callable[[Array, tuple[int, ...], Any, int], Array] = torch_uniform_init
+    torch_twin: str | None = None
+
+    # ----------------------------------------------------------------- family
+
+    @property
+    def is_linear(self) -> bool:
+        """A linear kind: gates of the input only, ``h_t = a_t * h_{t-1} + b_t``, no
+        ``weight_hh`` (minGRU, minLSTM; see :func:`linear_kind`)."""
+        return self.coefficients is not None
 
     # ----------------------------------------------------------------- carry structure
 
@@ -189,10 +206,13 @@ class Recurrence:
         """``{base name: shape}`` of one layer and direction, in torch's order."""
         g = self.num_gates * hidden_size
         out = proj_size if proj_size > 0 else hidden_size
-        shapes: dict[str, tuple[int, ...]] = {"weight_ih": (g, input_size), "weight_hh": (g, out)}
+        shapes: dict[str, tuple[int, ...]] = {"weight_ih": (g, input_size)}
+        if not self.is_linear:
+            shapes["weight_hh"] = (g, out)
         if bias:
             shapes["bias_ih"] = (g,)
-            shapes["bias_hh"] = (g,)
+            if not self.is_linear:
+                shapes["bias_hh"] = (g,)
         if proj_size > 0:
             shapes["weight_hr"] = (proj_size, hidden_size)
         return shapes
@@ -210,6 +230,41 @@ class Recurrence:
         """The reference step with the nonlinearity bound: ``step(params, carry, gx)``."""
         nl = self.nonlinearities[0] if nonlinearity is None else nonlinearity
         return lambda p, carry, gx: self.step(p, carry, gx, nl)
+
+
+def linear_kind(
+    name: str,
+    display_name: str,
+    num_gates: int,
+    coefficients: Callable[[Array], tuple[Array, Array]],
+    torch_twin: str | None = None,
+) -> Recurrence:
+    """A linear recurrence kind: ``h_t = a_t * h_{t-1} + b_t`` with ``(a_t, b_t) =
+    coefficients(x_t W_ih^T + b_ih)``.
+
+    Its gates read the input only, so there is no ``weight_hh``: a layer's parameters are
+    ``weight_ih`` (G*H, I) and, with ``bias``, ``bias_ih`` (G*H,). The reference step is
+    the recurrence itself; the fast implementations (``impl="fused"`` and its
+    ``fused_scan`` / ``fused_parallel`` / ``fused_chunked`` variants) compute every
+    step's coefficients at once and solve the recurrence sequentially, with
+    ``jax.lax.associative_scan`` or in chunks (:mod:`jaxseq.linear_scan`).
+
+    >>> import jax.numpy as jnp
+    >>> leaky = linear_kind("leaky", "Leaky", 1, lambda gx: (jnp.full_like(gx, 0.5), gx))
+    >>> leaky.is_linear, list(leaky.layer_shapes(3, 4))
+    (True, ['weight_ih', 'bias_ih'])
+    >>> leaky.step({}, jnp.ones((1, 4)), jnp.full((1, 4), 2.0), "tanh")[0].tolist()
+    [[2.5, 2.5, 2.5, 2.5]]
+    """
+
+    def step(params: Params, h: Array, gx: Array, nonlinearity: str) -> tuple[Array, Array]:
+        a, b = coefficients(gx)
+        h = a * h + b
+        return h, h
+
+    return Recurrence(
+        name, display_name, num_gates, step, coefficients=coefficients, torch_twin=torch_twin
+    )
 
 
 _REGISTRY: dict[str, Recurrence] = {}

@@ -100,6 +100,7 @@ RNN_TANH_RELU = register(
     Recurrence(
         name="rnn",
         display_name="RNN",
+        torch_twin="torch.nn:RNN",
         num_gates=1,
         step=rnn_step,
         forward=_forward,

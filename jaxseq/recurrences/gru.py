@@ -139,6 +139,7 @@ GRU = register(
     Recurrence(
         name="gru",
         display_name="GRU",
+        torch_twin="torch.nn:GRU",
         num_gates=3,
         step=gru_step,
         forward=_forward,

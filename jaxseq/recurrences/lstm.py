@@ -158,6 +158,7 @@ LSTM = register(
     Recurrence(
         name="lstm",
         display_name="LSTM",
+        torch_twin="torch.nn:LSTM",
         num_gates=4,
         step=lstm_step,
         forward=_forward,

@@ -1,12 +1,9 @@
-"""PyTorch interop: ``state_dict`` <-> jaxseq modules, by torch name alone.
+"""``state_dict`` <-> jaxseq modules, by torch name alone; checkpoint files.
 
 Because jaxseq keeps torch's parameter names and layouts, a torch ``state_dict`` maps
 onto a jaxseq module with no transposes for the recurrent layers. Layouts that differ
 between the frameworks (e.g. ``nnx.Linear`` stores ``kernel`` as (in, out) where torch's
 ``weight`` is (out, in)) are listed once, in :data:`LAYOUT`.
-
-Whole modules: :func:`from_torch` / :func:`to_torch` (from :mod:`jaxseq.convert`) build the
-twin module with the same configuration and weights.
 
 Checkpoints: :func:`save` / :func:`load` write and read safetensors files under the torch
 names, the same files that ``torchseq.checkpoint.save`` / ``load`` write and read.
@@ -23,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxseq.nn import RNNBase
+
 # The file format (sorted metadata, sha256, atomic writes) is shared with ``torchseq.checkpoint``.
 from seqfile import finalize as _finalize
 from seqfile import read_checked as _read_checked
@@ -36,8 +35,6 @@ __all__ = [
     "LAYOUT",
     "save",
     "load",
-    "from_torch",
-    "to_torch",
 ]
 
 #: ``(module type, torch name) -> (nnx attribute, to_jax, to_torch)``: one table for every
@@ -53,7 +50,8 @@ LAYOUT: dict[
 }
 
 
-def _to_numpy(v: Any) -> np.ndarray:
+def to_numpy(v: Any) -> np.ndarray:
+    """A torch tensor (bfloat16 included, via ``ml_dtypes``) or array as a NumPy array."""
     if hasattr(v, "detach"):  # torch.Tensor, without importing torch
         v = v.detach().cpu()
         if str(v.dtype) == "torch.bfloat16":
@@ -71,8 +69,6 @@ def torch_named_params(module: nnx.Module) -> dict[str, tuple[nnx.Module, str, C
     parameters, ``nnx.Linear``/``nnx.Embed`` contribute via :data:`LAYOUT`, and other
     modules contribute parameters whose attribute name is already the torch name.
     """
-    from jaxseq.nn import RNNBase
-
     out: dict[str, tuple[nnx.Module, str, Callable, Callable]] = {}
     ident = (lambda a: a, lambda a: a)
 
@@ -131,7 +127,7 @@ def load_torch_state_dict(
         param = getattr(owner, attr)
         # Compare in torch's layout: the message names torch names, so it shows torch shapes.
         expected[name] = tuple(to_th(np.empty(param.shape, dtype=np.bool_)).shape)
-    raw = {k: _to_numpy(v) for k, v in state_dict.items()}
+    raw = {k: to_numpy(v) for k, v in state_dict.items()}
     parts = torch_parts(compare(expected, {k: tuple(v.shape) for k, v in raw.items()}), strict)
     if parts:
         raise ValueError(load_error(type(module).__name__, parts))
@@ -232,7 +228,3 @@ def load(module: nnx.Module, path: Any, strict: bool = True) -> nnx.Module:
     own = {k: getattr(o, a).dtype for k, (o, a, _, _) in torch_named_params(module).items()}
     _check_dtypes(module, own, tensors, path)
     return load_torch_state_dict(module, tensors, strict=strict)
-
-
-# Whole-module conversion lives in its own file; it uses the functions above.
-from jaxseq.convert import from_torch, to_torch  # noqa: E402

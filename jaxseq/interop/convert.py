@@ -21,7 +21,6 @@ since nothing they compute depends on it; ``to_torch`` leaves their twins in tor
 default training mode.) Float64 modules need ``jax_enable_x64``.
 
 This module imports torch only inside :func:`from_torch` / :func:`to_torch`, which need it.
-They are also exported as ``jaxseq.interop.from_torch`` / ``to_torch``.
 """
 
 from __future__ import annotations
@@ -36,7 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxseq.recurrences import get
+from jaxseq.interop.state_dict import load_torch_state_dict, to_torch_state_dict
+from jaxseq.nn import RNNBase, RNNCellBase
+from jaxseq.recurrences import Recurrence, get, registered
 
 __all__ = ["from_torch", "to_torch", "SUPPORTED"]
 
@@ -46,11 +47,28 @@ def _rate(dropout: Any) -> float:
     return float(dropout.p if hasattr(dropout, "p") else dropout.rate)
 
 
+def _twins(rec: Recurrence) -> list[tuple[str, str, bool]]:
+    """``(torch path, jaxseq path, is_cell)`` of a kind's layer and cell modules."""
+    out = []
+    for cell in (False, True):
+        cls = (RNNCellBase if cell else RNNBase)._classes.get(rec.name)
+        if rec.torch_twin and cls is not None:
+            out.append(
+                (rec.torch_twin + ("Cell" if cell else ""), f"jaxseq.nn:{cls.__name__}", cell)
+            )
+    return out
+
+
 def _cell(rnn: Any) -> str:
-    """``"rnn"`` / ``"lstm"`` / ``"gru"`` / ``"min_gru"`` / ``"min_lstm"`` for a torch or
-    jaxseq recurrent layer."""
-    name = type(rnn).__name__.lower()
-    return {"mingru": "min_gru", "minlstm": "min_lstm"}.get(name, name)
+    """The registered kind of a torch or jaxseq recurrent layer or cell, read off its
+    definition (jaxseq modules carry ``kind``; torch classes are the kinds' ``torch_twin``)."""
+    kind = getattr(rnn, "kind", None)
+    if isinstance(kind, str) and kind:
+        return kind
+    for rec in registered().values():
+        if any(type(rnn) is _Pair.resolve(t) for t, _, _ in _twins(rec)):
+            return rec.name
+    raise TypeError(f"{type(rnn).__name__} is not the module of a registered kind")
 
 
 def _embed_size(embed: Any) -> int:
@@ -75,15 +93,9 @@ def _layer_config(m: Any) -> dict[str, Any]:
     return cfg
 
 
-def _min_config(m: Any) -> dict[str, Any]:
-    """minGRU / minLSTM (``torchseq.minimal`` <-> ``jaxseq.nn``): torch.nn.GRU's arguments."""
-    names = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional")
-    return {**{k: getattr(m, k) for k in names}, "dropout": float(m.dropout)}
-
-
 def _cell_config(m: Any) -> dict[str, Any]:
     cfg = {"input_size": m.input_size, "hidden_size": m.hidden_size, "bias": bool(m.bias)}
-    if len(get(_cell(m).removesuffix("cell")).nonlinearities) > 1:
+    if len(get(_cell(m)).nonlinearities) > 1:
         cfg["nonlinearity"] = m.nonlinearity
     return cfg
 
@@ -196,12 +208,11 @@ class _Pair:
 
 
 def _pairs() -> list[_Pair]:
-    out = []
-    for name in ("RNN", "LSTM", "GRU"):
-        out.append(_Pair(f"torch.nn:{name}", f"jaxseq.nn:{name}", _layer_config))
-        out.append(_Pair(f"torch.nn:{name}Cell", f"jaxseq.nn:{name}Cell", _cell_config))
-    for name in ("MinGRU", "MinLSTM"):
-        out.append(_Pair(f"torchseq.minimal:{name}", f"jaxseq.nn:{name}", _min_config))
+    out = [
+        _Pair(torch_path, jax_path, _cell_config if cell else _layer_config)
+        for rec in registered().values()
+        for torch_path, jax_path, cell in _twins(rec)
+    ]
     out.append(
         _Pair(
             "torch.nn:Linear",
@@ -300,8 +311,6 @@ def from_torch(module: Any, *, rngs: nnx.Rngs | None = None) -> nnx.Module:
     kwargs = pair.jax_kwargs(pair.config(module))
     jax_cls = _Pair.resolve(pair.jax_path)
     new = jax_cls(**kwargs, param_dtype=param_dtype, rngs=rngs if rngs is not None else nnx.Rngs(0))
-    from jaxseq.interop import load_torch_state_dict
-
     load_torch_state_dict(new, state_dict, strict=True)
     if not module.training:
         new.eval()
@@ -335,8 +344,6 @@ def to_torch(module: nnx.Module) -> Any:
     pair = _find(module, side=1)
     if pair is None:
         raise _unsupported(module, "to_torch", side=1)
-    from jaxseq.interop import to_torch_state_dict
-
     state = to_torch_state_dict(module)
     dtypes = {str(v.dtype) for v in state.values()}
     if len(dtypes) > 1:

@@ -1,0 +1,35 @@
+"""PyTorch interop: ``state_dict`` <-> jaxseq modules by torch name, checkpoint files, and
+whole-module conversion.
+
+Because jaxseq keeps torch's parameter names and layouts, a torch ``state_dict`` maps
+onto a jaxseq module with no transposes for the recurrent layers. Layouts that differ
+between the frameworks (e.g. ``nnx.Linear`` stores ``kernel`` as (in, out) where torch's
+``weight`` is (out, in)) are listed once, in :data:`LAYOUT`.
+
+Whole modules: :func:`from_torch` / :func:`to_torch` build the twin module with the same
+configuration and weights. Checkpoints: :func:`save` / :func:`load` write and read
+safetensors files under the torch names, the same files that ``torchseq.checkpoint.save``
+/ ``load`` write and read.
+"""
+
+from jaxseq.interop.convert import SUPPORTED, from_torch, to_torch
+from jaxseq.interop.state_dict import (
+    LAYOUT,
+    load,
+    load_torch_state_dict,
+    save,
+    to_torch_state_dict,
+    torch_named_params,
+)
+
+__all__ = [
+    "load_torch_state_dict",
+    "to_torch_state_dict",
+    "torch_named_params",
+    "LAYOUT",
+    "save",
+    "load",
+    "from_torch",
+    "to_torch",
+    "SUPPORTED",
+]
