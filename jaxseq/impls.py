@@ -74,6 +74,8 @@ class LayerImpl(Protocol):
       unroll: ``jax.lax.scan`` unroll.
       remat: None or a chunk length (implementations in :data:`REMAT_IMPLS` only).
 
+    The implementations in :data:`CHUNK_IMPLS` (linear kinds) also take ``chunk``.
+
     Returns:
       ``(out, finals)``: out (T, N, D*H_out), forward direction first, 0 where the mask is
       False; finals the final states, each (D, N, ...).

@@ -35,7 +35,7 @@ for equal *values* load a checkpoint. Models start in training mode, as torch's 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -121,7 +121,8 @@ def make_rnn(
     rec = get(cell)
     if proj_size and not rec.projection:
         raise ValueError(f"proj_size is only supported for cell='lstm', got cell={cell!r}")
-    return jnn.module_class(rec)(
+    cls = cast(type[jnn.RNNBase], jnn.module_class(rec))
+    return cls(
         input_size,
         hidden_size,
         num_layers,

@@ -402,22 +402,13 @@ class RNNCellBase(nnx.Module):
             self.nonlinearity = nonlinearity
         self.dtype = dtype
         self.param_dtype = param_dtype
-        values = init_params(
-            rngs.params(),
-            self.kind,
-            self.input_size,
-            self.hidden_size,
-            1,
-            bias=self.bias,
-            dtype=param_dtype,
-        )
-        # torch's cell names: the layer names without their "_l0" suffix.
-        names = []
-        for name, value in values.items():
-            base = name.removesuffix("_l0")
-            names.append(base)
-            setattr(self, base, nnx.Param(value))
-        self._param_names = tuple(names)
+        # torch's cell names: a layer's names without their "_l0" suffix, in the same
+        # order and from the same keys as init_params (which refuses input_size=0).
+        shapes = rec.layer_shapes(self.input_size, self.hidden_size, 0, self.bias)
+        keys = jax.random.split(rngs.params(), len(shapes))
+        for key, (base, shape) in zip(keys, shapes.items(), strict=True):
+            setattr(self, base, nnx.Param(rec.init(key, shape, param_dtype, self.hidden_size)))
+        self._param_names = tuple(shapes)
 
     @property
     def recurrence(self) -> Recurrence:

@@ -230,7 +230,7 @@ def run_stack(
     if train and dropout > 0 and L > 1 and key is None:
         raise ValueError(f"{name}: dropout={dropout} in training mode needs a PRNG key (key=...)")
 
-    layer_fn = impls_for(rec)[impl]
+    layer_fn: Any = impls_for(rec)[impl]
     if remat is not None:
         layer_fn = functools.partial(layer_fn, remat=int(remat))
     if chunk is not None:

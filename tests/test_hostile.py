@@ -235,3 +235,55 @@ def test_state_dict_with_fewer_layers_or_directions():
         match=re.escape("Missing key(s) in state_dict: ['bias_hh_l1', 'bias_hh_l1_reverse'"),
     ):
         load_torch_state_dict(jmod, torch.nn.GRU(I, H, bidirectional=True).state_dict())
+
+
+# --------------------------------------------------------------------------- constructor args
+# Each case is checked against torch's own constructor: where torch raises, jaxseq raises
+# the same exception type with torch's message (jaxseq may add detail after it); where
+# torch accepts a non-bool flag (``bidirectional``), jaxseq refuses it with torch's wording.
+
+CTOR_CASES = [
+    ("GRU", (3, 5), {"batch_first": "False"}),
+    ("GRU", (3, 5), {"bias": "False"}),
+    ("LSTM", (3, 5), {"bias": 1}),
+    ("RNN", (3, 5), {"batch_first": 0}),
+    ("LSTM", (0, 5), {}),
+    ("LSTM", (3, 0), {}),
+    ("GRU", (3.0, 5), {}),
+    ("GRU", (3, 5), {"num_layers": 0}),
+    ("LSTM", (3, 5), {"proj_size": 5}),
+    ("LSTM", (3, 5), {"proj_size": -1}),
+    ("LSTM", (3, 5), {"num_layers": 2, "dropout": 1.5}),
+    ("LSTM", (3, 5), {"num_layers": 2, "dropout": True}),
+    ("RNN", (3, 5), {"nonlinearity": "sigmoid"}),
+]
+
+
+@pytest.mark.parametrize("cls, args, kw", CTOR_CASES, ids=[f"{c}-{k}" for c, _, k in CTOR_CASES])
+def test_constructor_arguments_are_checked_as_torch_checks_them(cls, args, kw):
+    with pytest.raises(Exception) as want:
+        getattr(torch.nn, cls)(*args, **kw)
+    with pytest.raises(type(want.value)) as got:
+        getattr(jaxseq.nn, cls)(*args, **kw, rngs=nnx.Rngs(0))
+    assert str(got.value).startswith(str(want.value)), (str(got.value), str(want.value))
+
+
+@pytest.mark.parametrize("flag", ["bias", "batch_first", "bidirectional"])
+def test_truthy_strings_are_not_bools(flag):
+    with pytest.raises(TypeError, match=f"{flag} should be of type bool, got: str"):
+        jaxseq.nn.GRU(3, 5, **{flag: "False"}, rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match=f"{flag} should be of type bool, got: str"):
+        jaxseq.nn.MinGRU(3, 5, **{flag: "False"}, rngs=nnx.Rngs(0))
+
+
+def test_functional_layers_cells_and_init_check_flags(lstm_params, x):
+    with pytest.raises(TypeError, match="batch_first should be of type bool, got: str"):
+        jaxseq.lstm(lstm_params, x, batch_first="False")
+    with pytest.raises(TypeError, match="train should be of type bool, got: int"):
+        jaxseq.lstm(lstm_params, x, train=1)
+    with pytest.raises(TypeError, match="bias should be of type bool, got: str"):
+        jaxseq.init_gru(jax.random.key(0), 3, 5, bias="False")
+    with pytest.raises(TypeError, match="bidirectional should be of type bool, got: int"):
+        jaxseq.init_min_lstm(jax.random.key(0), 3, 5, bidirectional=1)
+    with pytest.raises(TypeError, match="bias should be of type bool, got: str"):
+        jaxseq.nn.GRUCell(3, 5, bias="no", rngs=nnx.Rngs(0))

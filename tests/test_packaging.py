@@ -125,7 +125,9 @@ def test_wheel_requires_torch_only_in_the_extra(tmp_path):
     ]
     plain = [req for req in requires if "extra ==" not in req]
     names_plain = {re.split(r"[ <>=!;\[]", req)[0].lower() for req in plain}
-    assert names_plain == {"jax", "flax", "optax", "numpy", "safetensors"}, plain
+    assert names_plain == {"jax", "flax", "optax", "numpy", "safetensors", "typing_extensions"}, (
+        plain
+    )
     torch_reqs = [req for req in requires if req.lower().startswith("torch")]
     assert torch_reqs and all('extra == "torch"' in req for req in torch_reqs), torch_reqs
     for package in ("jaxseq", "torchseq", "seqfile"):  # every module, subpackages included

@@ -88,6 +88,11 @@ def attribute_doc(module_name: str, name: str) -> str:
             and isinstance(following.value.value, str)
         ):
             return inspect.cleandoc(following.value.value)
+    # A name the module re-exports: the documentation sits where it is defined.
+    for node in body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if any((a.asname or a.name) == name for a in node.names):
+                return attribute_doc(node.module, name)
     return ""
 
 

@@ -12,15 +12,24 @@ safetensors files under the torch names, the same files that ``torchseq.checkpoi
 / ``load`` write and read.
 """
 
-from jaxseq.interop.convert import SUPPORTED, from_torch, to_torch
+from jaxseq.interop import convert as _convert
+from jaxseq.interop import state_dict as _state_dict
+from jaxseq.interop.convert import from_torch, to_torch
 from jaxseq.interop.state_dict import (
-    LAYOUT,
     load,
     load_torch_state_dict,
     save,
     to_torch_state_dict,
     torch_named_params,
 )
+
+#: ``(module type, torch name) -> (nnx attribute, to_jax, to_torch)``: one table for every
+#: layout that is not the identity (``nnx.Linear``'s kernel is torch's weight transposed).
+#: Extended by the model zoo.
+LAYOUT = _state_dict.LAYOUT
+#: The supported (torch class, jaxseq class) pairs of :func:`from_torch` / :func:`to_torch`,
+#: as ``"module:name"`` strings.
+SUPPORTED = _convert.SUPPORTED
 
 __all__ = [
     "load_torch_state_dict",
