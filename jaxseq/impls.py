@@ -10,7 +10,9 @@ same thing (the tests hold each against ``"reference"``):
   the per-step matmul / hoisted before the scan;
 * ``"unfused"``: the input projection hoisted, then one plain masked scan per direction;
 * ``"reference"``: the whole cell, input matmul included, inside a plain masked scan per
-  direction: slow and obviously correct.
+  direction: slow and obviously correct;
+* ``"cudnn"`` (LSTM, float32, GPU only, opt-in): ``jax.experimental.rnn``'s cuDNN kernel
+  with jaxseq's masking contract restored around it (:mod:`jaxseq.cudnn`).
 
 Linear kinds (:func:`jaxseq.recurrences.linear_kind`: minGRU, minLSTM) take
 ``"unfused"`` and ``"reference"`` as every kind does, and their own fast path,
@@ -37,6 +39,7 @@ from typing import Any, Protocol
 import jax
 import jax.numpy as jnp
 
+from jaxseq.cudnn import cudnn_layer
 from jaxseq.fused import fused_layer
 from jaxseq.fused_ops import to_steps
 from jaxseq.linear_scan import linear_recurrence
@@ -206,6 +209,7 @@ LAYER_IMPLS: dict[str, LayerImpl] = {
     "fused_hoisted": functools.partial(fused_layer, project="hoisted"),
     "unfused": unfused_layer,
     "reference": reference_layer,
+    "cudnn": cudnn_layer,
 }
 
 #: The fast path of linear kinds, by ``impl`` name.

@@ -182,7 +182,8 @@ def run_stack(
         (projection hoisted, one plain masked scan per direction), ``"reference"`` (the
         cell inside a plain masked scan: slow and obviously correct). Gated kinds also
         ``"fused_loop"`` / ``"fused_hoisted"`` (the input projection forced into the
-        per-step matmul / before the scan, :mod:`jaxseq.fused`); linear kinds
+        per-step matmul / before the scan, :mod:`jaxseq.fused`), and the LSTM on a GPU
+        ``"cudnn"`` (float32, no ``proj_size``: :mod:`jaxseq.cudnn`); linear kinds
         ``"fused_scan"``, ``"fused_parallel"``, ``"fused_chunked"``.
       dtype: computation dtype; default: the promotion of the input and parameter dtypes.
       remat: None, or a chunk length K (gated kinds' fused implementations): checkpoint

@@ -21,8 +21,8 @@ Array = jax.Array
 
 #: The layer implementations (see :mod:`jaxseq.impls`): every kind takes ``"fused"``,
 #: ``"unfused"`` and ``"reference"``; gated kinds also ``"fused_loop"`` and
-#: ``"fused_hoisted"``, linear kinds ``"fused_scan"``, ``"fused_parallel"`` and
-#: ``"fused_chunked"``.
+#: ``"fused_hoisted"`` (and the LSTM ``"cudnn"`` on a GPU), linear kinds ``"fused_scan"``,
+#: ``"fused_parallel"`` and ``"fused_chunked"``.
 Impl = Literal[
     "fused",
     "fused_loop",
@@ -32,6 +32,7 @@ Impl = Literal[
     "fused_chunked",
     "unfused",
     "reference",
+    "cudnn",
 ]
 
 #: The message for lengths outside [0, T]; ``jaxseq.checks`` formats it under jit too.

@@ -233,5 +233,5 @@ def test_dropout_in_training_needs_a_key():
 
 
 def test_unknown_impl(gru_params):
-    with pytest.raises(ValueError, match="Unknown impl 'cudnn'"):
-        jaxseq.gru(gru_params, _x(T, N, I), impl="cudnn")
+    with pytest.raises(ValueError, match="Unknown impl 'cuda'"):
+        jaxseq.gru(gru_params, _x(T, N, I), impl="cuda")
