@@ -48,6 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
 
+from jaxseq.validation import LENGTHS_RANGE
+
 Array = jax.Array
 
 __all__ = ["checked_lengths", "check_finite"]
@@ -83,14 +85,12 @@ def checked_lengths(lengths: Any, T: int) -> Array:
     if not _traced(lengths):
         arr = np.asarray(lengths)
         if arr.size and (arr.min() < 0 or arr.max() > T):
-            raise ValueError(
-                f"lengths must lie in [0, T] = [0, {T}], got min {arr.min()} and max {arr.max()}"
-            )
+            raise ValueError(LENGTHS_RANGE.format(T=T, lo=arr.min(), hi=arr.max()))
         return jnp.asarray(lengths)
     ok = jnp.all((lengths >= 0) & (lengths <= T))
     checkify.check(
         ok,
-        f"lengths must lie in [0, T] = [0, {T}], got min {{lo}} and max {{hi}}",
+        LENGTHS_RANGE.format(T=T, lo="{lo}", hi="{hi}"),
         lo=jnp.min(lengths, initial=T),
         hi=jnp.max(lengths, initial=0),
     )

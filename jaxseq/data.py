@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 # Shared with torchseq.data (NumPy only): the same seed gives the same batches in both.
+from jaxseq.validation import LENGTHS_RANGE
 from seqfile.batching import batch_order, bucket_length, make_buckets, padded_batches
 
 __all__ = [
@@ -229,10 +230,7 @@ def unpad_sequence(
     if lengths.shape != (N,):
         raise ValueError(f"lengths must have shape (N,) = ({N},), got {lengths.shape}")
     if N and (lengths.min() < 0 or lengths.max() > T):
-        raise ValueError(
-            f"lengths must lie in [0, T] = [0, {T}], got min {lengths.min()} and max "
-            f"{lengths.max()}"
-        )
+        raise ValueError(LENGTHS_RANGE.format(T=T, lo=lengths.min(), hi=lengths.max()))
     out = []
     for i, L in enumerate(lengths.tolist()):
         seq = padded[i] if batch_first else padded[:, i]  # (T, *)

@@ -1,7 +1,7 @@
 """The linear recurrence ``h_t = a_t * h_{t-1} + b_t``, solved sequentially or in parallel.
 
 Recurrences whose coefficients depend on the input only (minGRU, minLSTM: see
-:mod:`jaxseq.minimal`) reduce to this elementwise linear recurrence. Three ways to solve
+:mod:`jaxseq.recurrences.minimal`) reduce to this elementwise linear recurrence. Three ways to solve
 it, equal up to rounding:
 
 * ``"sequential"``: a ``jax.lax.scan`` over T steps, the reference;
@@ -14,8 +14,8 @@ it, equal up to rounding:
   state entering each chunk; phase 3 combines them elementwise: ``h = A * h_in + B``.
   About 2 sqrt(T) sequential steps on arrays sqrt(T) times larger, for a few more
   passes over memory (the transposes to and from chunk-major order). It pays where a
-  scan step's fixed cost dominates its arithmetic; on the 2-core CPU this was written
-  on, the plain sequential scan was still faster (see :mod:`jaxseq.minimal`).
+  scan step's fixed cost dominates its arithmetic (on a CPU the plain sequential scan is
+  usually faster: ``python -m benchmarks.min_scan``, docs/mingru.md).
 
 Masking (lengths) is *folded into the coefficients* by the caller: ``a = 1, b = 0`` on
 a padded step is the identity, so the state passes through padding unchanged (frozen),

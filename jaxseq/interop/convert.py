@@ -38,6 +38,7 @@ from flax import nnx
 from jaxseq.interop.state_dict import load_torch_state_dict, to_torch_state_dict
 from jaxseq.nn import RNNBase, RNNCellBase
 from jaxseq.recurrences import Recurrence, get, registered
+from jaxseq.validation import check_rngs
 
 __all__ = ["from_torch", "to_torch", "SUPPORTED"]
 
@@ -292,8 +293,8 @@ def from_torch(module: Any, *, rngs: nnx.Rngs | None = None) -> nnx.Module:
     >>> type(m).__name__, m.num_layers
     ('GRU', 2)
     """
-    if rngs is not None and not isinstance(rngs, nnx.Rngs):
-        raise TypeError(f"rngs must be an nnx.Rngs, got {type(rngs).__name__}")
+    if rngs is not None:
+        check_rngs(rngs)
     try:
         import torch
     except ImportError as e:  # pragma: no cover - needs an environment without torch

@@ -81,8 +81,7 @@ def linear(x: Array, w: Array, b: Array | None) -> Array:
     """``x @ w.T + b`` with w in PyTorch's (out, in) layout.
 
     Written as a dot contracting x's last axis with w's second, not ``x @ w.T``: outside
-    a loop that hoists it, XLA's CPU backend materialised ``w.T`` as a copy on every call,
-    which made one LSTM cell step at B=1 (I=32, H=128) take 34 µs instead of 7 µs.
+    a loop that hoists it, XLA's CPU backend materialised ``w.T`` as a copy on every call.
     """
     dtype = jnp.result_type(x, w)  # the promotion ``@`` applies (strict mode raises)
     x, w = jnp.asarray(x, dtype), jnp.asarray(w, dtype)

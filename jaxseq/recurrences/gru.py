@@ -147,12 +147,7 @@ GRU = register(
         gate_grads=_gate_grads,
         additive=False,
         dgh_slot=0,
-        # Measured on a 2-core CPU (interleaved training steps, impl="fused_loop" against
-        # "fused_hoisted"): the projection in the loop was 2-7% faster at B=64 T=100 I=32
-        # H=128 (one or two layers, one direction or two), B=256 T=50 I=128 H=512 and
-        # B=32 T=500 I=64 H=256, with either host allocator setting, and its step needs
-        # less memory (41.6 against 48.1 MiB at the first); slower (7%) only for two
-        # bidirectional layers, whose second layer's input is 2H wide.
+        # Chosen by measurement (impl="fused_loop" against "fused_hoisted"; docs/speed.md).
         cpu_projection="loop",
     )
 )

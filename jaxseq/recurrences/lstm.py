@@ -28,14 +28,7 @@ __all__ = ["LSTM", "lstm_step", "lstm_cell"]
 def lstm_step(
     params: Params, carry: tuple[Array, Array], gx: Array, nonlinearity: str = "tanh"
 ) -> tuple[tuple[Array, Array], Array]:
-    """LSTM step on a projected input ``gx = x W_ih^T + b_ih`` (gate order i, f, g, o).
-
-    ::
-
-        i, f, g, o = split(gx + h W_hh^T + b_hh, 4)
-        c' = sigmoid(f) * c + sigmoid(i) * tanh(g)
-        h' = sigmoid(o) * tanh(c')            (no projection)
-        h' = (sigmoid(o) * tanh(c')) W_hr^T   (proj_size > 0)
+    """LSTM step (the module's equations) on a projected input ``gx = x W_ih^T + b_ih``.
 
     Args:
       params: ``weight_hh`` (4H, H_out), optional ``bias_hh`` (4H,), optional
@@ -69,16 +62,8 @@ def lstm_step(
 def lstm_cell(
     params: Params, carry: tuple[Array, Array], x: Array
 ) -> tuple[tuple[Array, Array], Array]:
-    """LSTM cell, as ``torch.nn.LSTMCell`` (plus ``nn.LSTM``'s ``proj_size``).
-
-    ::
-
-        i = sigmoid(W_ii x + b_ii + W_hi h + b_hi)
-        f = sigmoid(W_if x + b_if + W_hf h + b_hf)
-        g = tanh(W_ig x + b_ig + W_hg h + b_hg)
-        o = sigmoid(W_io x + b_io + W_ho h + b_ho)
-        c' = f * c + i * g
-        h' = o * tanh(c')            or, with proj_size > 0,   h' = W_hr (o * tanh(c'))
+    """LSTM cell, as ``torch.nn.LSTMCell`` (plus ``nn.LSTM``'s ``proj_size``): the module's
+    equations on one time step.
 
     Args:
       params: ``weight_ih`` (4H, I), ``weight_hh`` (4H, H_out), optional biases (4H,),
@@ -167,9 +152,8 @@ LSTM = register(
         cell_state=True,
         projection=True,
         dgh_slot=1,
-        # Measured on a 2-core CPU (benchmarks.run, jaxseq vs jaxseq_hoisted): with the
-        # projection in the loop the LSTM's training step was faster, as its four gates
-        # make the hoisted (T, N, 4H) array the largest; the GRU's was level, the RNN's slower.
+        # The projection in the loop avoids writing the (T, N, 4H) array, the largest of
+        # the kinds' (measurements: docs/speed.md).
         cpu_projection="loop",
     )
 )
