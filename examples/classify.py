@@ -24,12 +24,19 @@ curves to ``OUT/results.json`` and the loss/accuracy curves to ``OUT/curves.png`
     python examples/classify.py                   # 4 models x 2 frameworks, 1 seed
     python examples/classify.py --seeds 3         # mean ± std over seeds 0, 1, 2
     python examples/classify.py --models lstm,gru --framework jax --epochs 80
+    python examples/classify.py --models gru --framework jax --export gru.jax
+
+``--export PATH`` writes each trained JAX model as a serialized ``jax.export.Exported``
+(``jaxseq.export``) that runs where only jax and numpy are installed.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from _common import (
+    PARALLEL,
     Adam,
     ExampleError,
     add_checkpoint_args,
@@ -99,6 +106,15 @@ def build_parser():
         default=None,
         help="folder holding DATASET/DATASET_TRAIN.ts (default: aeon's bundled data)",
     )
+    p.add_argument(
+        "--export",
+        metavar="PATH",
+        default=None,
+        help="after training, write the JAX model to PATH as a serialized jax.export.Exported "
+        "(jaxseq.export; symbolic batch size): f(x (N, T, C) float32 standardized with the "
+        "training mean and std stored in results.json, lengths (N,) int32) -> logits (N, "
+        "classes); several models go to PATH-<model>-seed<seed>",
+    )
     return add_checkpoint_args(p)  # --checkpoint-dir DIR: resumable runs
 
 
@@ -132,6 +148,7 @@ def load_data(raw, args):
         X, lengths = pad_sequences([(s - mu) / sd for s in seqs], max_len=max_len, dtype=np.float32)
         y = np.array([index[c] for c in labels.tolist()], dtype=np.int32)
         data[split] = (X, lengths, y)  # (N, T, C), (N,), (N,)
+    data["standardize"] = {"mean": mu, "std": sd}  # (C,) each: what a served model needs
     buckets = make_buckets(max_len, num=max(args.buckets, 1))
     (X, lengths, _), (_, te_lengths, _) = data["train"], data["test"]
     print(
@@ -236,6 +253,25 @@ def compare(kind, seed, results, init_diff):
     return runs
 
 
+def export_path(path, kind, seed, several):
+    """``PATH``, or ``PATH`` with ``-<kind>-seed<seed>`` before its suffix when several
+    models are exported (``model.jax`` -> ``model-gru-seed0.jax``)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}-{kind}-seed{seed}{path.suffix}") if several else path
+
+
+def export_model(model, kind, n_features, max_len, path):
+    """Write the trained JAX ``model`` to ``path`` (``jaxseq.export``): the batch size is
+    symbolic, and so is T for the recurrent models; the feedforward baseline reads a fixed
+    T = max_len (pad the inputs with zeros)."""
+    import jaxseq.export
+
+    shape = ("b", max_len, n_features) if kind == "ff" else ("b", "t", n_features)
+    jaxseq.export.save(jaxseq.export.export(model, shape), path)
+    print(f"exported the trained JAX {NAMES[kind]} to {path}")
+    return str(path)
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -330,6 +366,8 @@ def main(argv=None):
     if args.epochs < 1 or args.seeds < 1 or args.batch_size < 1:
         raise ExampleError("--epochs, --seeds and --batch-size must be >= 1")
     fws = frameworks(args.framework)
+    if args.export and "jax" not in fws:
+        raise ExampleError("--export writes the JAX model: use it with --framework jax or both")
     out = prepare_out(args.out)  # fail early, before any training
     ckpt_dir = prepare_out(out / "checkpoints")
     raw = load_ts_classification(args.dataset, args.data_dir)  # ExampleError if missing
@@ -338,7 +376,7 @@ def main(argv=None):
     train_set, test = data["train"], data["test"]
     n_features = train_set[0].shape[2]
 
-    runs = []
+    runs, exported = [], []
     seeds = list(range(args.seed, args.seed + args.seeds))
     for seed in seeds:
         epochs = make_epochs(train_set, args, seed, buckets)  # the same batches for both
@@ -362,6 +400,9 @@ def main(argv=None):
                 for fw in fws
             }
             runs += compare(kind, seed, trained, init_diff=float(np.abs(jl - tl).max()))
+            if args.export and PARALLEL["process_id"] == 0:  # one writer
+                path = export_path(args.export, kind, seed, len(kinds) * len(seeds) > 1)
+                exported.append(export_model(models["jax"], kind, n_features, max_len, path))
 
     caption, headers, rows = summarize(runs, kinds, fws, seeds, args)
     show_table(caption, headers, rows)
@@ -376,6 +417,7 @@ def main(argv=None):
         "classes": n_classes,
         "goal_met": goal_met,
         "runs": runs,
+        "export": {"paths": exported, **data["standardize"]} if exported else None,
     }
     save_results(out, "classify", caption, headers, rows, results, also=[png])
 

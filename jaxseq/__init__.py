@@ -10,7 +10,7 @@ Every public name has one import path (see ``docs/architecture.md``):
   ``retain_host_memory``;
 * the public modules: ``jaxseq.nn`` (Flax NNX modules with ``torch.nn`` signatures),
   ``jaxseq.interop`` (state_dict, checkpoints, ``from_torch`` / ``to_torch``),
-  ``jaxseq.models``, ``jaxseq.data``, ``jaxseq.train``, ``jaxseq.train_state``,
+  ``jaxseq.models``, ``jaxseq.data``, ``jaxseq.export``, ``jaxseq.train``, ``jaxseq.train_state``,
   ``jaxseq.testing``, ``jaxseq.checks``, ``jaxseq.launch``, ``jaxseq.linear_scan``
   (``linear_recurrence``) and ``jaxseq.recurrences`` (the kinds and their registry:
   how to add one).
@@ -22,6 +22,7 @@ the implementation; their names may change.
 # The public modules, importable as attributes after ``import jaxseq``.
 from jaxseq import checks as checks
 from jaxseq import data as data
+from jaxseq import export as export
 from jaxseq import interop as interop
 from jaxseq import models as models
 from jaxseq import nn as nn

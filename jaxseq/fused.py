@@ -56,7 +56,16 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
-from jaxseq.fused_ops import bias, bmm, bmm_rows, contract_tn, grad_inputs, prev_h, to_steps
+from jaxseq.fused_ops import (
+    bias,
+    bmm,
+    bmm_rows,
+    contract_tn,
+    grad_inputs,
+    prev_h,
+    to_steps,
+    with_transposed_jvp,
+)
 from jaxseq.recurrences import Recurrence, get
 
 Array = jax.Array
@@ -111,18 +120,12 @@ def _forward(rec: Recurrence, nonlinearity, unroll, w, inputs, valid, carry, kee
 # --------------------------------------------------------------------------- backward
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _recurrence(rec, nonlinearity, unroll, w, inputs, valid, carry):
-    """The masked recurrence: (final carry, ys (T, D, N, H_out)), step order."""
-    return _forward(rec, nonlinearity, unroll, w, inputs, valid, carry, keep_res=False)
-
-
 def _recurrence_fwd(rec, nonlinearity, unroll, w, inputs, valid, carry):
     final, (ys, res) = _forward(rec, nonlinearity, unroll, w, inputs, valid, carry, keep_res=True)
     return (final, ys), (w, inputs, valid, res, ys, rec.states(carry)[0])
 
 
-def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts):
+def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts, in_place_ok=True):
     """The backward scan (the kind's step), then every weight gradient as one matmul."""
     w, inputs, valid, (scan_res, post_res), ys, h0 = saved
     d_final, dys = cts
@@ -138,7 +141,7 @@ def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts):
     # weight-gradient matmuls below find them in scan_res[slot]. With unroll > 1, XLA
     # copied the whole carried array at every step instead of updating it in place, so
     # there the gate gradients come out of the scan as a stacked output.
-    in_place = slot is not None and unroll == 1
+    in_place = slot is not None and unroll == 1 and in_place_ok
     # The scan's inputs: every saved array but the carried one.
     scanned = scan_res[:slot] + scan_res[slot + 1 :] if in_place else scan_res
 
@@ -197,7 +200,27 @@ def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts):
     return dw, d_inputs, None, d_carry0
 
 
-_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+def _masked_recurrence(rec, nonlinearity, unroll, w, inputs, valid, carry):
+    """The masked recurrence: (final carry, ys (T, D, N, H_out)), step order."""
+    return _forward(rec, nonlinearity, unroll, w, inputs, valid, carry, keep_res=False)
+
+
+def _linear_backward(rec, nonlinearity, unroll, saved, cts):
+    # The in-place write of the gate gradients over a saved coefficient array makes the
+    # carried buffer hold constants as well as cotangents: not a linear program, so the
+    # backward that forward mode transposes stacks them as a scan output instead.
+    return _recurrence_bwd(rec, nonlinearity, unroll, saved, cts, in_place_ok=False)
+
+
+#: The masked recurrence with its hand-written backward scan for reverse mode and that
+#: backward's transpose for forward mode (:func:`jaxseq.fused_ops.with_transposed_jvp`).
+_recurrence = with_transposed_jvp(
+    _masked_recurrence,
+    _recurrence_fwd,
+    _recurrence_bwd,
+    nondiff_argnums=(0, 1, 2),
+    linear_bwd=_linear_backward,
+)
 
 
 # --------------------------------------------------------------------------- the layer

@@ -29,11 +29,12 @@ backwards, ``g_t = dh_t + a_{t+1} g_{t+1}``, solved with the same method, then
 
 from __future__ import annotations
 
-import functools
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
+
+from jaxseq.fused_ops import with_transposed_jvp
 
 Array = jax.Array
 
@@ -123,8 +124,7 @@ def _solve(a: Array, b: Array, h0: Array, method: str, chunk: int, reverse: bool
     return _chunked(a, b, h0, chunk)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _recurrence(a: Array, b: Array, h0: Array, method: str, chunk: int) -> Array:
+def _solve_all(a: Array, b: Array, h0: Array, method: str, chunk: int) -> Array:
     return _solve(a, b, h0, method, chunk)
 
 
@@ -142,7 +142,10 @@ def _recurrence_bwd(method, chunk, res, dhs):
     return g * h_prev, g, a[0] * g[0]
 
 
-_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+# Reverse mode: the backward recurrence above; forward mode: its transpose.
+_recurrence = with_transposed_jvp(
+    _solve_all, _recurrence_fwd, _recurrence_bwd, nondiff_argnums=(3, 4)
+)
 
 
 def linear_recurrence(
@@ -179,7 +182,10 @@ def linear_recurrence(
         )
     if a.shape[0] == 0:
         return b
-    c = default_chunk(a.shape[0]) if chunk is None else int(chunk)
-    if c < 1:
-        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    if chunk is not None:
+        c = int(chunk)
+        if c < 1:
+            raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    else:  # only "chunked" reads it; the others also take a symbolic T (jax.export)
+        c = default_chunk(a.shape[0]) if method == "chunked" else 1
     return _recurrence(a, b, h0, str(method), c)

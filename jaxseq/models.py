@@ -275,8 +275,9 @@ class FeedForwardClassifier(nnx.Module):
             raise ValueError(f"sequence length T={T} exceeds max_len={self.max_len}")
         x = jnp.pad(x, ((0, 0), (0, self.max_len - T), (0, 0)))  # (N, max_len, I)
         if lengths is not None:
-            steps = jnp.arange(self.max_len).reshape(1, -1)  # (1, max_len)
-            mask = steps < jnp.asarray(lengths).reshape(-1, 1)  # (N, max_len)
+            lengths = jnp.asarray(lengths)  # int32 or int64: compared in its own dtype
+            steps = jnp.arange(self.max_len, dtype=lengths.dtype).reshape(1, -1)  # (1, max_len)
+            mask = steps < lengths.reshape(-1, 1)  # (N, max_len)
             x = jnp.where(mask[:, :, None], x, jnp.zeros((), x.dtype))
         h = x.reshape(N, -1)
         for layer in self.layers:

@@ -114,11 +114,15 @@ def test_classify_tiny_same_checkpoint_gives_same_logits(tmp_path):
 def test_classify_two_devices_matches_one(tmp_path):
     """``--devices 2`` (data parallel over two JAX CPU devices; the tiny batches of 17
     rows are padded with zero-weight rows) gives the per-epoch losses of ``--devices 1``
-    up to float32 rounding. The models have no dropout, so no masks differ."""
+    up to float32 rounding. The models have no dropout, so no masks differ.
+
+    Both runs also ``--export`` their trained models (``jaxseq.export``): the files load
+    with ``jax.export.deserialize`` and serve any batch size, the two runs' models alike."""
     res = {}
     for d in (1, 2):
         out = tmp_path / f"out{d}"
         flags = ["--tiny", "--no-progress", "--framework", "jax", "--epochs", "2"]
+        flags += ["--export", str(out / "model.jax")]
         proc = run_example(
             "classify", *flags, "--devices", str(d), "--out", str(out), cwd=tmp_path / "cwd"
         )
@@ -133,6 +137,32 @@ def test_classify_two_devices_matches_one(tmp_path):
         assert two[m]["curves"]["loss"] == pytest.approx(one[m]["curves"]["loss"], rel=1e-5)
         assert two[m]["test_acc"] == pytest.approx(one[m]["test_acc"])
         assert two[m]["compiles"] <= 2
+    check_exported(res[1]["export"], res[2]["export"], tmp_path)
+
+
+def check_exported(one: dict, two: dict, tmp_path: Path) -> None:
+    """The ``--export`` files of two runs: one per model, symbolic batch (and time for the
+    GRU), finite logits (N, 9) for N = 1 and 3, equal between the runs up to rounding."""
+    import jax
+
+    names = [Path(p).name for p in one["paths"]]
+    assert names == ["model-gru-seed0.jax", "model-ff-seed0.jax"]
+    assert len(one["mean"]) == len(one["std"]) == 12  # the standardization a server needs
+    rng = np.random.default_rng(0)
+    for p1, p2 in zip(one["paths"], two["paths"], strict=True):
+        e1, e2 = (jax.export.deserialize(bytearray(Path(p).read_bytes())) for p in (p1, p2))
+        x_aval = e1.in_avals[0]
+        assert str(x_aval.shape[0]) == "b" and x_aval.shape[2] == 12
+        # The feedforward model reads a fixed T (max_len), the GRU any T.
+        fixed = isinstance(x_aval.shape[1], int)
+        assert fixed == ("-ff-" in p1)
+        T = x_aval.shape[1] if fixed else 7
+        for n in (1, 3):
+            x = rng.standard_normal((n, T, 12)).astype(np.float32)
+            lengths = np.full((n,), T, np.int32)
+            a, b = np.asarray(e1.call(x, lengths)), np.asarray(e2.call(x, lengths))
+            assert a.shape == (n, 9) and np.all(np.isfinite(a))
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_forecast_tiny_baselines_match_numpy(tmp_path):
@@ -260,6 +290,11 @@ def test_unwritable_output_folder(name, tmp_path):
     [
         ("classify", ["--dataset", "NoSuchDataset"], "dataset 'NoSuchDataset' not found"),
         ("classify", ["--data-dir", "{tmp}/empty"], "dataset 'JapaneseVowels' not found"),
+        (
+            "classify",
+            ["--framework", "torch", "--export", "{tmp}/m.jax"],
+            "--export writes the JAX model",
+        ),
         ("forecast", ["--csv", "{tmp}/missing.csv"], "cannot read series"),
         ("charlm", ["--source-dir", "{tmp}/nowhere"], "does not exist"),
         ("charlm", ["--heldout", "no_such_file.py"], "held-out file"),

@@ -26,6 +26,7 @@ API_MODULES: tuple[str, ...] = (
     "jaxseq.train",
     "jaxseq.train_state",
     "jaxseq.linear_scan",
+    "jaxseq.export",
     "jaxseq.testing",
     "jaxseq.models",
     "torchseq",
