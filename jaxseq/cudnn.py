@@ -7,7 +7,7 @@ torch-named weights into cuDNN's flat weight array (:func:`pack_lstm_weights`, p
 ops, so gradients reach the torch-named parameters), recovers the lengths from the (T, N)
 prefix mask, calls cuDNN, and imposes jaxseq's masking contract on what comes back.
 :func:`cudnn_lstm` runs a whole stack through it (a thin loop for tests and benchmarks;
-``jaxseq.lstm(..., impl="cudnn")`` once it is registered in ``jaxseq.impls``).
+``jaxseq.lstm(..., impl="cudnn")`` is the stack's way, registered in ``jaxseq.impls``).
 
 Shapes (D = 2 if bidirectional else 1, H the hidden size, I the input size)::
 
