@@ -91,6 +91,9 @@ def default_projection(kind: str | Recurrence) -> Projection:
 
 def _forward(rec: Recurrence, nonlinearity, unroll, w, inputs, valid, carry, keep_res):
     loop = w.get("w_ih_t") is not None
+    # The carry's dtype: the matmuls' operands are in the weights' (compute) dtype and
+    # their products accumulate in this one (the same dtype unless mixed precision).
+    cd = rec.states(carry)[0].dtype
     if loop and rec.additive:
         # Projection in the loop: one (N, I + H_out) x (I + H_out, G*H) matmul per step.
         b = [b for b in (w["b_ih"], w["b_hh"]) if b is not None]
@@ -101,15 +104,15 @@ def _forward(rec: Recurrence, nonlinearity, unroll, w, inputs, valid, carry, kee
         xg, v = inp
         h = rec.states(c)[0]
         if loop and rec.additive:
-            gx = bmm(jnp.concatenate([xg, h], axis=-1), w_cat)
+            gx = bmm(jnp.concatenate([xg, h.astype(xg.dtype)], axis=-1), w_cat, cd)
             gx = gx if b_cat is None else gx + b_cat
             gh = None
         else:
             gx = xg
             if loop:
-                gx = bmm(xg, w["w_ih_t"])
+                gx = bmm(xg, w["w_ih_t"], cd)
                 gx = gx if w["b_ih"] is None else gx + bias(w["b_ih"])
-            gh = bmm(h, w["w_hh_t"])
+            gh = bmm(h, w["w_hh_t"], cd)
             gh = gh if w["b_hh"] is None else gh + bias(w["b_hh"])
         c, y, res = rec.forward(w, c, gx, gh, v, nonlinearity)
         return c, ((y, res) if keep_res else y)
@@ -129,7 +132,8 @@ def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts, in_place_ok=True):
     """The backward scan (the kind's step), then every weight gradient as one matmul."""
     w, inputs, valid, (scan_res, post_res), ys, h0 = saved
     d_final, dys = cts
-    w_hh = jnp.swapaxes(w["w_hh_t"], 1, 2)  # (D, G*H, H_out)
+    # (D, G*H, H_out); the backward runs in the carry's dtype.
+    w_hh = jnp.swapaxes(w["w_hh_t"], 1, 2).astype(dys.dtype)
     dys = jnp.where(valid, dys, jnp.zeros_like(dys))
 
     slot = rec.dgh_slot
@@ -182,21 +186,24 @@ def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts, in_place_ok=True):
     if w.get("w_ih_t") is not None:
         # Projection done in the loop: its gradients too. Where the projection and the
         # recurrence share dG (additive kinds), [x, h_prev]^T dG is a single matmul.
+        inputs_c = inputs.astype(dgx.dtype)
         if dgx is dgh:
             n_in = inputs.shape[-1]
-            dcat = contract_tn(jnp.concatenate([inputs, h_prev], axis=-1), dgx)
+            dcat = contract_tn(jnp.concatenate([inputs_c, h_prev], axis=-1), dgx)
             dw["w_ih_t"], dw["w_hh_t"] = dcat[:, :n_in], dcat[:, n_in:]
         else:
-            dw["w_ih_t"] = contract_tn(inputs, dgx)
+            dw["w_ih_t"] = contract_tn(inputs_c, dgx)
             dw["w_hh_t"] = contract_tn(h_prev, dgh)
         if w["b_ih"] is not None:
             dw["b_ih"] = jnp.sum(dgx, axis=(0, 2))
-        d_inputs = grad_inputs(dgx, w["w_ih_t"])
+        d_inputs = grad_inputs(dgx, w["w_ih_t"].astype(dgx.dtype)).astype(inputs.dtype)
     else:
         dw["w_hh_t"] = contract_tn(h_prev, dgh)
         d_inputs = dgx
     if w["b_hh"] is not None:
         dw["b_hh"] = jnp.sum(dgh, axis=(0, 2))
+    # Each weight's gradient in the weight's own dtype (mixed precision: the compute dtype).
+    dw = {k: None if g is None else g.astype(w[k].dtype) for k, g in dw.items()}
     return dw, d_inputs, None, d_carry0
 
 
@@ -226,12 +233,12 @@ _recurrence = with_transposed_jvp(
 # --------------------------------------------------------------------------- the layer
 
 
-def _project(x_steps: Array, w_ih_t: Array, b_ih: Array | None) -> Array:
-    """(T, D, N, I) x (D, I, G*H) -> (T, D, N, G*H), plus b_ih."""
+def _project(x_steps: Array, w_ih_t: Array, b_ih: Array | None, out_dtype: Any) -> Array:
+    """(T, D, N, I) x (D, I, G*H) -> (T, D, N, G*H), plus b_ih; accumulated in out_dtype."""
     if x_steps.shape[1] == 1:
-        gx = (x_steps[:, 0] @ w_ih_t[0])[:, None]
+        gx = jnp.matmul(x_steps[:, 0], w_ih_t[0], preferred_element_type=out_dtype)[:, None]
     else:
-        gx = jnp.einsum("tdni,dig->tdng", x_steps, w_ih_t)
+        gx = jnp.einsum("tdni,dig->tdng", x_steps, w_ih_t, preferred_element_type=out_dtype)
     if b_ih is not None:
         gx = gx + b_ih.reshape(1, b_ih.shape[0], 1, b_ih.shape[1])
     return gx
@@ -293,6 +300,10 @@ def fused_layer(
         "w_hr": w.get("weight_hr"),
     }
     carry = rec.carry(tuple(states))
+    cd = states[0].dtype  # the carry's dtype (the compute dtype unless mixed precision)
+    if b_ih is not None:
+        b_ih = b_ih.astype(cd)
+    fw["b_hh"] = None if fw["b_hh"] is None else fw["b_hh"].astype(cd)
 
     Tp = T if remat is None else -(-T // int(remat)) * int(remat)
     if mask is None and Tp == T:
@@ -318,7 +329,7 @@ def fused_layer(
         # (T, N, I), not a reshape to T*N rows, so that a sharded batch stays sharded).
         GH = w_ih.shape[1]
         w_all = jnp.concatenate(list(w_ih), axis=0).T  # (I, D*G*H)
-        gx = jax.lax.dot_general(x, w_all, (((2,), (0,)), ((), ())))
+        gx = jax.lax.dot_general(x, w_all, (((2,), (0,)), ((), ())), preferred_element_type=cd)
         gx = gx.reshape(T, N, D, GH).transpose(0, 2, 1, 3)
         if b_ih is not None:
             gx = gx + b_ih.reshape(1, D, 1, GH)
@@ -335,10 +346,10 @@ def fused_layer(
         @functools.partial(jax.checkpoint, prevent_cse=False)
         def chunk(c, inp):
             xc, vc = inp
-            return run(xc if project == "loop" else _project(xc, w_ih_t, b_ih), vc, c)
+            return run(xc if project == "loop" else _project(xc, w_ih_t, b_ih, cd), vc, c)
 
         final, ys = jax.lax.scan(chunk, carry, (xs, vs))
         ys = ys.reshape((Tp,) + ys.shape[2:])
     ys = to_steps(ys)[:T]  # (T, D, N, H_out), time order
-    out = ys.transpose(0, 2, 1, 3).reshape(T, N, D * ys.shape[-1])
+    out = ys.transpose(0, 2, 1, 3).reshape(T, N, D * ys.shape[-1]).astype(x.dtype)
     return out, rec.states(final)

@@ -32,8 +32,17 @@ def to_steps(a: Array) -> Array:
     return jnp.concatenate([a[:, :1], a[::-1, 1:]], axis=1)
 
 
-def bmm(a: Array, w: Array) -> Array:
-    """Per-direction matmul: (D, N, K) x (D, K, M) -> (D, N, M)."""
+def bmm(a: Array, w: Array, out_dtype: Any = None) -> Array:
+    """Per-direction matmul: (D, N, K) x (D, K, M) -> (D, N, M).
+
+    With ``out_dtype`` (the carry dtype of the mixed-precision policy): a is cast to w's
+    dtype and the product accumulated and returned in ``out_dtype``.
+    """
+    if out_dtype is not None and jnp.dtype(out_dtype) != w.dtype:
+        a = a.astype(w.dtype)
+        if a.shape[0] == 1:
+            return jnp.matmul(a[0], w[0], preferred_element_type=out_dtype)[None]
+        return jnp.einsum("dnk,dkm->dnm", a, w, preferred_element_type=out_dtype)
     if a.shape[0] == 1:
         return (a[0] @ w[0])[None]
     return jnp.einsum("dnk,dkm->dnm", a, w)

@@ -28,6 +28,9 @@ solved by :func:`jaxseq.linear_scan.linear_recurrence` with a custom VJP:
 
 The CPU choice is measured by ``python -m benchmarks.min_scan`` (docs: minGRU page);
 the accelerator choice follows the log-depth argument.
+
+A gated kind without fused pieces (the layer-norm kinds) takes ``"unfused"`` and
+``"reference"``, and ``"fused"`` as a name for ``"unfused"`` (:data:`UNFUSED_IMPLS`).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ Array = jax.Array
 __all__ = [
     "LayerImpl",
     "LAYER_IMPLS",
+    "UNFUSED_IMPLS",
     "REMAT_IMPLS",
     "CHUNK_IMPLS",
     "impls_for",
@@ -117,7 +121,13 @@ def _per_direction(
         outs.append(ys)
         finals.append(rec.states(c))
     out = jnp.concatenate(outs, axis=-1) if len(outs) > 1 else outs[0]
-    return out, tuple(jnp.stack(f) for f in zip(*finals, strict=True))
+    return out.astype(w["weight_ih"].dtype), tuple(jnp.stack(f) for f in zip(*finals, strict=True))
+
+
+def _carry_dtype(x: Array, states: tuple[Array, ...]) -> Any:
+    """The dtype the input projection accumulates in: the carry's, where it differs from
+    the compute dtype (mixed precision), else None (the plain product)."""
+    return None if states[0].dtype == x.dtype else states[0].dtype
 
 
 def reference_layer(
@@ -133,7 +143,8 @@ def reference_layer(
     remat: int | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
     """Slow, obviously correct: the whole cell (input matmul included) inside the scan."""
-    return _per_direction(rec, w, lambda p: x, states, mask, rec.cell(nonlinearity), unroll)
+    cell = rec.cell(nonlinearity, _carry_dtype(x, states))
+    return _per_direction(rec, w, lambda p: x, states, mask, cell, unroll)
 
 
 def unfused_layer(
@@ -149,7 +160,8 @@ def unfused_layer(
     remat: int | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
     """Input projection hoisted out of the scan: one (T*N, I) x (I, G*H) matmul per direction."""
-    project = lambda p: input_projection(p, x)  # noqa: E731  (T, N, G*H)
+    od = _carry_dtype(x, states)
+    project = lambda p: input_projection(p, x, od)  # noqa: E731  (T, N, G*H)
     return _per_direction(rec, w, project, states, mask, rec.step_fn(nonlinearity), unroll)
 
 
@@ -178,7 +190,8 @@ def linear_layer(
     D, GH, _ = w["weight_ih"].shape
     # One (T*N, I) x (I, D*G*H) matmul for both directions of the layer.
     b = w.get("bias_ih")
-    gx = linear(x, w["weight_ih"].reshape(D * GH, -1), None if b is None else b.reshape(-1))
+    b = None if b is None else b.reshape(-1)
+    gx = linear(x, w["weight_ih"].reshape(D * GH, -1), b, _carry_dtype(x, states))
     # (T, D, N, G*H); D = 1 needs no transpose (a new unit axis is free).
     gx = gx[:, None] if D == 1 else jnp.swapaxes(gx.reshape(T, N, D, GH), 1, 2)
     a, bb = rec.coefficients(gx)  # (T, D, N, H) each
@@ -198,6 +211,7 @@ def linear_layer(
         ys = jnp.where(valid, ys, jnp.zeros_like(ys))
     H = ys.shape[-1]
     out = ys[:, 0] if D == 1 else jnp.transpose(ys, (0, 2, 1, 3)).reshape(T, N, D * H)
+    out = out.astype(x.dtype)
     return out, (final,)
 
 
@@ -228,15 +242,28 @@ REMAT_IMPLS = ("fused", "fused_loop", "fused_hoisted")
 CHUNK_IMPLS = ("fused_chunked",)
 
 
+#: A gated kind without fused pieces (``Recurrence.forward`` None, e.g. the layer-norm
+#: kinds): ``"fused"`` falls back to the unfused scan, so the default ``impl`` works.
+UNFUSED_IMPLS: dict[str, LayerImpl] = {
+    "fused": unfused_layer,
+    "unfused": unfused_layer,
+    "reference": reference_layer,
+}
+
+
 def impls_for(rec: Recurrence) -> dict[str, LayerImpl]:
-    """``{impl name: layer}`` of the implementations that serve ``rec``'s family."""
-    return LINEAR_IMPLS if rec.is_linear else LAYER_IMPLS
+    """``{impl name: layer}`` of the implementations that serve ``rec``'s family: the
+    linear kinds', the gated kinds', or, for a gated kind without fused pieces,
+    :data:`UNFUSED_IMPLS` (its ``"fused"`` is the unfused scan)."""
+    if rec.is_linear:
+        return LINEAR_IMPLS
+    return LAYER_IMPLS if rec.forward is not None else UNFUSED_IMPLS
 
 
 def checked_impl(rec: Recurrence, impl: Any, remat: Any = None, chunk: Any = None) -> str:
     """``impl`` checked against ``rec``'s family, with ``remat`` (gated kinds) and
     ``chunk`` (linear kinds) checked against it."""
-    remat_impls = () if rec.is_linear else REMAT_IMPLS
+    remat_impls = REMAT_IMPLS if impls_for(rec) is LAYER_IMPLS else ()
     chunk_impls = CHUNK_IMPLS if rec.is_linear else ()
     known = list(impls_for(rec))
     return check_impl(rec.display_name, impl, known, remat, remat_impls, chunk, chunk_impls)

@@ -53,6 +53,8 @@ __all__ = [
     "GRU",
     "MinGRU",
     "MinLSTM",
+    "LayerNormLSTM",
+    "LayerNormGRU",
     "module_class",
     "RNNCellBase",
     "RNNCell",
@@ -66,7 +68,8 @@ class RNNBase(nnx.Module):
 
     Arguments as ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` (checked as torch checks them),
     plus keyword-only ``dtype`` (computation dtype; None: the promotion of the input and
-    parameter dtypes), ``param_dtype``, ``unroll``, ``impl``, ``remat``, ``chunk`` (see
+    parameter dtypes), ``param_dtype``, ``unroll``, ``impl``, ``remat``, ``chunk``,
+    ``carry_dtype`` (mixed precision; see
     :func:`jaxseq.stack.run_stack`) and ``rngs``. Parameters are ``nnx.Param`` attributes
     named as torch names them (``weight_ih_l0``, ``bias_hh_l1_reverse`` ...).
 
@@ -105,6 +108,7 @@ class RNNBase(nnx.Module):
         impl: Impl | str = "fused",
         remat: int | None = None,
         chunk: int | None = None,
+        carry_dtype: Any = None,
         rngs: nnx.Rngs,
     ):
         check_flags(bias=bias, batch_first=batch_first, bidirectional=bidirectional)
@@ -131,6 +135,7 @@ class RNNBase(nnx.Module):
         self.impl = impl
         self.remat = remat
         self.chunk = chunk
+        self.carry_dtype = carry_dtype
         self.deterministic = False  # torch modules start in training mode
         values = init_params(
             rngs.params(),
@@ -185,6 +190,7 @@ class RNNBase(nnx.Module):
             dtype=self.dtype,
             remat=self.remat,
             chunk=self.chunk,
+            carry_dtype=self.carry_dtype,
         )
 
 
@@ -335,6 +341,49 @@ class MinLSTM(RNNBase):
     """
 
     kind = "min_lstm"
+
+
+class LayerNormLSTM(RNNBase):
+    """Multi-layer layer-normalised LSTM (the LN-LSTM of Ba et al. 2016); equations in
+    :mod:`jaxseq.recurrences.layernorm`, PyTorch twin ``torchseq.LayerNormLSTM``.
+
+    ``LayerNormLSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+    dropout=0.0, bidirectional=False, *, dtype=None, param_dtype=jnp.float32, unroll=1,
+    impl='fused', rngs)`` (no ``proj_size``; ``impl`` ``'fused'`` runs the unfused scan).
+    Parameters as :class:`LSTM`'s plus, per layer and direction, ``ln_ih_weight``,
+    ``ln_ih_bias``, ``ln_hh_weight``, ``ln_hh_bias`` (4H,) and ``ln_c_weight``,
+    ``ln_c_bias`` (H,) (gains 1, biases 0). Call: ``out, (h_n, c_n) = m(x, hx=None,
+    lengths=None)``, shapes as :class:`LSTM`: out (T, N, D*H), h_n and c_n (L*D, N, H).
+
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> m = LayerNormLSTM(3, 4, bidirectional=True, rngs=nnx.Rngs(0))
+    >>> out, (h_n, c_n) = m(jnp.ones((6, 2, 3)), lengths=jnp.array([6, 2]))
+    >>> out.shape, c_n.shape, m.ln_c_weight_l0_reverse.shape, float(abs(out[2:, 1]).max())
+    ((6, 2, 8), (2, 2, 4), (4,), 0.0)
+    """
+
+    kind = "layernorm_lstm"
+
+
+class LayerNormGRU(RNNBase):
+    """Multi-layer layer-normalised GRU (Ba et al. 2016); equations in
+    :mod:`jaxseq.recurrences.layernorm`, PyTorch twin ``torchseq.LayerNormGRU``.
+
+    Arguments as :class:`LayerNormLSTM`. Parameters as :class:`GRU`'s plus, per layer and
+    direction, ``ln_ih_weight``, ``ln_ih_bias``, ``ln_hh_weight``, ``ln_hh_bias`` (3H,)
+    (gains 1, biases 0). Call: ``out, h_n = m(x, hx=None, lengths=None)``, shapes as
+    :class:`GRU`: out (T, N, D*H), h_n (L*D, N, H).
+
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> m = LayerNormGRU(3, 4, num_layers=2, rngs=nnx.Rngs(0))
+    >>> out, h_n = m(jnp.ones((6, 2, 3)))
+    >>> out.shape, h_n.shape, m.ln_hh_bias_l1.shape
+    ((6, 2, 4), (2, 2, 4), (12,))
+    """
+
+    kind = "layernorm_gru"
 
 
 # --------------------------------------------------------------------------- cells

@@ -10,7 +10,10 @@ A stack's parameters are a flat dict with PyTorch's names and layouts — what a
     bias_hh_l{k}{_reverse}     (G*H,)
     weight_hr_l{k}{_reverse}   (H_out, H) kinds with a projection (LSTM), proj_size > 0
 
-Linear kinds (minGRU, minLSTM) have ``weight_ih`` and ``bias_ih`` only.
+Linear kinds (minGRU, minLSTM) have ``weight_ih`` and ``bias_ih`` only. A kind may add
+parameters of its own (:attr:`jaxseq.recurrences.Recurrence.extra_params`, e.g. the
+layer-norm kinds' ``ln_ih_weight_l{k}``), after these; the names a kind accepts are its
+:attr:`~jaxseq.recurrences.Recurrence.base_names`.
 """
 
 from __future__ import annotations
@@ -41,12 +44,28 @@ __all__ = [
     "init_min_lstm",
     "suffixes",
     "check_shapes",
+    "base_name",
     "BASES",
 ]
 
-#: The per-layer parameter names, in torch's order.
+#: The per-layer parameter names of torch's RNN / LSTM / GRU, in torch's order. A kind's
+#: own names (these, or fewer, plus its extra parameters) are ``Recurrence.base_names``.
 BASES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
-_KEY_RE = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d+)(_reverse)?$")
+_SUFFIX_RE = re.compile(r"_l(\d+)(_reverse)?$")
+
+
+def _key_re(rec: Recurrence) -> re.Pattern[str]:
+    """``{base}_l{k}{_reverse}`` for torch's names and the kind's own; group 2 is the layer.
+    (A torch name the kind lacks, e.g. ``weight_hr``, is then reported by the shape check
+    with the option it implies.)"""
+    names = "|".join(map(re.escape, dict.fromkeys(BASES + rec.base_names)))
+    return re.compile(rf"^({names})_l(\d+)(_reverse)?$")
+
+
+def base_name(name: str) -> str:
+    """A parameter's name without its ``_l{k}{_reverse}`` suffix: ``weight_ih_l1_reverse``
+    -> ``weight_ih``."""
+    return _SUFFIX_RE.sub("", name)
 
 
 def suffixes(layer: int, bidirectional: bool) -> list[str]:
@@ -125,7 +144,8 @@ def spec_from_params(kind: str, params: Mapping[str, Any]) -> RNNSpec:
         raise TypeError(
             f"params must be a mapping of torch parameter names to arrays, got {type(params).__name__}"
         )
-    bad = [k for k in params if not _KEY_RE.match(k)]
+    key_re = _key_re(rec)
+    bad = [k for k in params if not key_re.match(k)]
     if bad:
         raise ValueError(f"{name}: unexpected parameter names {sorted(bad)}")
     required = ["weight_ih_l0"] if rec.is_linear else ["weight_ih_l0", "weight_hh_l0"]
@@ -139,7 +159,7 @@ def spec_from_params(kind: str, params: Mapping[str, Any]) -> RNNSpec:
         raise ValueError(
             f"{name}: {' and '.join(k for k in required)} must be 2-D, got shapes {shapes}"
         )
-    layers = {int(m.group(2)) for m in map(_KEY_RE.match, params) if m}
+    layers = {int(m.group(2)) for m in map(key_re.match, params) if m}
     w_ih0 = params["weight_ih_l0"]
     gates = rec.num_gates
     if w_ih0.shape[0] % gates:
@@ -191,7 +211,8 @@ def init_params(
     """Parameters of a ``kind`` stack with torch's init: every one ~ U(-1/sqrt(H), 1/sqrt(H)).
 
     Returns a flat dict ``{torch name: array}`` (see :func:`param_shapes` for the shapes),
-    one PRNG key per parameter; the kind's definition may choose another init.
+    one PRNG key per parameter; the kind's definition may choose another init, and its
+    extra parameters (layer-norm gains and biases) get their constants (ones, zeros).
 
     >>> import jax, jaxseq
     >>> p = jaxseq.init_params(jax.random.key(0), "gru", 3, 4, bidirectional=True)
@@ -207,10 +228,10 @@ def init_params(
         bidirectional=bidirectional,
         proj_size=proj_size,
     )
-    init = get(kind).init
+    rec = get(kind)
     keys = jax.random.split(key, len(shapes))
     return {
-        name: init(k, shape, dtype, hidden_size)
+        name: rec.init_param(base_name(name), k, shape, dtype, hidden_size)
         for k, (name, shape) in zip(keys, shapes.items(), strict=True)
     }
 

@@ -30,11 +30,12 @@ import jax.numpy as jnp
 from typing_extensions import Unpack
 
 from jaxseq.impls import checked_impl, impls_for
-from jaxseq.params import BASES, spec_from_params, suffixes
+from jaxseq.params import spec_from_params, suffixes
 from jaxseq.recurrences import get
 from jaxseq.scan import length_mask
 from jaxseq.validation import (
     Impl,
+    carry_dtype_for,
     check_dropout,
     check_flags,
     check_hx,
@@ -134,6 +135,7 @@ class StackOptions(TypedDict, total=False):
     dtype: Any
     remat: int | None
     chunk: int | None
+    carry_dtype: Any
 
 
 def run_stack(
@@ -153,6 +155,7 @@ def run_stack(
     dtype: Any = None,
     remat: int | None = None,
     chunk: int | None = None,
+    carry_dtype: Any = None,
 ) -> tuple[Array, Any]:
     """The stack of any registered kind: layers x directions, masked by lengths.
 
@@ -190,6 +193,13 @@ def run_stack(
         every K steps and recompute inside each chunk on the backward pass, so training
         memory grows like T/K + K instead of T (try K about sqrt(T)).
       chunk: the chunk length of ``impl="fused_chunked"`` (default about sqrt(T)).
+      carry_dtype: the mixed-precision policy's carry dtype. The matmuls take their
+        operands in the compute dtype ``dtype`` and accumulate in ``carry_dtype``
+        (``preferred_element_type``); the gate nonlinearities and the carried state
+        (``h``, and the LSTM's ``c``) are in ``carry_dtype``; the output and the final
+        states are returned in the compute dtype. Default
+        (:func:`jaxseq.validation.carry_dtype_for`): float32 when the compute dtype is
+        bfloat16 or float16, else the compute dtype (no mixing).
 
     Returns:
       ``(output, h_n)``, or ``(output, (h_n, c_n))`` for kinds with a cell state:
@@ -212,17 +222,18 @@ def run_stack(
     check_input(name, x, spec.input_size)
 
     x, dtype, unbatched = time_major(x, params["weight_ih_l0"].dtype, dtype, batch_first)
+    cdt = carry_dtype_for(dtype, carry_dtype)
     T, N = x.shape[0], x.shape[1]
     L, D = spec.num_layers, spec.num_directions
     sizes = rec.state_sizes(spec.hidden_size, spec.output_size)
 
     # Initial states, each (L*D, N, size) ---------------------------------------------
     if hx is None:
-        states = tuple(jnp.zeros((L * D, N, s), dtype) for s in sizes)
+        states = tuple(jnp.zeros((L * D, N, s), cdt) for s in sizes)
     else:
         shapes = [(L * D, s) if unbatched else (L * D, N, s) for s in sizes]
         states = check_hx(rec, name, hx, shapes, x.dtype)
-        states = tuple((s[:, None] if unbatched else s).astype(dtype) for s in states)
+        states = tuple((s[:, None] if unbatched else s).astype(cdt) for s in states)
 
     mask = None
     if lengths is not None:
@@ -245,7 +256,7 @@ def run_stack(
                 base: _vary_like(
                     jnp.stack([jnp.asarray(params[base + s]).astype(dtype) for s in sfxs]), vma
                 )
-                for base in BASES
+                for base in rec.base_names
                 if base + sfxs[0] in params
             }
             layer_states = tuple(s[layer * D : (layer + 1) * D] for s in states)
@@ -261,7 +272,7 @@ def run_stack(
 
     # (L*D, N, size) per state, ordered l0-forward, l0-reverse, l1-forward, ...
     out_states = tuple(
-        jnp.concatenate(per_state, axis=0) for per_state in zip(*finals, strict=True)
+        jnp.concatenate(per_state, axis=0).astype(dtype) for per_state in zip(*finals, strict=True)
     )
     x, out_states = output_layout(x, out_states, unbatched, batch_first)
     return x, rec.carry(out_states)

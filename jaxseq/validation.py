@@ -276,6 +276,31 @@ def compute_dtype(x_dtype: Any, param_dtype: Any, dtype: Any = None) -> Any:
     return jnp.dtype(dtype)
 
 
+def carry_dtype_for(dtype: Any, carry_dtype: Any = None) -> Any:
+    """The mixed-precision rule: the dtype of the carry and the gate nonlinearities.
+
+    ``carry_dtype`` if given (a float at least as wide as the compute dtype); otherwise
+    float32 when the compute dtype is a 16-bit float (bfloat16, float16), else the
+    compute dtype itself.
+
+    >>> import jax.numpy as jnp
+    >>> [str(carry_dtype_for(jnp.dtype(d))) for d in ("bfloat16", "float32")]
+    ['float32', 'float32']
+    """
+    dtype = jnp.dtype(dtype)
+    if carry_dtype is None:
+        small = jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize == 2
+        return jnp.dtype(jnp.float32) if small else dtype
+    cd = jnp.dtype(carry_dtype)
+    if not jnp.issubdtype(cd, jnp.floating):
+        raise TypeError(f"carry_dtype must be a floating dtype, got {cd}")
+    if cd.itemsize < dtype.itemsize:
+        raise ValueError(
+            f"carry_dtype must be at least as wide as the compute dtype {dtype}, got {cd}"
+        )
+    return cd
+
+
 def check_hidden(name: str, label: str, h: Any, expected: tuple[int, ...], dtype: Any) -> Array:
     """One initial state: an array of the expected shape and the input's floating dtype."""
     if not hasattr(h, "shape") or not hasattr(h, "dtype"):

@@ -19,7 +19,8 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess by test
         "from a checkout)."
     ) from e
 
-from torchseq import checkpoint, data, minimal, models, train, train_state
+from torchseq import checkpoint, data, layernorm, minimal, models, train, train_state
+from torchseq.layernorm import LayerNormGRU, LayerNormLSTM
 from torchseq.minimal import MinGRU, MinLSTM
 from torchseq.models import CharLM, FeedForwardClassifier, Forecaster, SequenceClassifier
 
@@ -30,8 +31,11 @@ __all__ = [
     "train_state",
     "checkpoint",
     "minimal",
+    "layernorm",
     "MinGRU",
     "MinLSTM",
+    "LayerNormLSTM",
+    "LayerNormGRU",
     "SequenceClassifier",
     "FeedForwardClassifier",
     "Forecaster",

@@ -11,6 +11,7 @@ Supported pairs (the class must match *exactly*: a subclass may compute somethin
     torch.nn.RNN / LSTM / GRU                 <-> jaxseq.nn.RNN / LSTM / GRU
     torch.nn.RNNCell / LSTMCell / GRUCell     <-> jaxseq.nn.RNNCell / LSTMCell / GRUCell
     torchseq.MinGRU / MinLSTM                 <-> jaxseq.nn.MinGRU / MinLSTM
+    torchseq.LayerNormLSTM / LayerNormGRU     <-> jaxseq.nn.LayerNormLSTM / LayerNormGRU
     torch.nn.Linear                           <-> flax.nnx.Linear   (weight = kernel.T)
     torch.nn.Embedding                        <-> flax.nnx.Embed
     torchseq.models.SequenceClassifier, ...   <-> jaxseq.models.SequenceClassifier, ...

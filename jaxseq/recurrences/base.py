@@ -16,7 +16,9 @@ Conventions every definition follows (written once, here):
       weight_ih  (G*H, I)    weight_hh  (G*H, H_out)    bias_ih, bias_hh  (G*H,)
       weight_hr  (H_out, H)  only for kinds with ``projection=True`` and proj_size > 0
 
-  Both biases are kept separately, as torch keeps them.
+  Both biases are kept separately, as torch keeps them. A kind may declare more
+  per-layer parameters (:attr:`Recurrence.extra_params`, e.g. layer-norm gains and
+  biases); they follow these, named and suffixed the same way.
 * **Carry**: ``h`` (N, H_out) for kinds with one state; ``(h, c)`` with c (N, H) for kinds
   with ``cell_state=True``. The output y of a step is the new ``h``.
 * **Gate order** is the kind's torch order (LSTM i, f, g, o; GRU r, z, n).
@@ -61,7 +63,7 @@ Array = jax.Array
 Params = Mapping[str, Array]
 
 #: The kinds that ship with jaxseq. Registered kinds are plain strings too.
-Kind = Literal["rnn", "lstm", "gru", "min_gru", "min_lstm"]
+Kind = Literal["rnn", "lstm", "gru", "min_gru", "min_lstm", "layernorm_lstm", "layernorm_gru"]
 
 __all__ = [
     "Kind",
@@ -77,12 +79,30 @@ __all__ = [
 ]
 
 
-def linear(x: Array, w: Array, b: Array | None) -> Array:
+def linear(x: Array, w: Array, b: Array | None, out_dtype: Any = None) -> Array:
     """``x @ w.T + b`` with w in PyTorch's (out, in) layout.
+
+    Dtypes: with ``out_dtype`` given, or when x is a wider float than w (a float32 carry
+    against bfloat16 weights: the mixed-precision policy of :func:`jaxseq.stack.run_stack`),
+    the product is taken in w's dtype and accumulated and returned in ``out_dtype``
+    (default x's dtype), with b added in that dtype. Otherwise both are promoted as ``@``
+    promotes them.
 
     Written as a dot contracting x's last axis with w's second, not ``x @ w.T``: outside
     a loop that hoists it, XLA's CPU backend materialised ``w.T`` as a copy on every call.
     """
+    x, w = jnp.asarray(x), jnp.asarray(w)
+    if out_dtype is None and x.dtype != w.dtype and _wider_float(x.dtype, w.dtype):
+        out_dtype = x.dtype
+    if out_dtype is not None:
+        y = jax.lax.dot_general(
+            x.astype(w.dtype),
+            w,
+            (((x.ndim - 1,), (1,)), ((), ())),
+            preferred_element_type=out_dtype,
+        )
+        b = None if b is None else jnp.asarray(b).astype(out_dtype)
+        return y if b is None else y + b.reshape((1,) * (y.ndim - 1) + b.shape)
     dtype = jnp.result_type(x, w)  # the promotion ``@`` applies (strict mode raises)
     x, w = jnp.asarray(x, dtype), jnp.asarray(w, dtype)
     y = jax.lax.dot_general(x, w, (((x.ndim - 1,), (1,)), ((), ())))
@@ -90,7 +110,16 @@ def linear(x: Array, w: Array, b: Array | None) -> Array:
     return y if b is None else y + b.reshape((1,) * (y.ndim - 1) + b.shape)
 
 
-def input_projection(params: Params, x: Array) -> Array:
+def _wider_float(a: Any, b: Any) -> bool:
+    """a and b floating, a with more bits than b."""
+    return bool(
+        jnp.issubdtype(a, jnp.floating)
+        and jnp.issubdtype(b, jnp.floating)
+        and jnp.dtype(a).itemsize > jnp.dtype(b).itemsize
+    )
+
+
+def input_projection(params: Params, x: Array, out_dtype: Any = None) -> Array:
     """The input half of every cell: ``x W_ih^T + b_ih``.
 
     It does not depend on the carry, so the fast path applies it to all T steps at once
@@ -99,6 +128,8 @@ def input_projection(params: Params, x: Array) -> Array:
     Args:
       params: ``weight_ih`` (G*H, I) and optional ``bias_ih`` (G*H,).
       x: (..., I): one step (N, I) or a whole sequence (T, N, I).
+      out_dtype: the dtype to accumulate and return in (the carry dtype of the
+        mixed-precision policy); default: as :func:`linear`.
 
     Returns:
       (..., G*H), the gates' input contributions in the cell's gate order.
@@ -109,7 +140,7 @@ def input_projection(params: Params, x: Array) -> Array:
     >>> gx.shape, gx[0, 0].tolist()
     ((5, 2, 8), [3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0])
     """
-    return linear(x, params["weight_ih"], params.get("bias_ih"))
+    return linear(x, params["weight_ih"], params.get("bias_ih"), out_dtype)
 
 
 def torch_uniform_init(key: Array, shape: tuple[int, ...], dtype: Any, hidden_size: int) -> Array:
@@ -119,6 +150,9 @@ def torch_uniform_init(key: Array, shape: tuple[int, ...], dtype: Any, hidden_si
 
 
 StepFn = Callable[[Params, Any, Array, str], tuple[Any, Array]]
+#: ``extra_params(hidden_size) -> {base name: (shape, init)}``, init ``"ones"`` or ``"zeros"``.
+ExtraParams = Callable[[int], Mapping[str, tuple[tuple[int, ...], str]]]
+_CONSTANT_INITS = {"ones": jnp.ones, "zeros": jnp.zeros}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +185,11 @@ class Recurrence:
       torch_twin: the PyTorch layer class of the kind, as ``"module:name"`` (e.g.
         ``"torch.nn:LSTM"``), for :func:`jaxseq.interop.from_torch` / ``to_torch``; its
         cell class, where there is one, is the same name with ``Cell`` appended.
+      extra_params: per-layer parameters beyond torch's RNN ones, as
+        ``extra_params(hidden_size) -> {base name: (shape, init)}`` with init ``"ones"``
+        or ``"zeros"`` (layer-norm gains and biases: :mod:`jaxseq.recurrences.layernorm`).
+        They follow the plain ones in :meth:`layer_shapes`, are present whatever
+        ``bias`` is, and reach the step in ``params`` under their base names.
     """
 
     name: str
@@ -169,6 +208,7 @@ class Recurrence:
     cpu_projection: Literal["loop", "hoisted"] = "hoisted"
     init: Callable[[Array, tuple[int, ...], Any, int], Array] = torch_uniform_init
     torch_twin: str | None = None
+    extra_params: ExtraParams | None = None
 
     # ----------------------------------------------------------------- family
 
@@ -214,14 +254,46 @@ class Recurrence:
                 shapes["bias_hh"] = (g,)
         if proj_size > 0:
             shapes["weight_hr"] = (proj_size, hidden_size)
+        shapes.update({base: tuple(shape) for base, (shape, _) in self._extra(hidden_size).items()})
         return shapes
 
+    def _extra(self, hidden_size: int) -> Mapping[str, tuple[tuple[int, ...], str]]:
+        return {} if self.extra_params is None else self.extra_params(hidden_size)
+
+    @property
+    def base_names(self) -> tuple[str, ...]:
+        """Every per-layer parameter name the kind can have (with bias and, where the kind
+        supports one, a projection), in torch's order: the names :mod:`jaxseq.params`
+        accepts (with the ``_l{k}{_reverse}`` suffix) and the stack stacks by direction.
+
+        >>> get("gru").base_names
+        ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh')
+        """
+        return tuple(self.layer_shapes(1, 1, 1 if self.projection else 0, True))
+
+    def init_param(
+        self, base: str, key: Array, shape: tuple[int, ...], dtype: Any, hidden_size: int
+    ) -> Array:
+        """The initial value of the parameter ``base`` (a base name): the constant of an
+        extra parameter (:attr:`extra_params`), else :attr:`init`."""
+        extra = self._extra(hidden_size)
+        if base in extra:
+            how = extra[base][1]
+            if how not in _CONSTANT_INITS:
+                raise ValueError(
+                    f"{self.display_name}: extra parameter {base!r} has init {how!r}; "
+                    f"expected one of {sorted(_CONSTANT_INITS)}"
+                )
+            return _CONSTANT_INITS[how](shape, dtype)
+        return self.init(key, shape, dtype, hidden_size)
+
     def cell(
-        self, nonlinearity: str | None = None
+        self, nonlinearity: str | None = None, out_dtype: Any = None
     ) -> Callable[[Params, Any, Array], tuple[Any, Array]]:
-        """The whole reference cell ``cell(params, carry, x) -> (carry, y)``."""
+        """The whole reference cell ``cell(params, carry, x) -> (carry, y)``; the input
+        projection accumulated in ``out_dtype`` (see :func:`input_projection`)."""
         nl = self.nonlinearities[0] if nonlinearity is None else nonlinearity
-        return lambda p, carry, x: self.step(p, carry, input_projection(p, x), nl)
+        return lambda p, carry, x: self.step(p, carry, input_projection(p, x, out_dtype), nl)
 
     def step_fn(
         self, nonlinearity: str | None = None

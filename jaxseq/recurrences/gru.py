@@ -1,12 +1,7 @@
 """The GRU, as ``torch.nn.GRU`` / ``GRUCell`` (gate order r, z, n; reset after the hidden matmul).
 
-PyTorch's GRU applies the reset gate *after* the hidden matmul and its bias::
-
-    r  = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
-    z  = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
-    n  = tanh(W_in x + b_in + r * (W_hn h + b_hn))
-    h' = (1 - z) * n + z * h
-
+PyTorch's GRU applies the reset gate *after* the hidden matmul and its bias; the
+equations are in :func:`gru_cell`'s docstring (``help(jaxseq.gru_cell)``).
 Flax's ``GRUCell`` has no ``b_hn`` and Haiku applies ``r`` before the matmul; neither
 matches PyTorch when ``b_hn != 0``. This one does. G = 3; the carry is h (N, H).
 Because ``r`` multiplies the hidden part of n alone, the gates are not a function of
@@ -65,17 +60,12 @@ def gru_step(
 
 
 def gru_cell(params: Params, h: Array, x: Array) -> tuple[Array, Array]:
-    """GRU cell, as ``torch.nn.GRUCell`` (reset applied after the hidden matmul).
-
-    ::
+    """GRU cell, as ``torch.nn.GRUCell`` (reset applied after the hidden matmul)::
 
         r  = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
         z  = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
         n  = tanh(W_in x + b_in + r * (W_hn h + b_hn))
         h' = (1 - z) * n + z * h
-
-    Flax's ``GRUCell`` has no ``b_hn`` and Haiku applies ``r`` before the matmul; neither
-    matches PyTorch when ``b_hn != 0``. This one does.
 
     Args:
       params: ``weight_ih`` (3H, I), ``weight_hh`` (3H, H), optional biases (3H,).

@@ -1,14 +1,6 @@
 """The LSTM, as ``torch.nn.LSTM`` / ``LSTMCell`` (gate order i, f, g, o; optional projection).
 
-::
-
-    i = sigmoid(W_ii x + b_ii + W_hi h + b_hi)
-    f = sigmoid(W_if x + b_if + W_hf h + b_hf)
-    g = tanh(W_ig x + b_ig + W_hg h + b_hg)
-    o = sigmoid(W_io x + b_io + W_ho h + b_ho)
-    c' = f * c + i * g
-    h' = o * tanh(c')            or, with proj_size > 0,   h' = W_hr (o * tanh(c'))
-
+The equations are in :func:`lstm_cell`'s docstring (``help(jaxseq.lstm_cell)``).
 G = 4; the carry is ``(h, c)`` with h (N, H_out), c (N, H) — torch's order.
 """
 
@@ -28,7 +20,7 @@ __all__ = ["LSTM", "lstm_step", "lstm_cell"]
 def lstm_step(
     params: Params, carry: tuple[Array, Array], gx: Array, nonlinearity: str = "tanh"
 ) -> tuple[tuple[Array, Array], Array]:
-    """LSTM step (the module's equations) on a projected input ``gx = x W_ih^T + b_ih``.
+    """LSTM step (:func:`lstm_cell`'s equations) on a projected input ``gx = x W_ih^T + b_ih``.
 
     Args:
       params: ``weight_hh`` (4H, H_out), optional ``bias_hh`` (4H,), optional
@@ -55,15 +47,21 @@ def lstm_step(
     c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
     h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
     if "weight_hr" in params:
-        h_new = h_new @ params["weight_hr"].T
+        h_new = linear(h_new, params["weight_hr"], None)
     return (h_new, c_new), h_new
 
 
 def lstm_cell(
     params: Params, carry: tuple[Array, Array], x: Array
 ) -> tuple[tuple[Array, Array], Array]:
-    """LSTM cell, as ``torch.nn.LSTMCell`` (plus ``nn.LSTM``'s ``proj_size``): the module's
-    equations on one time step.
+    """LSTM cell, as ``torch.nn.LSTMCell`` (plus ``nn.LSTM``'s ``proj_size``)::
+
+        i = sigmoid(W_ii x + b_ii + W_hi h + b_hi)
+        f = sigmoid(W_if x + b_if + W_hf h + b_hf)
+        g = tanh(W_ig x + b_ig + W_hg h + b_hg)
+        o = sigmoid(W_io x + b_io + W_ho h + b_ho)
+        c' = f * c + i * g
+        h' = o * tanh(c')            or, with proj_size > 0,   h' = W_hr (o * tanh(c'))
 
     Args:
       params: ``weight_ih`` (4H, I), ``weight_hh`` (4H, H_out), optional biases (4H,),
@@ -102,10 +100,12 @@ def _forward(w, carry, gx, gh, valid, nonlinearity):
     m = o * tc
     h_new = m
     if w["w_hr"] is not None:
+        wr = w["w_hr"]  # (D, H_out, H), the compute dtype; accumulated in the carry's
+        mr = m.astype(wr.dtype)
         h_new = (
-            jnp.einsum("dnh,doh->dno", m, w["w_hr"])
+            jnp.einsum("dnh,doh->dno", mr, wr, preferred_element_type=m.dtype)
             if h.shape[0] > 1
-            else (m[0] @ w["w_hr"][0].T)[None]
+            else jnp.matmul(mr[0], wr[0].T, preferred_element_type=m.dtype)[None]
         )
     new = (jnp.where(valid, h_new, h), jnp.where(valid, c_new, c))
     P = zero_invalid(valid, o * (1.0 - tc * tc))
@@ -122,7 +122,7 @@ def _backward(w, dcarry, dy, scan_res, hmat):
     dh, dc = dcarry
     p, q, fk, keep = scan_res
     dh_new = dh + dy
-    dm = dh_new if w["w_hr"] is None else bmm(dh_new, w["w_hr"])
+    dm = dh_new if w["w_hr"] is None else bmm(dh_new, w["w_hr"].astype(dh_new.dtype))
     dc_tot = dc + dm * p
     dG = jnp.concatenate([dc_tot, dc_tot, dc_tot, dm], axis=-1) * q
     # dG itself is stored by hmat over Q's slot (dgh_slot=1); only the projection's
