@@ -95,30 +95,31 @@ def gpu_problem() -> str | None:
 # --------------------------------------------------------------------------- helpers
 
 
-def _cudnn_registered() -> bool:
+@contextlib.contextmanager
+def stand_in_cudnn(lstm_fn: Callable[..., Any] | None):
+    """Within the block, ``impl="cudnn"`` runs :func:`jaxseq.cudnn.cudnn_layer` with
+    ``lstm_fn`` in place of ``jax.experimental.rnn.lstm`` (None: cuDNN itself)."""
+    from jaxseq import impls
+    from jaxseq.cudnn import cudnn_layer
+
+    if lstm_fn is None:
+        yield
+        return
+    saved = impls.LAYER_IMPLS["cudnn"]
+    impls.LAYER_IMPLS["cudnn"] = functools.partial(cudnn_layer, lstm_fn=lstm_fn)
     try:
-        from jaxseq import impls
-    except ImportError:
-        return False
-    return "cudnn" in getattr(impls, "LAYER_IMPLS", {})
+        yield
+    finally:
+        impls.LAYER_IMPLS["cudnn"] = saved
 
 
 def cudnn_stack(params, x, hx=None, lengths=None, *, env: Env, dtype=None):
-    """jaxseq's LSTM through the cuDNN layer: ``jaxseq.lstm(..., impl="cudnn")`` when it is
-    registered and cuDNN itself is wanted, else :func:`jaxseq.cudnn.cudnn_lstm` (the same
-    layer, looped over the layers here)."""
-    import jax.numpy as jnp
-
+    """jaxseq's LSTM through the cuDNN layer, ``jaxseq.lstm(..., impl="cudnn")``, with the
+    CPU dry run's stand-in for cuDNN where ``env`` has one."""
     import jaxseq
-    from jaxseq.cudnn import cudnn_lstm
 
-    if env.lstm_fn is None and _cudnn_registered():
+    with stand_in_cudnn(env.lstm_fn):
         return jaxseq.lstm(params, x, hx, lengths, impl="cudnn", dtype=dtype)
-    if dtype is not None:
-        x = jnp.asarray(x).astype(dtype)
-        params = {k: v.astype(dtype) for k, v in params.items()}
-        hx = None if hx is None else tuple(s.astype(dtype) for s in hx)
-    return cudnn_lstm(params, x, hx, lengths, lstm_fn=env.lstm_fn)
 
 
 def _rel_err(a, b) -> float:
@@ -543,9 +544,7 @@ def environment() -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "cudnn_layer_via": "jaxseq.lstm(impl='cudnn')"
-        if _cudnn_registered()
-        else "jaxseq.cudnn.cudnn_lstm",
+        "cudnn_layer_via": "jaxseq.lstm(impl='cudnn')",
     }
     try:
         import jaxlib

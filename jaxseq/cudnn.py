@@ -6,8 +6,8 @@ directions, weights stacked by direction) and keeps jaxseq's parity contract: it
 torch-named weights into cuDNN's flat weight array (:func:`pack_lstm_weights`, pure ``jnp``
 ops, so gradients reach the torch-named parameters), recovers the lengths from the (T, N)
 prefix mask, calls cuDNN, and imposes jaxseq's masking contract on what comes back.
-:func:`cudnn_lstm` runs a whole stack through it (a thin loop for tests and benchmarks;
-``jaxseq.lstm(..., impl="cudnn")`` is the stack's way, registered in ``jaxseq.impls``).
+It is registered in ``jaxseq.impls`` as ``impl="cudnn"``: ``jaxseq.lstm(..., impl="cudnn")``
+runs a whole stack through it.
 
 Shapes (D = 2 if bidirectional else 1, H the hidden size, I the input size)::
 
@@ -58,7 +58,7 @@ from jaxseq's contract, and what this module does about it:
 * **Weights**: both biases are kept separately (cuDNN's ``DOUBLE_BIAS`` mode, as torch),
   gate order i, f, g, o (as torch). A layer without biases is packed with zero biases.
 
-Testing without a GPU: :func:`cudnn_layer` and :func:`cudnn_lstm` take ``lstm_fn``, a
+Testing without a GPU: :func:`cudnn_layer` takes ``lstm_fn``, a
 stand-in for ``jax.experimental.rnn.lstm`` with its signature. :func:`reference_lstm` is one:
 ``jax.experimental.rnn.lstm_ref`` (pure JAX) fed through ``unpack_lstm_weights``, so the
 CPU tests run the packing, the length handling and the post-processing of this module
@@ -71,7 +71,6 @@ case unreachable, so the CPU path and the cuDNN path see the same inputs.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -95,7 +94,6 @@ __all__ = [
     "reference_lstm",
     "check_cudnn",
     "cudnn_layer",
-    "cudnn_lstm",
 ]
 
 _BIASES = ("bias_ih", "bias_hh")
@@ -356,71 +354,3 @@ def cudnn_layer(
         h_n = jnp.where(empty, h0, h_n)
         c_n = jnp.where(empty, c0, c_n)
     return out, (h_n, c_n)
-
-
-def cudnn_lstm(
-    params: Mapping[str, Any],
-    x: Any,
-    hx: tuple[Any, Any] | None = None,
-    lengths: Any = None,
-    *,
-    batch_first: bool = False,
-    precision: Any = None,
-    lstm_fn: LstmFn | None = None,
-    layer: Callable[..., tuple[Array, tuple[Array, ...]]] | None = None,
-) -> tuple[Array, tuple[Array, Array]]:
-    """A whole LSTM stack layer by layer through :func:`cudnn_layer` (no dropout).
-
-    A thin stand-in for ``jaxseq.lstm(params, x, hx, lengths, impl="cudnn")`` while
-    ``"cudnn"`` is not registered in ``jaxseq.impls.LAYER_IMPLS``: it stacks each layer's
-    weights by direction and builds the (T, N) mask as ``jaxseq.stack.run_stack`` does,
-    without its validation. Batched input only.
-
-    Args:
-      params: torch-named ``weight_ih_l{k}{_reverse}`` ... (no ``weight_hr``).
-      x: (T, N, I), or (N, T, I) with ``batch_first``.
-      hx: optional ``(h0, c0)``, each (L*D, N, H); zeros when None.
-      lengths: optional (N,) integers, clipped to [0, T]; None: all T.
-      precision, lstm_fn: as :func:`cudnn_layer`.
-      layer: another :class:`jaxseq.impls.LayerImpl` to run instead (for comparisons).
-
-    Returns:
-      ``(out, (h_n, c_n))``: out (T, N, D*H) (batch_first: (N, T, D*H)), h_n and c_n
-      (L*D, N, H) ordered l0-forward, l0-reverse, l1-forward, ...
-    """
-    from jaxseq.recurrences import get
-
-    rec = get("lstm")
-    x = jnp.asarray(x)
-    if batch_first:
-        x = jnp.swapaxes(x, 0, 1)
-    T, N = x.shape[0], x.shape[1]
-    L = sum(1 for k in params if k.startswith("weight_ih_l") and not k.endswith("_reverse"))
-    D = 2 if "weight_ih_l0_reverse" in params else 1
-    H = int(params["weight_hh_l0"].shape[-1])
-    dtype = x.dtype
-    if hx is None:
-        h0 = c0 = jnp.zeros((L * D, N, H), dtype)
-    else:
-        h0, c0 = (jnp.asarray(s, dtype) for s in hx)
-    mask = None
-    if lengths is not None:
-        lengths = jnp.clip(jnp.asarray(lengths, jnp.int32), 0, T)
-        mask = jnp.arange(T, dtype=jnp.int32).reshape(T, 1) < lengths.reshape(1, N)  # (T, N)
-        x = jnp.where(mask[:, :, None], x, jnp.zeros_like(x))
-    if layer is None:
-        layer = functools.partial(cudnn_layer, precision=precision, lstm_fn=lstm_fn)
-    sfx = ["", "_reverse"][:D]
-    hs, cs = [], []
-    for k in range(L):
-        w = {
-            base: jnp.stack([jnp.asarray(params[f"{base}_l{k}{s}"], dtype) for s in sfx])
-            for base in ("weight_ih", "weight_hh", *_BIASES, "weight_hr")
-            if f"{base}_l{k}" in params
-        }
-        states = (h0[k * D : (k + 1) * D], c0[k * D : (k + 1) * D])
-        x, (h_n, c_n) = layer(rec, w, x, states, mask, nonlinearity="tanh", unroll=1)
-        hs.append(h_n)
-        cs.append(c_n)
-    out = jnp.swapaxes(x, 0, 1) if batch_first else x
-    return out, (jnp.concatenate(hs, axis=0), jnp.concatenate(cs, axis=0))

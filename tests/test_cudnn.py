@@ -21,10 +21,10 @@ import pytest
 from jax.experimental import rnn as jrnn
 
 import jaxseq
+from benchmarks.gpu import stand_in_cudnn
 from jaxseq.cudnn import (
     check_cudnn,
     cudnn_layer,
-    cudnn_lstm,
     pack_lstm_params,
     pack_lstm_weights,
     reference_lstm,
@@ -119,7 +119,8 @@ def test_pack_rejects_wrong_shapes() -> None:
 def _run(path: str, p: Any, x: Any, hx: Any, lengths: Any) -> Any:
     if path == "reference":
         return jaxseq.lstm(p, x, hx, lengths, impl="reference")
-    return cudnn_lstm(p, x, hx, lengths, lstm_fn=reference_lstm)
+    with stand_in_cudnn(reference_lstm):  # the stack's impl="cudnn", lstm_ref for cuDNN
+        return jaxseq.lstm(p, x, hx, lengths, impl="cudnn")
 
 
 @functools.partial(jax.jit, static_argnums=0)
