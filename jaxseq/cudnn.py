@@ -298,6 +298,7 @@ def cudnn_layer(
     remat: int | None = None,
     precision: Any = None,
     lstm_fn: LstmFn | None = None,
+    resets: Array | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
     """One LSTM layer, all its directions, through cuDNN (:class:`jaxseq.impls.LayerImpl`).
 
@@ -311,6 +312,7 @@ def cudnn_layer(
       nonlinearity, unroll: ignored (the LSTM's are fixed; cuDNN does not unroll).
       remat: must be None.
       precision: passed to ``jax.experimental.rnn.lstm`` (None: JAX's matmul precision).
+      resets: must be None (cuDNN cannot restart the carry inside a sequence).
       lstm_fn: stand-in for ``jax.experimental.rnn.lstm`` (e.g. :func:`reference_lstm`);
         None calls cuDNN, which needs a CUDA GPU and float32.
 
@@ -320,6 +322,11 @@ def cudnn_layer(
       a zero-length row).
     """
     del nonlinearity, unroll
+    if resets is not None:
+        raise ValueError(
+            "impl='cudnn' cannot take resets (cuDNN's kernel has no input to restart the "
+            "carry inside a sequence); use impl='fused'"
+        )
     check_cudnn(rec, w, x, states, remat=remat, real=lstm_fn is None)
     fn = jrnn.lstm if lstm_fn is None else lstm_fn
     T, N, I = x.shape

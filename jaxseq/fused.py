@@ -61,6 +61,7 @@ from jaxseq.fused_ops import (
     bmm,
     bmm_rows,
     contract_tn,
+    direction_resets,
     grad_inputs,
     prev_h,
     to_steps,
@@ -89,7 +90,9 @@ def default_projection(kind: str | Recurrence) -> Projection:
 # --------------------------------------------------------------------------- forward
 
 
-def _forward(rec: Recurrence, nonlinearity, unroll, w, inputs, valid, carry, keep_res):
+def _forward(
+    rec: Recurrence, nonlinearity, unroll, w, inputs, valid, carry, keep_res, resets, reset_carry
+):
     loop = w.get("w_ih_t") is not None
     # The carry's dtype: the matmuls' operands are in the weights' (compute) dtype and
     # their products accumulate in this one (the same dtype unless mixed precision).
@@ -101,7 +104,9 @@ def _forward(rec: Recurrence, nonlinearity, unroll, w, inputs, valid, carry, kee
         b_cat = bias(functools.reduce(jnp.add, b)) if b else None
 
     def body(c, inp):
-        xg, v = inp
+        xg, v = inp[0], inp[1]
+        if resets is not None:  # a new segment: the step starts from the initial carry
+            c = jax.tree.map(lambda a, a0: jnp.where(inp[2], a0, a), c, reset_carry)
         h = rec.states(c)[0]
         if loop and rec.additive:
             gx = bmm(jnp.concatenate([xg, h.astype(xg.dtype)], axis=-1), w_cat, cd)
@@ -117,20 +122,25 @@ def _forward(rec: Recurrence, nonlinearity, unroll, w, inputs, valid, carry, kee
         c, y, res = rec.forward(w, c, gx, gh, v, nonlinearity)
         return c, ((y, res) if keep_res else y)
 
-    return jax.lax.scan(body, carry, (inputs, valid), unroll=unroll)
+    xs = (inputs, valid) if resets is None else (inputs, valid, resets)
+    return jax.lax.scan(body, carry, xs, unroll=unroll)
 
 
 # --------------------------------------------------------------------------- backward
 
 
-def _recurrence_fwd(rec, nonlinearity, unroll, w, inputs, valid, carry):
-    final, (ys, res) = _forward(rec, nonlinearity, unroll, w, inputs, valid, carry, keep_res=True)
-    return (final, ys), (w, inputs, valid, res, ys, rec.states(carry)[0])
+def _recurrence_fwd(rec, nonlinearity, unroll, w, inputs, valid, carry, resets, reset_carry):
+    final, (ys, res) = _forward(
+        rec, nonlinearity, unroll, w, inputs, valid, carry, True, resets, reset_carry
+    )
+    h_reset = None if resets is None else rec.states(reset_carry)[0]
+    saved = (w, inputs, valid, res, ys, rec.states(carry)[0], resets, h_reset)
+    return (final, ys), saved
 
 
 def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts, in_place_ok=True):
     """The backward scan (the kind's step), then every weight gradient as one matmul."""
-    w, inputs, valid, (scan_res, post_res), ys, h0 = saved
+    w, inputs, valid, (scan_res, post_res), ys, h0, resets, h_reset = saved
     d_final, dys = cts
     # (D, G*H, H_out); the backward runs in the carry's dtype.
     w_hh = jnp.swapaxes(w["w_hh_t"], 1, 2).astype(dys.dtype)
@@ -151,7 +161,7 @@ def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts, in_place_ok=True):
 
     def body(carry, inp):
         dcarry, buf = carry
-        dy, res_t, t = inp
+        dy, res_t, t = inp[:3]
         box = {}
         if in_place:
             res_t = res_t[:slot] + (buf[t],) + res_t[slot:]
@@ -167,13 +177,21 @@ def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts, in_place_ok=True):
                 return bmm_rows(dG, w_hh)
 
         dcarry, emitted = rec.backward(w, dcarry, dy, res_t, hmat)
-        return (dcarry, box.get("buf", buf)), (emitted, box.get("dG", ()))
+        to_reset: Any = ()
+        if resets is not None:
+            # Where the step restarted, its carry gradient goes to the initial carry, and
+            # nothing flows to the previous step.
+            r = inp[3]
+            to_reset = jax.tree.map(lambda d: jnp.where(r, d, jnp.zeros_like(d)), dcarry)
+            dcarry = jax.tree.map(lambda d: jnp.where(r, jnp.zeros_like(d), d), dcarry)
+        return (dcarry, box.get("buf", buf)), (emitted, box.get("dG", ()), to_reset)
 
-    xs = (dys, scanned, jnp.arange(T))
+    xs = (dys, scanned, jnp.arange(T)) + (() if resets is None else (resets,))
     init_buf = scan_res[slot] if in_place else jnp.zeros((), dys.dtype)
-    (d_carry0, buf), (emitted, dG_stacked) = jax.lax.scan(
+    (d_carry0, buf), (emitted, dG_stacked, to_reset) = jax.lax.scan(
         body, (d_final, init_buf), xs, reverse=True, unroll=unroll
     )
+    d_reset = None if resets is None else jax.tree.map(lambda a: jnp.sum(a, axis=0), to_reset)
     if slot is not None:
         stacked = buf if in_place else dG_stacked
         scan_res = scan_res[:slot] + (stacked,) + scan_res[slot + 1 :]
@@ -183,6 +201,8 @@ def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts, in_place_ok=True):
     dw: dict[str, Any] = {k: None for k in w}
     dw.update(extra)
     h_prev = prev_h(ys, valid, h0)
+    if resets is not None:
+        h_prev = jnp.where(resets, h_reset[None].astype(h_prev.dtype), h_prev)
     if w.get("w_ih_t") is not None:
         # Projection done in the loop: its gradients too. Where the projection and the
         # recurrence share dG (additive kinds), [x, h_prev]^T dG is a single matmul.
@@ -204,12 +224,13 @@ def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts, in_place_ok=True):
         dw["b_hh"] = jnp.sum(dgh, axis=(0, 2))
     # Each weight's gradient in the weight's own dtype (mixed precision: the compute dtype).
     dw = {k: None if g is None else g.astype(w[k].dtype) for k, g in dw.items()}
-    return dw, d_inputs, None, d_carry0
+    return dw, d_inputs, None, d_carry0, None, d_reset
 
 
-def _masked_recurrence(rec, nonlinearity, unroll, w, inputs, valid, carry):
-    """The masked recurrence: (final carry, ys (T, D, N, H_out)), step order."""
-    return _forward(rec, nonlinearity, unroll, w, inputs, valid, carry, keep_res=False)
+def _masked_recurrence(rec, nonlinearity, unroll, w, inputs, valid, carry, resets, reset_carry):
+    """The masked recurrence: (final carry, ys (T, D, N, H_out)), step order. ``resets``
+    (T, D, N, 1) step order or None: where True the step starts from ``reset_carry``."""
+    return _forward(rec, nonlinearity, unroll, w, inputs, valid, carry, False, resets, reset_carry)
 
 
 def _linear_backward(rec, nonlinearity, unroll, saved, cts):
@@ -256,6 +277,7 @@ def fused_layer(
     unroll: int = 1,
     remat: int | None = None,
     project: Projection | None = None,
+    resets: Array | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
     """One layer, all directions, fused (see the module docstring). A :class:`LayerImpl`.
 
@@ -273,6 +295,10 @@ def fused_layer(
         inside each chunk on the backward pass.
       project: where the input projection happens, ``"hoisted"`` or ``"loop"``;
         None: :func:`default_projection`.
+      resets: optional (T, N) bool, True where a new segment of a row starts: each
+        direction restarts from ``states`` there (:func:`jaxseq.scan.reset_flags`), in the
+        forward scan and in the custom backward, whose carried gradient at a restart
+        goes to the initial states.
 
     Returns:
       ``(out, finals)``: out (T, N, D*H_out), forward direction first; finals the final
@@ -314,6 +340,14 @@ def fused_layer(
             m = jnp.concatenate([m, jnp.zeros((Tp - T, N), dtype=bool)], axis=0)
         valid = to_steps(jnp.broadcast_to(m[:, None], (Tp, D, N)))[..., None]
 
+    flags = None
+    if resets is not None:
+        flags = direction_resets(resets, mask, D)[..., 0]  # (T, D, N)
+        if Tp != T:
+            flags = jnp.concatenate([flags, jnp.zeros((Tp - T, D, N), dtype=bool)], axis=0)
+        flags = to_steps(flags)[..., None]
+    reset_carry = None if resets is None else carry
+
     if project is None:
         project = default_projection(rec)
     if project not in ("loop", "hoisted"):
@@ -323,7 +357,8 @@ def fused_layer(
         fw["b_ih"] = b_ih
     run = functools.partial(_recurrence, rec, nonlinearity, unroll, fw)
     if remat is None and project == "loop":
-        final, ys = run(to_steps(jnp.broadcast_to(x[:, None], (T, D) + x.shape[1:])), valid, carry)
+        x_steps = to_steps(jnp.broadcast_to(x[:, None], (T, D) + x.shape[1:]))
+        final, ys = run(x_steps, valid, carry, flags, reset_carry)
     elif remat is None:
         # One (T*N, I) x (I, D*G*H) matmul for every step and both directions (a dot over
         # (T, N, I), not a reshape to T*N rows, so that a sharded batch stays sharded).
@@ -333,7 +368,7 @@ def fused_layer(
         gx = gx.reshape(T, N, D, GH).transpose(0, 2, 1, 3)
         if b_ih is not None:
             gx = gx + b_ih.reshape(1, D, 1, GH)
-        final, ys = run(to_steps(gx), valid, carry)
+        final, ys = run(to_steps(gx), valid, carry, flags, reset_carry)
     else:
         if Tp != T:
             x = jnp.concatenate([x, jnp.zeros((Tp - T,) + x.shape[1:], x.dtype)], axis=0)
@@ -342,13 +377,15 @@ def fused_layer(
         K = int(remat)
         xs = x_steps.reshape((Tp // K, K) + x_steps.shape[1:])
         vs = valid.reshape((Tp // K, K) + valid.shape[1:])
+        rs = None if flags is None else flags.reshape((Tp // K, K) + flags.shape[1:])
 
         @functools.partial(jax.checkpoint, prevent_cse=False)
         def chunk(c, inp):
-            xc, vc = inp
-            return run(xc if project == "loop" else _project(xc, w_ih_t, b_ih, cd), vc, c)
+            xc, vc, rc = inp
+            gc = xc if project == "loop" else _project(xc, w_ih_t, b_ih, cd)
+            return run(gc, vc, c, rc, reset_carry)
 
-        final, ys = jax.lax.scan(chunk, carry, (xs, vs))
+        final, ys = jax.lax.scan(chunk, carry, (xs, vs, rs))
         ys = ys.reshape((Tp,) + ys.shape[2:])
     ys = to_steps(ys)[:T]  # (T, D, N, H_out), time order
     out = ys.transpose(0, 2, 1, 3).reshape(T, N, D * ys.shape[-1]).astype(x.dtype)

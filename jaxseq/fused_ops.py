@@ -14,6 +14,8 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
+from jaxseq.scan import reset_flags
+
 Array = jax.Array
 
 #: Per-step matmuls of at most this many multiply-adds (per direction) with at least
@@ -118,6 +120,14 @@ def grad_inputs(dg: Array, w_ih_t: Array) -> Array:
         for d in range(D)
     ]
     return per_dir[0] if D == 1 else jnp.concatenate(per_dir, axis=1)
+
+
+def direction_resets(resets: Array, mask: Array | None, D: int) -> Array:
+    """(T, N) resets -> (T, D, N, 1) restart flags per direction, time order
+    (:func:`jaxseq.scan.reset_flags`: the forward direction restarts where a segment
+    starts, the reverse direction where the next one does)."""
+    flags = [reset_flags(resets, mask, reverse=d == 1) for d in range(D)]
+    return jnp.stack(flags, axis=1)[..., None]
 
 
 def prev_h(ys: Array, valid: Array, h0: Array) -> Array:

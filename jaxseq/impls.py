@@ -44,7 +44,7 @@ import jax.numpy as jnp
 
 from jaxseq.cudnn import cudnn_layer
 from jaxseq.fused import fused_layer
-from jaxseq.fused_ops import to_steps
+from jaxseq.fused_ops import direction_resets, to_steps
 from jaxseq.linear_scan import linear_recurrence
 from jaxseq.recurrences import Recurrence, input_projection, linear
 from jaxseq.scan import masked_scan
@@ -80,6 +80,10 @@ class LayerImpl(Protocol):
       nonlinearity: for kinds that take one.
       unroll: ``jax.lax.scan`` unroll.
       remat: None or a chunk length (implementations in :data:`REMAT_IMPLS` only).
+      resets: optional (T, N) bool, True where a new segment of a row starts
+        (:func:`jaxseq.scan.reset_flags`); each direction restarts from its initial
+        state there. The stack passes it only when given, so an implementation without
+        the keyword serves every call without resets.
 
     The implementations in :data:`CHUNK_IMPLS` (linear kinds) also take ``chunk``.
 
@@ -100,6 +104,7 @@ class LayerImpl(Protocol):
         nonlinearity: str,
         unroll: int,
         remat: int | None = None,
+        resets: Array | None = None,
     ) -> tuple[Array, tuple[Array, ...]]: ...
 
 
@@ -111,13 +116,16 @@ def _per_direction(
     mask: Array | None,
     cell: Callable[..., tuple[Any, Array]],
     unroll: int,
+    resets: Array | None,
 ) -> tuple[Array, tuple[Array, ...]]:
     outs, finals = [], []
     for d in range(w["weight_ih"].shape[0]):
         p = {k: v[d] for k, v in w.items()}
         c0 = rec.carry(tuple(s[d] for s in states))
         xd = x_or_gx(p)
-        c, ys = masked_scan(cell, p, c0, xd, mask=mask, reverse=d == 1, unroll=unroll)
+        c, ys = masked_scan(
+            cell, p, c0, xd, mask=mask, reverse=d == 1, unroll=unroll, resets=resets
+        )
         outs.append(ys)
         finals.append(rec.states(c))
     out = jnp.concatenate(outs, axis=-1) if len(outs) > 1 else outs[0]
@@ -141,10 +149,11 @@ def reference_layer(
     nonlinearity: str,
     unroll: int,
     remat: int | None = None,
+    resets: Array | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
     """Slow, obviously correct: the whole cell (input matmul included) inside the scan."""
     cell = rec.cell(nonlinearity, _carry_dtype(x, states))
-    return _per_direction(rec, w, lambda p: x, states, mask, cell, unroll)
+    return _per_direction(rec, w, lambda p: x, states, mask, cell, unroll, resets)
 
 
 def unfused_layer(
@@ -158,11 +167,13 @@ def unfused_layer(
     nonlinearity: str,
     unroll: int,
     remat: int | None = None,
+    resets: Array | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
     """Input projection hoisted out of the scan: one (T*N, I) x (I, G*H) matmul per direction."""
     od = _carry_dtype(x, states)
     project = lambda p: input_projection(p, x, od)  # noqa: E731  (T, N, G*H)
-    return _per_direction(rec, w, project, states, mask, rec.step_fn(nonlinearity), unroll)
+    step = rec.step_fn(nonlinearity)
+    return _per_direction(rec, w, project, states, mask, step, unroll, resets)
 
 
 def linear_layer(
@@ -177,6 +188,7 @@ def linear_layer(
     unroll: int,
     method: str = "auto",
     chunk: int | None = None,
+    resets: Array | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
     """The fast path of a linear kind: ``h_t = a_t h_{t-1} + b_t`` over all steps at once.
 
@@ -195,13 +207,18 @@ def linear_layer(
     # (T, D, N, G*H); D = 1 needs no transpose (a new unit axis is free).
     gx = gx[:, None] if D == 1 else jnp.swapaxes(gx.reshape(T, N, D, GH), 1, 2)
     a, bb = rec.coefficients(gx)  # (T, D, N, H) each
+    (h0,) = states
+    if resets is not None:
+        # A restart is the step h = a h0 + b from the initial state: a = 0, b = a h0 + b.
+        flags = direction_resets(resets, mask, D)  # (T, D, N, 1)
+        bb = jnp.where(flags, a * h0[None] + bb, bb)
+        a = jnp.where(flags, jnp.zeros_like(a), a)
     valid = None
     if mask is not None:
         valid = mask[:, None, :, None]  # (T, 1, N, 1)
         # Padding is the identity step: the state passes through it unchanged.
         a = jnp.where(valid, a, jnp.ones_like(a))
         bb = jnp.where(valid, bb, jnp.zeros_like(bb))
-    (h0,) = states
     # Step order: the reverse direction flipped in time, so both run forward from t=0.
     hs = linear_recurrence(to_steps(a), to_steps(bb), h0, method=method, chunk=chunk)
     # forward: t = T-1 (frozen after the last valid step); reverse: t = 0. T = 0: h0.

@@ -162,8 +162,14 @@ class RNNBase(nnx.Module):
         """The parameters as a flat ``{torch name: array}`` dict (for the functional API)."""
         return {name: getattr(self, name)[...] for name in self._param_names}
 
-    def __call__(self, x: Array, hx: Any = None, lengths: Array | None = None) -> tuple[Array, Any]:
-        """``(out, h_n)`` or ``(out, (h_n, c_n))``; shapes as :func:`jaxseq.stack.run_stack`."""
+    def __call__(
+        self, x: Array, hx: Any = None, lengths: Array | None = None, *, resets: Any = None
+    ) -> tuple[Array, Any]:
+        """``(out, h_n)`` or ``(out, (h_n, c_n))``; shapes as :func:`jaxseq.stack.run_stack`.
+
+        ``resets``: optional bool array with the time and batch axes of ``x``; a True
+        starts a new, independent segment of that row (episode boundaries; see
+        :func:`jaxseq.stack.run_stack`)."""
         train = not self.deterministic
         key = None
         if train and self.dropout > 0 and self.dropout_rngs is not None:
@@ -191,6 +197,7 @@ class RNNBase(nnx.Module):
             remat=self.remat,
             chunk=self.chunk,
             carry_dtype=self.carry_dtype,
+            resets=resets,
         )
 
 

@@ -14,6 +14,13 @@ the batch, every step runs for every row and a mask ``t < lengths`` decides what
 * length ``0`` is allowed: all outputs are zero and the final carry is ``h0``.
 
 Lengths are ordinary (traced) arrays, so changing their values never recompiles.
+
+**Resets** (episode boundaries) are a (T, N) bool array: a True at (t, n) starts a new,
+independent segment of row n at step t. A direction restarts from its initial carry
+where a segment begins in its own order of time: the forward direction *before* step t,
+the reverse direction before step t - 1 (the last step of the previous segment, which it
+meets first). :func:`reset_flags` turns resets into those per-direction flags; resets at
+padded steps are ignored.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import jax.numpy as jnp
 
 Array = jax.Array
 
-__all__ = ["masked_scan", "length_mask"]
+__all__ = ["masked_scan", "length_mask", "reset_flags"]
 
 
 def length_mask(lengths: Array, T: int) -> Array:
@@ -41,6 +48,26 @@ def length_mask(lengths: Array, T: int) -> Array:
     return jnp.arange(T, dtype=lengths.dtype)[:, None] < lengths[None, :]
 
 
+def reset_flags(resets: Array, mask: Array | None, reverse: bool) -> Array:
+    """(T, N) resets -> (T, N) bool, True where a direction restarts from its initial carry
+    before the step.
+
+    Forward: at the first step of every segment (``resets`` where valid). Reverse: at the
+    last step of every segment but the row's last, i.e. where the *next* step starts one.
+    A reset at t = 0 and the restart at each row's last valid step change nothing: the
+    carry is the initial one there already.
+
+    >>> import jax.numpy as jnp
+    >>> r = jnp.array([[False], [False], [True], [False]])
+    >>> reset_flags(r, None, False).ravel().tolist(), reset_flags(r, None, True).ravel().tolist()
+    ([False, False, True, False], [False, True, False, False])
+    """
+    r = resets if mask is None else resets & mask
+    if not reverse:
+        return r
+    return jnp.concatenate([r[1:], jnp.zeros_like(r[:1])], axis=0)
+
+
 def masked_scan(
     cell: Callable[[Any, Any, Array], tuple[Any, Array]],
     params: Any,
@@ -51,6 +78,7 @@ def masked_scan(
     mask: Array | None = None,
     reverse: bool = False,
     unroll: int = 1,
+    resets: Array | None = None,
 ) -> tuple[Any, Array]:
     """Run ``cell`` over the leading (time) axis of ``xs`` with masking by lengths.
 
@@ -66,6 +94,9 @@ def masked_scan(
       reverse: scan from ``t = T-1`` down to ``0`` (each row starts at its own last
         valid element when lengths are given).
       unroll: passed to ``jax.lax.scan``.
+      resets: optional (T, N) bool: a True at (t, n) starts a new segment of row n at
+        step t, which runs from ``carry`` as if it were its own sequence (in either
+        direction; see :func:`reset_flags`).
 
     Returns:
       ``(final_carry, ys)`` with ys (T, N, H_out); ``ys[t, n] == 0`` where ``t >= lengths[n]``.
@@ -81,6 +112,10 @@ def masked_scan(
         raise ValueError("masked_scan: give lengths or mask, not both")
     if lengths is not None:
         mask = length_mask(lengths, xs.shape[0])
+    if resets is not None:
+        return _reset_scan(
+            cell, params, carry, xs, mask, reset_flags(resets, mask, reverse), reverse, unroll
+        )
     if mask is None:
 
         def body(c, x):
@@ -98,3 +133,18 @@ def masked_scan(
         return new_c, y
 
     return jax.lax.scan(masked_body, carry, (mask, xs), reverse=reverse, unroll=unroll)
+
+
+def _reset_scan(cell, params, carry, xs, mask, flags, reverse, unroll):
+    """:func:`masked_scan` with restarts: before a flagged step the carry is the initial one."""
+    c0 = carry
+    m = jnp.ones(flags.shape, bool) if mask is None else mask
+
+    def body(c, inp):
+        valid, flag, x = inp[0][:, None], inp[1][:, None], inp[2]
+        c = jax.tree.map(lambda a, a0: jnp.where(flag, a0, a), c, c0)
+        new_c, y = cell(params, c, x)
+        new_c = jax.tree.map(lambda n, o: jnp.where(valid, n, o), new_c, c)
+        return new_c, jnp.where(valid, y, jnp.zeros_like(y))
+
+    return jax.lax.scan(body, carry, (m, flags, xs), reverse=reverse, unroll=unroll)

@@ -42,6 +42,7 @@ from jaxseq.validation import (
     check_input,
     check_lengths,
     check_nonlinearity,
+    check_resets,
     check_unroll,
     compute_dtype,
 )
@@ -136,6 +137,7 @@ class StackOptions(TypedDict, total=False):
     remat: int | None
     chunk: int | None
     carry_dtype: Any
+    resets: Any
 
 
 def run_stack(
@@ -156,6 +158,7 @@ def run_stack(
     remat: int | None = None,
     chunk: int | None = None,
     carry_dtype: Any = None,
+    resets: Any = None,
 ) -> tuple[Array, Any]:
     """The stack of any registered kind: layers x directions, masked by lengths.
 
@@ -200,6 +203,15 @@ def run_stack(
         states are returned in the compute dtype. Default
         (:func:`jaxseq.validation.carry_dtype_for`): float32 when the compute dtype is
         bfloat16 or float16, else the compute dtype (no mixing).
+      resets: episode boundaries: an optional bool array with the time and batch axes
+        of ``x``, (T, N) ((N, T) with ``batch_first``, (T,) unbatched). A True at (t, n)
+        starts a new, independent segment of row n at step t. The result equals running
+        every segment of every row as its own sequence through the whole stack (every
+        layer and direction), each from ``hx`` (zeros when None): outputs in place,
+        padding 0; ``h_n`` is the final state of the row's last segment for forward
+        directions and the reverse final state of its first segment for reverse ones.
+        Resets at padded steps are ignored, and traced resets never recompile. Every
+        implementation but ``"cudnn"`` takes them.
 
     Returns:
       ``(output, h_n)``, or ``(output, (h_n, c_n))`` for kinds with a cell state:
@@ -239,6 +251,8 @@ def run_stack(
     if lengths is not None:
         lengths = check_lengths(name, lengths, N, T, unbatched)
         mask = length_mask(lengths, T)  # (T, N), built once for every layer
+    if resets is not None:
+        resets = check_resets(name, resets, T, N, batch_first, unbatched)
     if train and dropout > 0 and L > 1 and key is None:
         raise ValueError(f"{name}: dropout={dropout} in training mode needs a PRNG key (key=...)")
 
@@ -248,6 +262,10 @@ def run_stack(
     if chunk is not None:
         layer_fn = functools.partial(layer_fn, chunk=int(chunk))
     x, mask, states, vma = align_inputs(x, mask, states, dtype)
+    if resets is not None:
+        # Passed only when given: an implementation without the keyword still serves
+        # every call without resets.
+        layer_fn = functools.partial(layer_fn, resets=_vary_like(resets, vma))
     finals: list[tuple[Array, ...]] = []
     with jax.named_scope(f"jaxseq.{name}"):
         for layer in range(L):

@@ -203,6 +203,39 @@ def check_lengths(name: str, lengths: Any, batch: int, T: int, unbatched: bool) 
     return jnp.asarray(lengths).reshape(batch).astype(jnp.int32)
 
 
+def check_resets(
+    name: str, resets: Any, T: int, batch: int, batch_first: bool, unbatched: bool
+) -> Array:
+    """resets as a (T, N) bool array (time-major); type and shape checked.
+
+    Accepted: a bool array (or nested list of bools) with the time and batch axes of the
+    input, (T, N), (N, T) with ``batch_first``, or (T,) for an unbatched input.
+    """
+    if isinstance(resets, (list, tuple)):
+        resets = np.asarray(resets)
+    if not hasattr(resets, "dtype") or not hasattr(resets, "shape"):
+        raise TypeError(f"{name}: resets must be a bool array, got {type(resets).__name__}")
+    if resets.dtype != np.bool_:
+        raise TypeError(
+            f"{name}: resets must be a bool array (True where a new segment starts), got "
+            f"dtype {resets.dtype}; convert episode-end flags with .astype(bool) first"
+        )
+    if unbatched:
+        expected: tuple[int, ...] = (T,)
+    else:
+        expected = (batch, T) if batch_first else (T, batch)
+    if tuple(resets.shape) != expected:
+        axes = "(T,)" if unbatched else ("(N, T)" if batch_first else "(T, N)")
+        raise ValueError(
+            f"{name}: resets must have the time and batch axes of the input, {axes} = "
+            f"{expected}, got {tuple(resets.shape)}"
+        )
+    r = jnp.asarray(resets)
+    if unbatched:
+        return r[:, None]
+    return r.T if batch_first else r
+
+
 def check_cell_inputs(
     name: str, x: Any, hx: Any, input_size: int, H: int, num_states: int
 ) -> list[tuple[str, str, Any]]:

@@ -19,10 +19,11 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess by test
         "from a checkout)."
     ) from e
 
-from torchseq import checkpoint, data, layernorm, minimal, models, train, train_state
+from torchseq import checkpoint, data, layernorm, minimal, models, segments, train, train_state
 from torchseq.layernorm import LayerNormGRU, LayerNormLSTM
 from torchseq.minimal import MinGRU, MinLSTM
 from torchseq.models import CharLM, FeedForwardClassifier, Forecaster, SequenceClassifier
+from torchseq.segments import run_segments
 
 __all__ = [
     "models",
@@ -32,6 +33,8 @@ __all__ = [
     "checkpoint",
     "minimal",
     "layernorm",
+    "segments",
+    "run_segments",
     "MinGRU",
     "MinLSTM",
     "LayerNormLSTM",
