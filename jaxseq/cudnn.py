@@ -299,6 +299,7 @@ def cudnn_layer(
     precision: Any = None,
     lstm_fn: LstmFn | None = None,
     resets: Array | None = None,
+    reset_states: tuple[Array, ...] | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
     """One LSTM layer, all its directions, through cuDNN (:class:`jaxseq.impls.LayerImpl`).
 
@@ -312,7 +313,8 @@ def cudnn_layer(
       nonlinearity, unroll: ignored (the LSTM's are fixed; cuDNN does not unroll).
       remat: must be None.
       precision: passed to ``jax.experimental.rnn.lstm`` (None: JAX's matmul precision).
-      resets: must be None (cuDNN cannot restart the carry inside a sequence).
+      resets, reset_states: must be None (cuDNN cannot restart the carry inside a
+        sequence).
       lstm_fn: stand-in for ``jax.experimental.rnn.lstm`` (e.g. :func:`reference_lstm`);
         None calls cuDNN, which needs a CUDA GPU and float32.
 

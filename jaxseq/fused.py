@@ -278,6 +278,7 @@ def fused_layer(
     remat: int | None = None,
     project: Projection | None = None,
     resets: Array | None = None,
+    reset_states: tuple[Array, ...] | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
     """One layer, all directions, fused (see the module docstring). A :class:`LayerImpl`.
 
@@ -299,6 +300,8 @@ def fused_layer(
         direction restarts from ``states`` there (:func:`jaxseq.scan.reset_flags`), in the
         forward scan and in the custom backward, whose carried gradient at a restart
         goes to the initial states.
+      reset_states: with ``resets``, the states the restarted segments begin from, each
+        (D, N, ...) (default ``states``).
 
     Returns:
       ``(out, finals)``: out (T, N, D*H_out), forward direction first; finals the final
@@ -346,7 +349,9 @@ def fused_layer(
         if Tp != T:
             flags = jnp.concatenate([flags, jnp.zeros((Tp - T, D, N), dtype=bool)], axis=0)
         flags = to_steps(flags)[..., None]
-    reset_carry = None if resets is None else carry
+    reset_carry = None
+    if resets is not None:
+        reset_carry = carry if reset_states is None else rec.carry(tuple(reset_states))
 
     if project is None:
         project = default_projection(rec)

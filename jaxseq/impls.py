@@ -84,6 +84,8 @@ class LayerImpl(Protocol):
         (:func:`jaxseq.scan.reset_flags`); each direction restarts from its initial
         state there. The stack passes it only when given, so an implementation without
         the keyword serves every call without resets.
+      reset_states: with ``resets``, optional states the restarted segments begin from,
+        each (D, N, ...) (default ``states``; forward directions only).
 
     The implementations in :data:`CHUNK_IMPLS` (linear kinds) also take ``chunk``.
 
@@ -105,6 +107,7 @@ class LayerImpl(Protocol):
         unroll: int,
         remat: int | None = None,
         resets: Array | None = None,
+        reset_states: tuple[Array, ...] | None = None,
     ) -> tuple[Array, tuple[Array, ...]]: ...
 
 
@@ -117,14 +120,16 @@ def _per_direction(
     cell: Callable[..., tuple[Any, Array]],
     unroll: int,
     resets: Array | None,
+    reset_states: tuple[Array, ...] | None,
 ) -> tuple[Array, tuple[Array, ...]]:
     outs, finals = [], []
     for d in range(w["weight_ih"].shape[0]):
         p = {k: v[d] for k, v in w.items()}
         c0 = rec.carry(tuple(s[d] for s in states))
+        r0 = None if reset_states is None else rec.carry(tuple(s[d] for s in reset_states))
         xd = x_or_gx(p)
         c, ys = masked_scan(
-            cell, p, c0, xd, mask=mask, reverse=d == 1, unroll=unroll, resets=resets
+            cell, p, c0, xd, mask=mask, reverse=d == 1, unroll=unroll, resets=resets, reset_carry=r0
         )
         outs.append(ys)
         finals.append(rec.states(c))
@@ -150,10 +155,11 @@ def reference_layer(
     unroll: int,
     remat: int | None = None,
     resets: Array | None = None,
+    reset_states: tuple[Array, ...] | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
     """Slow, obviously correct: the whole cell (input matmul included) inside the scan."""
     cell = rec.cell(nonlinearity, _carry_dtype(x, states))
-    return _per_direction(rec, w, lambda p: x, states, mask, cell, unroll, resets)
+    return _per_direction(rec, w, lambda p: x, states, mask, cell, unroll, resets, reset_states)
 
 
 def unfused_layer(
@@ -168,12 +174,13 @@ def unfused_layer(
     unroll: int,
     remat: int | None = None,
     resets: Array | None = None,
+    reset_states: tuple[Array, ...] | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
     """Input projection hoisted out of the scan: one (T*N, I) x (I, G*H) matmul per direction."""
     od = _carry_dtype(x, states)
     project = lambda p: input_projection(p, x, od)  # noqa: E731  (T, N, G*H)
     step = rec.step_fn(nonlinearity)
-    return _per_direction(rec, w, project, states, mask, step, unroll, resets)
+    return _per_direction(rec, w, project, states, mask, step, unroll, resets, reset_states)
 
 
 def linear_layer(
@@ -189,6 +196,7 @@ def linear_layer(
     method: str = "auto",
     chunk: int | None = None,
     resets: Array | None = None,
+    reset_states: tuple[Array, ...] | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
     """The fast path of a linear kind: ``h_t = a_t h_{t-1} + b_t`` over all steps at once.
 
@@ -211,7 +219,8 @@ def linear_layer(
     if resets is not None:
         # A restart is the step h = a h0 + b from the initial state: a = 0, b = a h0 + b.
         flags = direction_resets(resets, mask, D)  # (T, D, N, 1)
-        bb = jnp.where(flags, a * h0[None] + bb, bb)
+        h_r = h0 if reset_states is None else reset_states[0]
+        bb = jnp.where(flags, a * h_r[None] + bb, bb)
         a = jnp.where(flags, jnp.zeros_like(a), a)
     valid = None
     if mask is not None:

@@ -163,13 +163,20 @@ class RNNBase(nnx.Module):
         return {name: getattr(self, name)[...] for name in self._param_names}
 
     def __call__(
-        self, x: Array, hx: Any = None, lengths: Array | None = None, *, resets: Any = None
+        self,
+        x: Array,
+        hx: Any = None,
+        lengths: Array | None = None,
+        *,
+        resets: Any = None,
+        reset_hx: Any = None,
     ) -> tuple[Array, Any]:
         """``(out, h_n)`` or ``(out, (h_n, c_n))``; shapes as :func:`jaxseq.stack.run_stack`.
 
         ``resets``: optional bool array with the time and batch axes of ``x``; a True
         starts a new, independent segment of that row (episode boundaries; see
-        :func:`jaxseq.stack.run_stack`)."""
+        :func:`jaxseq.stack.run_stack`); ``reset_hx``: the state those segments start
+        from (default ``hx``; for streams cut into batches)."""
         train = not self.deterministic
         key = None
         if train and self.dropout > 0 and self.dropout_rngs is not None:
@@ -198,6 +205,7 @@ class RNNBase(nnx.Module):
             chunk=self.chunk,
             carry_dtype=self.carry_dtype,
             resets=resets,
+            reset_hx=reset_hx,
         )
 
 

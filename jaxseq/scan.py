@@ -79,6 +79,7 @@ def masked_scan(
     reverse: bool = False,
     unroll: int = 1,
     resets: Array | None = None,
+    reset_carry: Any = None,
 ) -> tuple[Any, Array]:
     """Run ``cell`` over the leading (time) axis of ``xs`` with masking by lengths.
 
@@ -97,6 +98,9 @@ def masked_scan(
       resets: optional (T, N) bool: a True at (t, n) starts a new segment of row n at
         step t, which runs from ``carry`` as if it were its own sequence (in either
         direction; see :func:`reset_flags`).
+      reset_carry: the carry a segment started by a reset begins from (default:
+        ``carry``); then a reset at t = 0 restarts too. Forward scans only: the reverse
+        pass of a row's last segment would start from ``carry``.
 
     Returns:
       ``(final_carry, ys)`` with ys (T, N, H_out); ``ys[t, n] == 0`` where ``t >= lengths[n]``.
@@ -113,9 +117,9 @@ def masked_scan(
     if lengths is not None:
         mask = length_mask(lengths, xs.shape[0])
     if resets is not None:
-        return _reset_scan(
-            cell, params, carry, xs, mask, reset_flags(resets, mask, reverse), reverse, unroll
-        )
+        flags = reset_flags(resets, mask, reverse)
+        c0 = carry if reset_carry is None else reset_carry
+        return _reset_scan(cell, params, carry, c0, xs, mask, flags, reverse, unroll)
     if mask is None:
 
         def body(c, x):
@@ -135,9 +139,8 @@ def masked_scan(
     return jax.lax.scan(masked_body, carry, (mask, xs), reverse=reverse, unroll=unroll)
 
 
-def _reset_scan(cell, params, carry, xs, mask, flags, reverse, unroll):
-    """:func:`masked_scan` with restarts: before a flagged step the carry is the initial one."""
-    c0 = carry
+def _reset_scan(cell, params, carry, c0, xs, mask, flags, reverse, unroll):
+    """:func:`masked_scan` with restarts: before a flagged step the carry is ``c0``."""
     m = jnp.ones(flags.shape, bool) if mask is None else mask
 
     def body(c, inp):

@@ -138,6 +138,7 @@ class StackOptions(TypedDict, total=False):
     chunk: int | None
     carry_dtype: Any
     resets: Any
+    reset_hx: Any
 
 
 def run_stack(
@@ -159,6 +160,7 @@ def run_stack(
     chunk: int | None = None,
     carry_dtype: Any = None,
     resets: Any = None,
+    reset_hx: Any = None,
 ) -> tuple[Array, Any]:
     """The stack of any registered kind: layers x directions, masked by lengths.
 
@@ -212,6 +214,12 @@ def run_stack(
         directions and the reverse final state of its first segment for reverse ones.
         Resets at padded steps are ignored, and traced resets never recompile. Every
         implementation but ``"cudnn"`` takes them.
+      reset_hx: with ``resets``, the state the segments started by a reset begin from,
+        structured as ``hx`` (default: ``hx``, so every segment starts alike). For a
+        stream cut into batches (truncated backpropagation through time, an RL rollout):
+        ``hx`` continues the row from the previous batch while a new episode starts
+        from ``reset_hx`` (e.g. zeros); a reset at t = 0 then restarts too.
+        Unidirectional stacks only (a reverse direction has no previous batch).
 
     Returns:
       ``(output, h_n)``, or ``(output, (h_n, c_n))`` for kinds with a cell state:
@@ -240,12 +248,23 @@ def run_stack(
     sizes = rec.state_sizes(spec.hidden_size, spec.output_size)
 
     # Initial states, each (L*D, N, size) ---------------------------------------------
+    shapes = [(L * D, s) if unbatched else (L * D, N, s) for s in sizes]
     if hx is None:
         states = tuple(jnp.zeros((L * D, N, s), cdt) for s in sizes)
     else:
-        shapes = [(L * D, s) if unbatched else (L * D, N, s) for s in sizes]
         states = check_hx(rec, name, hx, shapes, x.dtype)
         states = tuple((s[:, None] if unbatched else s).astype(cdt) for s in states)
+    reset_states = None
+    if reset_hx is not None:
+        if resets is None:
+            raise ValueError(f"{name}: reset_hx is the state after a reset; pass resets too")
+        if D == 2:
+            raise ValueError(
+                f"{name}: reset_hx needs a unidirectional stack (the reverse direction of a "
+                "row's last segment has no state to continue from)"
+            )
+        reset_states = check_hx(rec, name, reset_hx, shapes, x.dtype, label="reset_hx")
+        reset_states = tuple((s[:, None] if unbatched else s).astype(cdt) for s in reset_states)
 
     mask = None
     if lengths is not None:
@@ -261,7 +280,11 @@ def run_stack(
         layer_fn = functools.partial(layer_fn, remat=int(remat))
     if chunk is not None:
         layer_fn = functools.partial(layer_fn, chunk=int(chunk))
+    if reset_states is not None:
+        states = states + reset_states  # aligned together, split per layer below
     x, mask, states, vma = align_inputs(x, mask, states, dtype)
+    if reset_states is not None:
+        states, reset_states = states[: len(sizes)], states[len(sizes) :]
     if resets is not None:
         # Passed only when given: an implementation without the keyword still serves
         # every call without resets.
@@ -278,9 +301,12 @@ def run_stack(
                 if base + sfxs[0] in params
             }
             layer_states = tuple(s[layer * D : (layer + 1) * D] for s in states)
+            kw: dict[str, Any] = {}
+            if reset_states is not None:
+                kw["reset_states"] = tuple(s[layer * D : (layer + 1) * D] for s in reset_states)
             with jax.named_scope(f"layer{layer}"):
                 x, fin = layer_fn(
-                    rec, w, x, layer_states, mask, nonlinearity=nonlinearity, unroll=unroll
+                    rec, w, x, layer_states, mask, nonlinearity=nonlinearity, unroll=unroll, **kw
                 )
             finals.append(fin)
             if train and dropout > 0 and layer < L - 1:

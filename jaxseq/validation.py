@@ -347,13 +347,19 @@ def check_hidden(name: str, label: str, h: Any, expected: tuple[int, ...], dtype
 
 
 def check_hx(
-    rec: Recurrence, name: str, hx: Any, shapes: Sequence[tuple[int, ...]], dtype: Any
+    rec: Recurrence,
+    name: str,
+    hx: Any,
+    shapes: Sequence[tuple[int, ...]],
+    dtype: Any,
+    label: str = "hx",
 ) -> tuple[Array, ...]:
-    """The initial states of ``hx`` (one array, or a tuple ``(h_0, c_0)`` for the LSTM)."""
+    """The initial states of ``hx`` (one array, or a tuple ``(h_0, c_0)`` for the LSTM);
+    ``label`` names the argument in errors."""
     if rec.num_states == 1:
         if isinstance(hx, (tuple, list)):
             raise TypeError(
-                f"{name}: hx must be a single array for {name}, got a {type(hx).__name__}"
+                f"{name}: {label} must be a single array for {name}, got a {type(hx).__name__}"
             )
         return (check_hidden(name, "hidden", hx, tuple(shapes[0]), dtype),)
     if not isinstance(hx, (tuple, list)) or len(hx) != rec.num_states:
@@ -362,7 +368,7 @@ def check_hx(
             if rec.num_states == 2
             else ", ".join(f"state_{i}" for i in range(rec.num_states))
         )
-        raise TypeError(f"{name}: hx must be a tuple ({names}), got {type(hx).__name__}")
+        raise TypeError(f"{name}: {label} must be a tuple ({names}), got {type(hx).__name__}")
     return tuple(
         check_hidden(name, f"hidden[{i}]", h, tuple(s), dtype)
         for i, (h, s) in enumerate(zip(hx, shapes, strict=True))

@@ -85,6 +85,25 @@ SCRIPT = textwrap.dedent(
     specs = (P(), P("batch"), P(None, "batch"), P(None, "batch"), P("batch"))
     f = jax.jit(jax.shard_map(module_local, mesh=mesh, in_specs=specs, out_specs=P()))
     check(f(state, xb, h0, c0, lengths), jax.value_and_grad(module_loss)(state, xb, h0, c0, lengths), "module")
+
+    # Episode resets (batch-sharded like x) on the fused path, with reset_hx.
+    resets = jnp.asarray(rng.random((4, 6)) < 0.3)  # (N, T), batch-first like xb
+    r0 = jnp.asarray(rng.standard_normal((1, 4, 4)))
+
+    def reset_loss(state, xb, h0, c0, lengths, resets, r0):
+        m = nnx.merge(graphdef, state)
+        out, (h, c) = m(xb, (h0, c0), lengths, resets=resets, reset_hx=(r0, jnp.zeros_like(c0)))
+        return jnp.sum(out**2) + jnp.sum(h * c)
+
+    def reset_local(*args):
+        value, grads = jax.value_and_grad(reset_loss)(*args)
+        return jax.lax.psum(value, "batch"), grads
+
+    f = jax.jit(
+        jax.shard_map(reset_local, mesh=mesh, in_specs=specs + (P("batch"), P(None, "batch")), out_specs=P())
+    )
+    args = (state, xb, h0, c0, lengths, resets, r0)
+    check(f(*args), jax.value_and_grad(reset_loss)(*args), "resets")
     print(f"ok worst {worst:.1e}")
     """
 )
