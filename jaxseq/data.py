@@ -45,6 +45,7 @@ __all__ = [
     "make_buckets",
     "batches",
     "batch_order",
+    "stream_batches",
 ]
 
 
@@ -320,3 +321,30 @@ def batches(
     yield from padded_batches(
         X, lengths, y, batch_size, seed=seed, shuffle=shuffle, buckets=buckets, drop_last=drop_last
     )
+
+
+def stream_batches(ids: Any, batch_size: int, seq_len: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One long token sequence ``ids`` (L,) as consecutive ``(x, y)`` chunks for truncated
+    backpropagation through time: the text cut into ``batch_size`` contiguous rows (the
+    tail that does not fill a row dropped), then into chunks of ``seq_len`` steps, y = x
+    shifted by one token. Chunk k+1 of row n continues chunk k of row n, so a state
+    carried between calls (:class:`TrainStep` with ``carry_state=True``) reads each row
+    as one text.
+
+    >>> [(x.tolist(), y.tolist()) for x, y in stream_batches(np.arange(9), 2, 2)]
+    [([[0, 1], [4, 5]], [[1, 2], [5, 6]]), ([[2, 3], [6, 7]], [[3, 4], [7, 8]])]
+    """
+    ids = np.asarray(ids)
+    if batch_size < 1 or seq_len < 1:
+        raise ValueError(f"batch_size and seq_len must be >= 1, got {batch_size}, {seq_len}")
+    per_row = (len(ids) - 1) // batch_size
+    if per_row < seq_len:
+        raise ValueError(
+            f"{len(ids)} tokens give {per_row} per row for batch_size={batch_size}, fewer "
+            f"than seq_len={seq_len}"
+        )
+    rows = np.stack([ids[n * per_row : n * per_row + per_row + 1] for n in range(batch_size)])
+    return [
+        (rows[:, s : s + seq_len], rows[:, s + 1 : s + seq_len + 1])
+        for s in range(0, per_row - seq_len + 1, seq_len)
+    ]

@@ -68,6 +68,7 @@ __all__ = [
     "classification_loss",
     "regression_loss",
     "language_model_loss",
+    "language_model_stream_loss",
     "clip_by_global_norm_torch",
     "History",
     "TrainStep",
@@ -150,6 +151,16 @@ def language_model_loss(
     return _weighted_mean(optax.softmax_cross_entropy_with_integer_labels(logits, y), weights)
 
 
+def language_model_stream_loss(model: nnx.Module, x: Array, y: Array, *, state: Any = None):
+    """:func:`language_model_loss` for a text read as a stream (truncated backpropagation
+    through time): ``model(x, state)`` continues from the previous chunk's final state
+    (None: from zeros), and the new state is returned for the next chunk. Returns
+    ``(loss, state)``; for a :class:`TrainStep` made with ``carry_state=True``, which
+    carries the state from call to call (no gradient flows into it)."""
+    logits, state = model(x, state)  # (N, T, V)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), state
+
+
 class ClipByGlobalNormTorchState(NamedTuple):
     """No state: clipping is stateless."""
 
@@ -227,6 +238,25 @@ class TrainStep:
     The pure function is ``step.step_fn(params, rest, opt_state, *batch) -> (params, rest,
     opt_state, loss)`` (jitted), for your own loops or ``lax.scan``.
 
+    **Carried state** (``carry_state=True``: truncated backpropagation through time, RL
+    rollouts): the loss is ``loss_fn(model, *batch, state=s) -> (loss, new_state)`` and
+    the step keeps ``new_state`` in ``step.state`` for the next call, as a value (the
+    gradient stops at the batch boundary). The first call, and the first after
+    :meth:`reset_state`, passes ``state=None``; :meth:`fit` resets it at every epoch. The
+    pure function then takes ``state=`` and also returns the new state. Episode ends
+    inside a batch are the model's ``resets=`` (with ``reset_hx`` for a fresh start).
+    One compile for ``state=None`` and one for the carried state. Not with ``mesh``,
+    and checkpoints do not hold the carried state (a resumed epoch starts from None).
+
+    >>> from jaxseq.models import CharLM
+    >>> lm = CharLM(vocab_size=5, embed_dim=3, hidden_size=4, cell="gru", rngs=nnx.Rngs(0))
+    >>> step = TrainStep(lm, optax.adam(1e-2), language_model_stream_loss, carry_state=True)
+    >>> from jaxseq.data import stream_batches
+    >>> chunks = stream_batches(np.arange(41) % 5, batch_size=2, seq_len=5)
+    >>> losses = [float(step(x, y)) for x, y in chunks]
+    >>> len(chunks), step.state.shape, step.compiles
+    (4, (1, 2, 4), 2)
+
     **Data parallel** (``mesh``: a :class:`jax.sharding.Mesh` with an axis ``"batch"``):
     every array of a batch has its rows on axis 0 (``x`` (N, T, I), ``lengths`` (N,), ``y``
     (N,) for the default loss) and is sharded over ``"batch"``; parameters, the rest of
@@ -275,10 +305,15 @@ class TrainStep:
         *,
         sync_model: bool = True,
         mesh: jax.sharding.Mesh | None = None,
+        carry_state: bool = False,
     ):
+        if carry_state and mesh is not None:
+            raise ValueError("carry_state=True does not support mesh= yet")
         self.model = model
         self.tx = tx
         self.loss_fn = loss_fn
+        self.carry_state = carry_state
+        self.state: Any = None
         self.sync_model = sync_model
         self.mesh = mesh
         self.compiles = 0
@@ -302,13 +337,16 @@ class TrainStep:
         self.reset()
         graphdef = self._compiled_graphdef = self.graphdef
 
-        def loss_and_grads(params, rest, batch, weights):
+        def loss_and_grads(params, rest, batch, weights, state=None):
             def loss_of(p, r):
                 # Fresh Variables at this trace level, so that dropout may advance its RNG
                 # counters here (nnx refuses to mutate Variables of an outer trace).
                 r = jax.tree.map(lambda a: a, r)
                 m = nnx.merge(graphdef, p, r)
-                if weights is None:
+                new_state = None
+                if carry_state:
+                    loss, new_state = loss_fn(m, *batch, state=state)
+                elif weights is None:
                     loss = loss_fn(m, *batch)
                 else:
                     loss = loss_fn(m, *batch, weights=weights)
@@ -318,7 +356,8 @@ class TrainStep:
                     else:  # the weighted mean over every device's rows
                         wsum = jnp.sum(weights).astype(loss.dtype)
                         loss = jax.lax.psum(loss * wsum, "batch") / jax.lax.psum(wsum, "batch")
-                return loss, nnx.split(m, nnx.Param, ...)[2]
+                rest_out = nnx.split(m, nnx.Param, ...)[2]
+                return loss, (rest_out, new_state) if carry_state else rest_out
 
             return jax.value_and_grad(loss_of, has_aux=True)(params, rest)
 
@@ -333,14 +372,19 @@ class TrainStep:
                 out_specs=((P(), P()), P()),
             )
 
-        def step_fn(params, rest, opt_state, *batch, weights=None):
+        def step_fn(params, rest, opt_state, *batch, weights=None, state=None):
             self.compiles += 1  # runs at trace time only
-            (loss, rest), grads = loss_and_grads(params, rest, batch, weights)
+            args = (params, rest, batch, weights) + ((state,) if carry_state else ())
+            (loss, rest), grads = loss_and_grads(*args)
+            if carry_state:
+                rest, state = rest
             # optax's Adam computes ``b1 ** count`` with an int32 count, which strict dtype
             # promotion rejects; the optimizer update alone runs under standard promotion.
             with jax.numpy_dtype_promotion("standard"):
                 updates, opt_state = tx.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
+            if carry_state:
+                return params, rest, opt_state, loss, state
             return params, rest, opt_state, loss
 
         if mesh is None:
@@ -369,6 +413,10 @@ class TrainStep:
         self.opt_state = self.tx.init(self.params)
         if self.mesh is not None:
             self.opt_state = self.replicate(self.opt_state)
+
+    def reset_state(self) -> None:
+        """Forget the carried state (``carry_state=True``): the next call passes None."""
+        self.state = None
 
     def replicate(self, tree: Any) -> Any:
         """``tree`` placed replicated over the mesh (every process passes the same values)."""
@@ -433,7 +481,11 @@ class TrainStep:
         return jax.make_array_from_process_local_data(self._row_sharding, local)
 
     def __call__(self, *batch: Any) -> Array:
-        if self.mesh is None:
+        if self.carry_state:
+            self.params, self.rest, self.opt_state, loss, self.state = self.step_fn(
+                self.params, self.rest, self.opt_state, *batch, state=self.state
+            )
+        elif self.mesh is None:
             self.params, self.rest, self.opt_state, loss = self.step_fn(
                 self.params, self.rest, self.opt_state, *batch
             )
@@ -490,6 +542,7 @@ class TrainStep:
             skip = done if epoch == first_epoch else 0  # batches done before a resume
             start = len(history) - skip
             epoch_batches = batches(epoch) if callable(batches) else batches
+            self.reset_state()  # a carried state starts afresh with every epoch
             for i, batch in enumerate(itertools.islice(epoch_batches, skip, None), skip):
                 compiles, t0 = self.compiles, time.perf_counter()
                 loss = float(self(*batch))  # float() waits for the result
