@@ -66,6 +66,7 @@ from jaxseq.fused_ops import (
     prev_h,
     to_steps,
     with_transposed_jvp,
+    zero_invalid,
 )
 from jaxseq.recurrences import Recurrence, get
 
@@ -91,7 +92,17 @@ def default_projection(kind: str | Recurrence) -> Projection:
 
 
 def _forward(
-    rec: Recurrence, nonlinearity, unroll, w, inputs, valid, carry, keep_res, resets, reset_carry
+    rec: Recurrence,
+    nonlinearity,
+    unroll,
+    w,
+    inputs,
+    valid,
+    carry,
+    keep_res,
+    resets,
+    reset_carry,
+    aux,
 ):
     loop = w.get("w_ih_t") is not None
     # The carry's dtype: the matmuls' operands are in the weights' (compute) dtype and
@@ -103,11 +114,15 @@ def _forward(
         w_cat = jnp.concatenate([w["w_ih_t"], w["w_hh_t"]], axis=1)
         b_cat = bias(functools.reduce(jnp.add, b)) if b else None
 
+    h_mask = aux.get("h_mask") if aux else None
+
     def body(c, inp):
-        xg, v = inp[0], inp[1]
+        xg, v, z = inp[0], inp[1], inp[3]
         if resets is not None:  # a new segment: the step starts from the initial carry
             c = jax.tree.map(lambda a, a0: jnp.where(inp[2], a0, a), c, reset_carry)
         h = rec.states(c)[0]
+        if h_mask is not None:  # recurrent dropout: on the h that meets W_hh only
+            h = h * h_mask
         if loop and rec.additive:
             gx = bmm(jnp.concatenate([xg, h.astype(xg.dtype)], axis=-1), w_cat, cd)
             gx = gx if b_cat is None else gx + b_cat
@@ -119,28 +134,36 @@ def _forward(
                 gx = gx if w["b_ih"] is None else gx + bias(w["b_ih"])
             gh = bmm(h, w["w_hh_t"], cd)
             gh = gh if w["b_hh"] is None else gh + bias(w["b_hh"])
-        c, y, res = rec.forward(w, c, gx, gh, v, nonlinearity)
-        return c, ((y, res) if keep_res else y)
+        c_new, y, res = rec.forward(w, c, gx, gh, v, nonlinearity)
+        if z is not None:  # zoneout: each unit keeps its previous value with weight z
+            zoned = tuple(
+                zk * p + (1 - zk) * n
+                for zk, p, n in zip(z, rec.states(c), rec.states(c_new), strict=True)
+            )
+            c_new, y = rec.carry(zoned), zero_invalid(v, zoned[0])
+        return c_new, ((y, res) if keep_res else y)
 
-    xs = (inputs, valid) if resets is None else (inputs, valid, resets)
-    return jax.lax.scan(body, carry, xs, unroll=unroll)
+    zoneout = aux.get("zoneout") if aux else None
+    return jax.lax.scan(body, carry, (inputs, valid, resets, zoneout), unroll=unroll)
 
 
 # --------------------------------------------------------------------------- backward
 
 
-def _recurrence_fwd(rec, nonlinearity, unroll, w, inputs, valid, carry, resets, reset_carry):
+def _recurrence_fwd(rec, nonlinearity, unroll, w, inputs, valid, carry, resets, reset_carry, aux):
     final, (ys, res) = _forward(
-        rec, nonlinearity, unroll, w, inputs, valid, carry, True, resets, reset_carry
+        rec, nonlinearity, unroll, w, inputs, valid, carry, True, resets, reset_carry, aux
     )
     h_reset = None if resets is None else rec.states(reset_carry)[0]
-    saved = (w, inputs, valid, res, ys, rec.states(carry)[0], resets, h_reset)
+    saved = (w, inputs, valid, res, ys, rec.states(carry)[0], resets, h_reset, aux)
     return (final, ys), saved
 
 
 def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts, in_place_ok=True):
     """The backward scan (the kind's step), then every weight gradient as one matmul."""
-    w, inputs, valid, (scan_res, post_res), ys, h0, resets, h_reset = saved
+    w, inputs, valid, (scan_res, post_res), ys, h0, resets, h_reset, aux = saved
+    h_mask = aux.get("h_mask") if aux else None
+    zoneout = aux.get("zoneout") if aux else None
     d_final, dys = cts
     # (D, G*H, H_out); the backward runs in the carry's dtype.
     w_hh = jnp.swapaxes(w["w_hh_t"], 1, 2).astype(dys.dtype)
@@ -161,32 +184,43 @@ def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts, in_place_ok=True):
 
     def body(carry, inp):
         dcarry, buf = carry
-        dy, res_t, t = inp[:3]
+        dy, res_t, t, r, z = inp
         box = {}
         if in_place:
             res_t = res_t[:slot] + (buf[t],) + res_t[slot:]
 
             def hmat(dG: Array) -> Array:
                 box["buf"] = buf.at[t].set(dG)
-                return bmm_rows(box["buf"][t], w_hh)
+                return masked(bmm_rows(box["buf"][t], w_hh))
 
         else:
 
             def hmat(dG: Array) -> Array:
                 box["dG"] = dG
-                return bmm_rows(dG, w_hh)
+                return masked(bmm_rows(dG, w_hh))
 
+        if z is not None:  # zoneout: the kept share skips the step
+            ds = rec.states(dcarry)
+            kept = ((ds[0] + dy) * z[0],) + tuple(
+                d * zk for d, zk in zip(ds[1:], z[1:], strict=True)
+            )
+            dcarry = rec.carry(tuple(d * (1 - zk) for d, zk in zip(ds, z, strict=True)))
+            dy = dy * (1 - z[0])
         dcarry, emitted = rec.backward(w, dcarry, dy, res_t, hmat)
+        if z is not None:
+            dcarry = rec.carry(tuple(a + b for a, b in zip(rec.states(dcarry), kept, strict=True)))
         to_reset: Any = ()
         if resets is not None:
             # Where the step restarted, its carry gradient goes to the initial carry, and
             # nothing flows to the previous step.
-            r = inp[3]
             to_reset = jax.tree.map(lambda d: jnp.where(r, d, jnp.zeros_like(d)), dcarry)
             dcarry = jax.tree.map(lambda d: jnp.where(r, jnp.zeros_like(d), d), dcarry)
         return (dcarry, box.get("buf", buf)), (emitted, box.get("dG", ()), to_reset)
 
-    xs = (dys, scanned, jnp.arange(T)) + (() if resets is None else (resets,))
+    def masked(dh: Array) -> Array:  # recurrent dropout: dh of the h that met W_hh
+        return dh if h_mask is None else dh * h_mask
+
+    xs = (dys, scanned, jnp.arange(T), resets, zoneout)
     init_buf = scan_res[slot] if in_place else jnp.zeros((), dys.dtype)
     (d_carry0, buf), (emitted, dG_stacked, to_reset) = jax.lax.scan(
         body, (d_final, init_buf), xs, reverse=True, unroll=unroll
@@ -203,6 +237,8 @@ def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts, in_place_ok=True):
     h_prev = prev_h(ys, valid, h0)
     if resets is not None:
         h_prev = jnp.where(resets, h_reset[None].astype(h_prev.dtype), h_prev)
+    if h_mask is not None:
+        h_prev = h_prev * h_mask[None].astype(h_prev.dtype)
     if w.get("w_ih_t") is not None:
         # Projection done in the loop: its gradients too. Where the projection and the
         # recurrence share dG (additive kinds), [x, h_prev]^T dG is a single matmul.
@@ -224,13 +260,20 @@ def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts, in_place_ok=True):
         dw["b_hh"] = jnp.sum(dgh, axis=(0, 2))
     # Each weight's gradient in the weight's own dtype (mixed precision: the compute dtype).
     dw = {k: None if g is None else g.astype(w[k].dtype) for k, g in dw.items()}
-    return dw, d_inputs, None, d_carry0, None, d_reset
+    return dw, d_inputs, None, d_carry0, None, d_reset, None
 
 
-def _masked_recurrence(rec, nonlinearity, unroll, w, inputs, valid, carry, resets, reset_carry):
+def _masked_recurrence(
+    rec, nonlinearity, unroll, w, inputs, valid, carry, resets, reset_carry, aux
+):
     """The masked recurrence: (final carry, ys (T, D, N, H_out)), step order. ``resets``
-    (T, D, N, 1) step order or None: where True the step starts from ``reset_carry``."""
-    return _forward(rec, nonlinearity, unroll, w, inputs, valid, carry, False, resets, reset_carry)
+    (T, D, N, 1) step order or None: where True the step starts from ``reset_carry``.
+    ``aux``: None or the regularisers' masks (not differentiated): ``"h_mask"`` (D, N,
+    H_out) on the h entering ``W_hh``, ``"zoneout"`` one (T, D, N, size) array per state,
+    step order."""
+    return _forward(
+        rec, nonlinearity, unroll, w, inputs, valid, carry, False, resets, reset_carry, aux
+    )
 
 
 def _linear_backward(rec, nonlinearity, unroll, saved, cts):
@@ -248,6 +291,7 @@ _recurrence = with_transposed_jvp(
     _recurrence_bwd,
     nondiff_argnums=(0, 1, 2),
     linear_bwd=_linear_backward,
+    nograd_argnums=(9,),
 )
 
 
@@ -279,6 +323,8 @@ def fused_layer(
     project: Projection | None = None,
     resets: Array | None = None,
     reset_states: tuple[Array, ...] | None = None,
+    hidden_mask: Array | None = None,
+    zoneout: tuple[Array, ...] | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
     """One layer, all directions, fused (see the module docstring). A :class:`LayerImpl`.
 
@@ -302,6 +348,11 @@ def fused_layer(
         goes to the initial states.
       reset_states: with ``resets``, the states the restarted segments begin from, each
         (D, N, ...) (default ``states``).
+      hidden_mask: recurrent dropout, (D, N, H_out): multiplies the h that enters the
+        ``W_hh`` matmul (only there), in the forward scan and the custom backward.
+      zoneout: one (T, D, N, size) array per state, time order, values in [0, 1]: after
+        a valid step the state is ``z * previous + (1 - z) * new`` and the output the
+        zoned h (Krueger et al. 2016).
 
     Returns:
       ``(out, finals)``: out (T, N, D*H_out), forward direction first; finals the final
@@ -352,6 +403,18 @@ def fused_layer(
     reset_carry = None
     if resets is not None:
         reset_carry = carry if reset_states is None else rec.carry(tuple(reset_states))
+    zones = None
+    if zoneout is not None:
+        zones = tuple(z.astype(cd) for z in zoneout)
+        if Tp != T:  # (time order, like the mask: to_steps runs over the padded length)
+            zones = tuple(
+                jnp.concatenate([z, jnp.zeros((Tp - T,) + z.shape[1:], cd)], axis=0) for z in zones
+            )
+        zones = tuple(to_steps(z) for z in zones)
+    h_mask = None if hidden_mask is None else hidden_mask.astype(cd)
+    aux = None
+    if h_mask is not None or zones is not None:
+        aux = {"h_mask": h_mask, "zoneout": zones}
 
     if project is None:
         project = default_projection(rec)
@@ -363,7 +426,7 @@ def fused_layer(
     run = functools.partial(_recurrence, rec, nonlinearity, unroll, fw)
     if remat is None and project == "loop":
         x_steps = to_steps(jnp.broadcast_to(x[:, None], (T, D) + x.shape[1:]))
-        final, ys = run(x_steps, valid, carry, flags, reset_carry)
+        final, ys = run(x_steps, valid, carry, flags, reset_carry, aux)
     elif remat is None:
         # One (T*N, I) x (I, D*G*H) matmul for every step and both directions (a dot over
         # (T, N, I), not a reshape to T*N rows, so that a sharded batch stays sharded).
@@ -373,7 +436,7 @@ def fused_layer(
         gx = gx.reshape(T, N, D, GH).transpose(0, 2, 1, 3)
         if b_ih is not None:
             gx = gx + b_ih.reshape(1, D, 1, GH)
-        final, ys = run(to_steps(gx), valid, carry, flags, reset_carry)
+        final, ys = run(to_steps(gx), valid, carry, flags, reset_carry, aux)
     else:
         if Tp != T:
             x = jnp.concatenate([x, jnp.zeros((Tp - T,) + x.shape[1:], x.dtype)], axis=0)
@@ -383,14 +446,16 @@ def fused_layer(
         xs = x_steps.reshape((Tp // K, K) + x_steps.shape[1:])
         vs = valid.reshape((Tp // K, K) + valid.shape[1:])
         rs = None if flags is None else flags.reshape((Tp // K, K) + flags.shape[1:])
+        zs = None if zones is None else tuple(z.reshape((Tp // K, K) + z.shape[1:]) for z in zones)
 
         @functools.partial(jax.checkpoint, prevent_cse=False)
         def chunk(c, inp):
-            xc, vc, rc = inp
+            xc, vc, rc, zc = inp
             gc = xc if project == "loop" else _project(xc, w_ih_t, b_ih, cd)
-            return run(gc, vc, c, rc, reset_carry)
+            ac = None if aux is None else {"h_mask": h_mask, "zoneout": zc}
+            return run(gc, vc, c, rc, reset_carry, ac)
 
-        final, ys = jax.lax.scan(chunk, carry, (xs, vs, rs))
+        final, ys = jax.lax.scan(chunk, carry, (xs, vs, rs, zs))
         ys = ys.reshape((Tp,) + ys.shape[2:])
     ys = to_steps(ys)[:T]  # (T, D, N, H_out), time order
     out = ys.transpose(0, 2, 1, 3).reshape(T, N, D * ys.shape[-1]).astype(x.dtype)

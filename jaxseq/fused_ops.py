@@ -211,6 +211,7 @@ def with_transposed_jvp(
     bwd: Callable[..., Any],
     nondiff_argnums: tuple[int, ...] = (),
     linear_bwd: Callable[..., Any] | None = None,
+    nograd_argnums: tuple[int, ...] = (),
 ) -> Callable[..., Any]:
     """``fun`` with both derivative rules built from its reverse-mode pieces.
 
@@ -222,6 +223,10 @@ def with_transposed_jvp(
     itself. One pair of hand-written scans thus serves ``jax.grad``, ``jax.jvp``,
     ``jax.linearize``, ``jax.jacfwd``, ``jax.hessian`` and ``grad`` of ``jvp``, where a
     ``jax.custom_vjp`` refuses forward mode.
+
+    ``nograd_argnums``: traced array arguments (e.g. dropout masks) that ``fun`` is not
+    differentiated with respect to: their tangents are dropped and ``bwd`` returns None
+    for them.
 
     >>> import jax, jax.numpy as jnp
     >>> cube = with_transposed_jvp(
@@ -240,7 +245,11 @@ def with_transposed_jvp(
         for i in range(len(nondiff) + len(primals)):
             full.append(next(it_nd) if i in nondiff_argnums else next(it_p))
         out, saved = fwd(*full)
-        cts = tuple(None if getattr(t, "dtype", None) == jax.dtypes.float0 else t for t in tangents)
+        diff_pos = [i for i in range(len(full)) if i not in nondiff_argnums]
+        cts = tuple(
+            None if i in nograd_argnums or getattr(t, "dtype", None) == jax.dtypes.float0 else t
+            for i, t in zip(diff_pos, tangents, strict=True)
+        )
         saved_flat, saved_tree = jax.tree.flatten(saved)
         t_flat, t_tree = jax.tree.flatten(cts)
         out_flat, out_tree = jax.tree.flatten(out)

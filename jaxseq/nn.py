@@ -31,6 +31,7 @@ from flax import nnx
 from jaxseq.impls import checked_impl
 from jaxseq.params import RNNSpec, init_params
 from jaxseq.recurrences import Recurrence, get
+from jaxseq.regularizers import check_rates, draw_masks
 from jaxseq.stack import run_stack
 from jaxseq.validation import (
     Impl,
@@ -78,6 +79,15 @@ class RNNBase(nnx.Module):
     turns dropout off and ``.train()`` turns it back on. The dropout key comes from the
     ``dropout`` stream of the ``rngs`` given at construction (or the default stream).
 
+    The recurrent regularisers (keyword-only rates, 0 = off; :mod:`jaxseq.regularizers`):
+    ``input_dropout`` and ``output_dropout`` (variational dropout on the stack's input
+    and on every layer's output, one mask per sequence and layer), ``recurrent_dropout``
+    (variational dropout on the h that enters ``W_hh``), ``weight_dropout`` (DropConnect
+    on ``weight_hh``, one mask per call, the AWD-LSTM's WeightDrop) and ``zoneout``
+    (Krueger et al.; in eval mode its expectation). Drawn from the same ``dropout``
+    stream in training mode and served by the fused path (``recurrent_dropout`` and
+    ``zoneout`` need it).
+
     A registered kind gets its module by subclassing: ``class Leaky(RNNBase): kind =
     "leaky"``; :func:`module_class` finds the subclass of a kind.
     """
@@ -109,6 +119,11 @@ class RNNBase(nnx.Module):
         remat: int | None = None,
         chunk: int | None = None,
         carry_dtype: Any = None,
+        input_dropout: float = 0.0,
+        output_dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        weight_dropout: float = 0.0,
+        zoneout: float = 0.0,
         rngs: nnx.Rngs,
     ):
         check_flags(bias=bias, batch_first=batch_first, bidirectional=bidirectional)
@@ -152,6 +167,19 @@ class RNNBase(nnx.Module):
         for name, value in values.items():
             setattr(self, name, nnx.Param(value))
         self.dropout_rngs = rngs["dropout"].fork() if self.dropout > 0 and num_layers > 1 else None
+        self.regularizers = check_rates(
+            spec,
+            str(impl),
+            dict(
+                input_dropout=input_dropout,
+                output_dropout=output_dropout,
+                recurrent_dropout=recurrent_dropout,
+                weight_dropout=weight_dropout,
+                zoneout=zoneout,
+            ),
+        )
+        regularized = any(p > 0 for p in self.regularizers.values())
+        self.mask_rngs = rngs["dropout"].fork() if regularized else None
 
     @property
     def recurrence(self) -> Recurrence:
@@ -181,6 +209,21 @@ class RNNBase(nnx.Module):
         key = None
         if train and self.dropout > 0 and self.dropout_rngs is not None:
             key = self.dropout_rngs()
+        masks = None
+        if any(p > 0 for p in self.regularizers.values()) and hasattr(x, "shape"):
+            spec = RNNSpec(
+                self.kind,
+                self.input_size,
+                self.hidden_size,
+                self.num_layers,
+                self.bias,
+                self.bidirectional,
+                self.proj_size,
+            )
+            T, N = (x.shape[0], 1) if x.ndim == 2 else x.shape[:2][:: -1 if self.batch_first else 1]
+            mask_key = self.mask_rngs() if train and self.mask_rngs is not None else None
+            dtype = self.dtype if self.dtype is not None else self.param_dtype
+            masks = draw_masks(mask_key, spec, T, N, train=train, dtype=dtype, **self.regularizers)
         if self.dtype is not None and hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating):
             x = jnp.asarray(x, self.dtype)
             if hx is not None:
@@ -206,6 +249,7 @@ class RNNBase(nnx.Module):
             carry_dtype=self.carry_dtype,
             resets=resets,
             reset_hx=reset_hx,
+            masks=masks,
         )
 
 

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from typing_extensions import Unpack
 
-from jaxseq.impls import checked_impl, impls_for
+from jaxseq.impls import LAYER_IMPLS, REMAT_IMPLS, checked_impl, impls_for
 from jaxseq.params import spec_from_params, suffixes
 from jaxseq.recurrences import get
 from jaxseq.scan import length_mask
@@ -41,6 +41,7 @@ from jaxseq.validation import (
     check_hx,
     check_input,
     check_lengths,
+    check_masks,
     check_nonlinearity,
     check_resets,
     check_unroll,
@@ -139,6 +140,7 @@ class StackOptions(TypedDict, total=False):
     carry_dtype: Any
     resets: Any
     reset_hx: Any
+    masks: Any
 
 
 def run_stack(
@@ -161,6 +163,7 @@ def run_stack(
     carry_dtype: Any = None,
     resets: Any = None,
     reset_hx: Any = None,
+    masks: Mapping[str, Any] | None = None,
 ) -> tuple[Array, Any]:
     """The stack of any registered kind: layers x directions, masked by lengths.
 
@@ -220,6 +223,20 @@ def run_stack(
         ``hx`` continues the row from the previous batch while a new episode starts
         from ``reset_hx`` (e.g. zeros); a reset at t = 0 then restarts too.
         Unidirectional stacks only (a reverse direction has no previous batch).
+      masks: recurrent regularisers as explicit multipliers (values already scaled,
+        e.g. 0 or 1/(1-p); the NNX layers draw them from their options), any of
+        (k = layer, D directions, H_out = proj_size or H; unbatched input: N = 1):
+        ``"input"`` (N, I) on the stack's input at every step (variational, "locked"
+        dropout, Gal & Ghahramani 2016); ``"output_l{k}"`` (N, D*H_out) on layer k's
+        output at every step; ``"weight_hh_l{k}{sfx}"`` (G*H, H_out): the recurrent
+        weight used is ``weight_hh * mask`` (DropConnect, the AWD-LSTM's WeightDrop);
+        ``"hidden_l{k}"`` (D, N, H_out) on the h that enters the ``W_hh`` matmul, and
+        only there (recurrent dropout); ``"zoneout_l{k}"`` a tuple with one (T, D, N,
+        size) array per state, values in [0, 1]: after a valid step each state is
+        ``z * previous + (1 - z) * new`` and the output the zoned h (Krueger et al.
+        2016). ``hidden_l*`` and ``zoneout_l*`` need a fused implementation of a gated
+        kind (``"fused"``, ``"fused_loop"``, ``"fused_hoisted"``, with or without
+        ``remat``); the other keys work with every implementation.
 
     Returns:
       ``(output, h_n)``, or ``(output, (h_n, c_n))`` for kinds with a cell state:
@@ -272,6 +289,17 @@ def run_stack(
         mask = length_mask(lengths, T)  # (T, N), built once for every layer
     if resets is not None:
         resets = check_resets(name, resets, T, N, batch_first, unbatched)
+    if masks is not None:
+        masks = check_masks(name, masks, rec, spec, T, N)
+        in_loop = [k for k in masks if k.startswith(("hidden_l", "zoneout_l"))]
+        if in_loop and (impl not in REMAT_IMPLS or impls_for(rec) is not LAYER_IMPLS):
+            raise ValueError(
+                f"{name}: masks {sorted(in_loop)} act inside the recurrence, which only the "
+                f"fused implementations of gated kinds take (impl='fused', 'fused_loop', "
+                f"'fused_hoisted'), got impl={impl!r}"
+            )
+    else:
+        masks = {}
     if train and dropout > 0 and L > 1 and key is None:
         raise ValueError(f"{name}: dropout={dropout} in training mode needs a PRNG key (key=...)")
 
@@ -285,6 +313,8 @@ def run_stack(
     x, mask, states, vma = align_inputs(x, mask, states, dtype)
     if reset_states is not None:
         states, reset_states = states[: len(sizes)], states[len(sizes) :]
+    if "input" in masks:
+        x = x * masks["input"][None].astype(x.dtype)
     if resets is not None:
         # Passed only when given: an implementation without the keyword still serves
         # every call without resets.
@@ -300,15 +330,25 @@ def run_stack(
                 for base in rec.base_names
                 if base + sfxs[0] in params
             }
+            if any(f"weight_hh{s}" in masks for s in sfxs):
+                ones = jnp.ones(w["weight_hh"].shape[1:], dtype)
+                drop = jnp.stack([masks.get(f"weight_hh{s}", ones).astype(dtype) for s in sfxs])
+                w["weight_hh"] = w["weight_hh"] * drop
             layer_states = tuple(s[layer * D : (layer + 1) * D] for s in states)
             kw: dict[str, Any] = {}
             if reset_states is not None:
                 kw["reset_states"] = tuple(s[layer * D : (layer + 1) * D] for s in reset_states)
+            if f"hidden_l{layer}" in masks:
+                kw["hidden_mask"] = masks[f"hidden_l{layer}"]
+            if f"zoneout_l{layer}" in masks:
+                kw["zoneout"] = masks[f"zoneout_l{layer}"]
             with jax.named_scope(f"layer{layer}"):
                 x, fin = layer_fn(
                     rec, w, x, layer_states, mask, nonlinearity=nonlinearity, unroll=unroll, **kw
                 )
             finals.append(fin)
+            if f"output_l{layer}" in masks:
+                x = x * masks[f"output_l{layer}"][None].astype(x.dtype)
             if train and dropout > 0 and layer < L - 1:
                 assert key is not None  # checked above
                 key, sub = jax.random.split(key)

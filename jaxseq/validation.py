@@ -7,7 +7,7 @@ opt-in checks that also work under ``jit``) uses the same lengths message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import jax
@@ -234,6 +234,56 @@ def check_resets(
     if unbatched:
         return r[:, None]
     return r.T if batch_first else r
+
+
+def expected_mask_shapes(
+    rec: Recurrence, spec: Any, T: int, N: int
+) -> dict[str, tuple[int, ...] | tuple[tuple[int, ...], ...]]:
+    """The ``masks=`` keys a stack takes and their shapes (zoneout: one per state)."""
+    L, D = spec.num_layers, spec.num_directions
+    H, H_out = spec.hidden_size, spec.output_size
+    shapes: dict[str, Any] = {"input": (N, spec.input_size)}
+    sizes = rec.state_sizes(H, H_out)
+    for k in range(L):
+        shapes[f"output_l{k}"] = (N, D * H_out)
+        if rec.is_linear:
+            continue
+        for sfx in ("", "_reverse")[:D]:
+            shapes[f"weight_hh_l{k}{sfx}"] = (rec.num_gates * H, H_out)
+        shapes[f"hidden_l{k}"] = (D, N, H_out)
+        shapes[f"zoneout_l{k}"] = tuple((T, D, N, s) for s in sizes)
+    return shapes
+
+
+def check_masks(
+    name: str, masks: Any, rec: Recurrence, spec: Any, T: int, N: int
+) -> dict[str, Any]:
+    """``masks=`` checked against :func:`expected_mask_shapes`: known keys, floating
+    arrays of the right shapes (zoneout: a tuple with one array per state)."""
+    if not isinstance(masks, Mapping):
+        raise TypeError(f"{name}: masks must be a dict of arrays, got {type(masks).__name__}")
+    shapes = expected_mask_shapes(rec, spec, T, N)
+    out: dict[str, Any] = {}
+    for key, m in masks.items():
+        if key not in shapes:
+            raise ValueError(f"{name}: unknown mask {key!r}; this stack takes {sorted(shapes)}")
+        want: Any = shapes[key]
+        if key.startswith("zoneout"):
+            if not isinstance(m, (tuple, list)) or len(m) != len(want):
+                raise TypeError(f"{name}: masks[{key!r}] must be a tuple of {len(want)} array(s)")
+            arrays, wants = tuple(m), want
+        else:
+            arrays, wants = (m,), (want,)
+        w: Any
+        for a, w in zip(arrays, wants, strict=True):
+            if not _is_array(a) or not jnp.issubdtype(a.dtype, jnp.floating):
+                raise TypeError(f"{name}: masks[{key!r}] must be floating arrays")
+            if tuple(a.shape) != tuple(w):
+                raise ValueError(
+                    f"{name}: masks[{key!r}] must have shape {tuple(w)}, got {tuple(a.shape)}"
+                )
+        out[key] = tuple(jnp.asarray(a) for a in arrays) if key.startswith("zoneout") else m
+    return out
 
 
 def check_cell_inputs(

@@ -1,0 +1,141 @@
+"""Recurrent regularisers as masks: variational dropout, DropConnect and zoneout.
+
+The stack takes every regulariser as an explicit multiplier (``masks=`` of
+:func:`jaxseq.stack.run_stack`, shapes in its docstring), so the fused path runs them
+inside its one scan and custom backward, a test can hand the same masks to the torch twin
+(``torchseq.regularized``), and :func:`draw_masks` is the only place that draws random
+numbers. The NNX layers (:mod:`jaxseq.nn`) take the rates as options and call it on every
+forward pass, in training mode, with a key from their ``rngs``:
+
+================================  ==============================  ===========================
+option (rate p)                   mask                            after
+================================  ==============================  ===========================
+``input_dropout``                 ``"input"`` (N, I)              Gal & Ghahramani 2016
+``output_dropout``                ``"output_l{k}"`` (N, D*H_out)  Gal & Ghahramani 2016
+``recurrent_dropout``             ``"hidden_l{k}"`` (D, N, H_out) Gal & Ghahramani 2016
+``weight_dropout``                ``"weight_hh_l{k}{sfx}"``       Merity et al. 2017 (AWD)
+``zoneout``                       ``"zoneout_l{k}"`` per state    Krueger et al. 2016
+================================  ==============================  ===========================
+
+Dropout masks are drawn once per sequence and layer (variational: the same units are
+dropped at every time step; DropConnect: once per forward call for the whole batch) and
+scaled by 1 / (1 - p), so their expectation is 1 and evaluation uses none. Zoneout draws a
+fresh keep-the-previous-value mask per step and unit in training; in evaluation it uses
+the expectation, z = p everywhere, as the paper does (so a zoneout layer in eval mode is
+*not* the plain layer: each state is ``p * previous + (1 - p) * new``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxseq.params import RNNSpec
+from jaxseq.validation import expected_mask_shapes
+
+Array = jax.Array
+
+__all__ = ["RATES", "check_rates", "draw_masks"]
+
+#: The regulariser options of the layers, as named there.
+RATES = ("input_dropout", "output_dropout", "recurrent_dropout", "weight_dropout", "zoneout")
+
+
+def check_rates(spec: RNNSpec, impl: str, rates: dict[str, float]) -> dict[str, float]:
+    """The rates as floats, each in [0, 1) ([0, 1] for zoneout), and servable by the kind
+    and implementation: ValueError otherwise."""
+    out = {}
+    for name, p in rates.items():
+        if isinstance(p, bool) or not isinstance(p, (int, float)):
+            raise TypeError(f"{name} must be a number, got {type(p).__name__}")
+        hi_ok = name == "zoneout"
+        if not (0.0 <= p < 1.0 or (hi_ok and p == 1.0)):
+            raise ValueError(f"{name} must be in [0, 1{']' if hi_ok else ')'}, got {p}")
+        out[name] = float(p)
+    rec = spec.recurrence
+    in_recurrence = [n for n in ("recurrent_dropout", "weight_dropout", "zoneout") if out[n] > 0]
+    if in_recurrence and rec.is_linear:
+        raise ValueError(
+            f"{rec.display_name} has no recurrent weight or state update to regularise: "
+            f"{', '.join(in_recurrence)} must be 0"
+        )
+    if (out["recurrent_dropout"] > 0 or out["zoneout"] > 0) and (
+        rec.forward is None or impl not in ("fused", "fused_loop", "fused_hoisted")
+    ):
+        raise ValueError(
+            "recurrent_dropout and zoneout act inside the recurrence, which only the fused "
+            f"implementations of gated kinds take; {rec.display_name} with impl={impl!r} "
+            "does not"
+        )
+    return out
+
+
+def _keep(key: Array, p: float, shape: tuple[int, ...], dtype: Any) -> Array:
+    keep = jax.random.bernoulli(key, 1.0 - p, shape)
+    return keep.astype(dtype) / jnp.asarray(1.0 - p, dtype)
+
+
+def draw_masks(
+    key: Array | None,
+    spec: RNNSpec,
+    T: int,
+    N: int,
+    *,
+    train: bool = True,
+    dtype: Any = jnp.float32,
+    input_dropout: float = 0.0,
+    output_dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    weight_dropout: float = 0.0,
+    zoneout: float = 0.0,
+) -> dict[str, Any] | None:
+    """The ``masks=`` of one forward pass of the stack ``spec`` on (T, N) inputs.
+
+    ``train=False``: no dropout masks, and zoneout at its expectation p (None when
+    nothing is left). ``key`` is needed in training when any rate is above 0.
+
+    >>> import jax
+    >>> from jaxseq.params import RNNSpec
+    >>> spec = RNNSpec("lstm", 3, 4, num_layers=2)
+    >>> m = draw_masks(jax.random.key(0), spec, 5, 2, output_dropout=0.5, zoneout=0.1)
+    >>> sorted(m), m["output_l0"].shape, [z.shape for z in m["zoneout_l0"]]
+    (['output_l0', 'output_l1', 'zoneout_l0', 'zoneout_l1'], (2, 4), [(5, 1, 2, 4), (5, 1, 2, 4)])
+    >>> sorted(draw_masks(None, spec, 5, 2, train=False, output_dropout=0.5, zoneout=0.1))
+    ['zoneout_l0', 'zoneout_l1']
+    """
+    rec = spec.recurrence
+    shapes = expected_mask_shapes(rec, spec, T, N)
+    rates = {
+        "input": input_dropout,
+        "output": output_dropout,
+        "hidden": recurrent_dropout,
+        "weight_hh": weight_dropout,
+    }
+    masks: dict[str, Any] = {}
+    if not train:
+        if zoneout > 0:
+            for k in range(spec.num_layers):
+                masks[f"zoneout_l{k}"] = tuple(
+                    jnp.full(s, zoneout, dtype) for s in shapes[f"zoneout_l{k}"]
+                )
+        return masks or None
+    if not any(p > 0 for p in (*rates.values(), zoneout)):
+        return None
+    if key is None:
+        raise ValueError("draw_masks: a PRNG key is needed to draw masks in training mode")
+    shape: Any
+    for name, shape in shapes.items():
+        prefix = name.split("_l")[0] if not name.startswith("weight_hh") else "weight_hh"
+        key, sub = jax.random.split(key)
+        if prefix == "zoneout":
+            if zoneout > 0:
+                subs = jax.random.split(sub, len(shape))
+                masks[name] = tuple(
+                    jax.random.bernoulli(s, zoneout, sh).astype(dtype)
+                    for s, sh in zip(subs, shape, strict=True)
+                )
+        elif rates[prefix] > 0:
+            masks[name] = _keep(sub, rates[prefix], shape, dtype)
+    return masks
