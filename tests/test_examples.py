@@ -29,6 +29,7 @@ CASES = {
     "forecast": ([], "forecast.png"),
     "charlm": (["--framework", "both"], "loss.png"),
     "why_recurrence": (["--framework", "both"], "why_recurrence.png"),
+    "recurrent_policy": ([], "recurrent_policy.png"),
 }
 
 
@@ -223,6 +224,93 @@ def test_why_recurrence_tiny_both_frameworks(tmp_path):
     np.testing.assert_allclose(grads["gru/jax/init"], grads["gru/torch/init"], rtol=1e-4, atol=1e-7)
 
 
+def cartpole_episode_length(state, actions, max_steps: int) -> int:
+    """Replay CartPole-v1 (gym's equations, Euler, float64) from ``state`` with
+    ``actions``: the step at which the episode ends (termination or the cap)."""
+    x, x_dot, theta, theta_dot = (float(v) for v in state)
+    for t, a in enumerate(actions, start=1):
+        force = 10.0 if a == 1 else -10.0
+        cos, sin = np.cos(theta), np.sin(theta)
+        temp = (force + 0.05 * theta_dot**2 * sin) / 1.1
+        theta_acc = (9.8 * sin - cos * temp) / (0.5 * (4.0 / 3.0 - 0.1 * cos**2 / 1.1))
+        x_acc = temp - 0.05 * theta_acc * cos / 1.1
+        x, x_dot = x + 0.02 * x_dot, x_dot + 0.02 * x_acc
+        theta, theta_dot = theta + 0.02 * theta_dot, theta_dot + 0.02 * theta_acc
+        if abs(x) > 2.4 or abs(theta) > 12 * 2 * np.pi / 360 or t >= max_steps:
+            return t
+    return len(actions) + 1  # still running after the given actions
+
+
+def test_recurrent_policy_tiny_returns_replay_and_resets(tmp_path):
+    res = run_tiny("recurrent_policy", tmp_path)
+    cfg = res["config"]
+    max_steps = cfg["max_steps"]
+    recs = {r["policy"]: r for r in res["results"]}
+    assert set(recs) == {"lstm", "lstm_noreset", "lstm_mismatch", "mlp"}
+    for r in recs.values():
+        # Every step earns 1, so a return is an episode length in [1, max_steps].
+        assert len(r["curve"]) == len(r["episodes"]) == cfg["updates"]
+        assert all(1 <= v <= max_steps for v in r["curve"] if v is not None)
+        assert r["env_steps"] == cfg["updates"] * cfg["envs"] * cfg["steps"]
+        assert len(r["eval_returns"]) == cfg["eval_envs"]
+        assert all(1 <= v <= max_steps and v == int(v) for v in r["eval_returns"])
+        # The greedy episode of env 0, replayed with NumPy: same length as reported.
+        rep = r["replay"]
+        assert rep["return"] == r["eval_returns"][0] == len(rep["actions"])
+        assert max(np.abs(rep["initial_state"])) <= 0.05
+        assert cartpole_episode_length(rep["initial_state"], rep["actions"], max_steps) == len(
+            rep["actions"]
+        )
+    # The training forward pass (one call over the rollout) reproduces the acting
+    # logits (one step at a time) to float32 rounding, unless only acting resets.
+    for kind in ("lstm", "lstm_noreset", "mlp"):
+        assert recs[kind]["max_logit_diff_acting_vs_training"] < 1e-5
+    assert recs["lstm_mismatch"]["max_logit_diff_acting_vs_training"] > 1e-4
+    # Training the resetting LSTM's rollout without resets= gives other logits.
+    assert recs["lstm"]["max_logit_diff_without_resets"] > 1e-4
+    assert recs["mlp"]["max_logit_diff_without_resets"] is None
+
+
+def test_recurrent_policy_resets_match_segments_and_steps():
+    """The example's policy on a (T, N) sequence with ``resets`` (segments restart from
+    zeros) equals the policy run on every segment on its own (the first from ``hx``,
+    the others from zeros) and acting one step at a time."""
+    import jax
+    import jax.numpy as jnp
+
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import recurrent_policy as rp
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    T, N, H = 12, 3, 8
+    policy = rp.make_policy("lstm", H, seed=0)
+    rng = np.random.default_rng(0)
+    obs = jnp.asarray(rng.standard_normal((T, N, 2)), jnp.float32)
+    hx = tuple(jnp.asarray(rng.standard_normal((1, N, H)), jnp.float32) for _ in range(2))
+    resets = np.zeros((T, N), bool)
+    resets[[0, 4, 5, 9], 0] = True  # a reset at t = 0 restarts from zeros too
+    resets[7, 1] = True  # row 2: no reset
+    logits, values, (h_n, c_n) = policy(obs, hx, jnp.asarray(resets))
+    for n in range(N):
+        starts = [0] + [t for t in range(1, T) if resets[t, n]] + [T]
+        for a, b in zip(starts[:-1], starts[1:], strict=True):
+            h0 = tuple(
+                jnp.zeros((1, 1, H), jnp.float32) if resets[a, n] else s[:, n : n + 1] for s in hx
+            )
+            seg_logits, seg_values, (h, c) = policy(obs[a:b, n : n + 1], h0)
+            np.testing.assert_allclose(logits[a:b, n], seg_logits[:, 0], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(values[a:b, n], seg_values[:, 0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(h_n[:, n], h[:, 0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(c_n[:, n], c[:, 0], rtol=1e-5, atol=1e-6)
+    state, steps = hx, []
+    for t in range(T):  # acting: one step at a time, the reset flags of that step
+        step_logits, _, state = policy(obs[t : t + 1], state, jnp.asarray(resets[t : t + 1]))
+        steps.append(step_logits[0])
+    np.testing.assert_allclose(jnp.stack(steps), logits, rtol=1e-5, atol=1e-6)
+    assert jax.tree.map(lambda a: a.shape, state) == ((1, N, H), (1, N, H))
+
+
 # --------------------------------------------------------------------------- task generators
 
 
@@ -326,3 +414,22 @@ def test_bad_flag_values_are_clear_errors(tmp_path):
         "--models must be a comma-separated subset of rnn,lstm,gru,min_gru,min_lstm,ff"
         in proc.stderr
     )
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--framework", "torch"], "this example is JAX only"),
+        (["--envs", "10", "--minibatches", "4"], "must be a multiple of --minibatches"),
+        (["--policies", "lstm,gru"], "--policies must be a comma-separated subset of"),
+        (["--updates", "0"], "--updates must be >= 1"),
+    ],
+)
+def test_recurrent_policy_bad_flags(flags, message, tmp_path):
+    out = tmp_path / "out"
+    proc = run_example(
+        "recurrent_policy", "--tiny", "--out", str(out), *flags, cwd=tmp_path / "cwd"
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert message in proc.stderr and proc.stderr.strip().count("\n") == 0
+    assert not out.exists()  # refused before anything was written

@@ -19,10 +19,21 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess by test
         "from a checkout)."
     ) from e
 
-from torchseq import checkpoint, data, layernorm, minimal, models, segments, train, train_state
+from torchseq import (
+    checkpoint,
+    data,
+    layernorm,
+    minimal,
+    models,
+    regularized,
+    segments,
+    train,
+    train_state,
+)
 from torchseq.layernorm import LayerNormGRU, LayerNormLSTM
 from torchseq.minimal import MinGRU, MinLSTM
 from torchseq.models import CharLM, FeedForwardClassifier, Forecaster, SequenceClassifier
+from torchseq.regularized import draw_masks, run_regularized
 from torchseq.segments import run_segments
 
 __all__ = [
@@ -35,6 +46,9 @@ __all__ = [
     "layernorm",
     "segments",
     "run_segments",
+    "regularized",
+    "run_regularized",
+    "draw_masks",
     "MinGRU",
     "MinLSTM",
     "LayerNormLSTM",
