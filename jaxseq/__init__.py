@@ -27,6 +27,7 @@ from jaxseq import interop as interop
 from jaxseq import models as models
 from jaxseq import nn as nn
 from jaxseq import recurrences as recurrences
+from jaxseq import regularizers as regularizers
 from jaxseq import testing as testing
 from jaxseq import train as train
 from jaxseq import train_state as train_state

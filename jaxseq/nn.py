@@ -31,7 +31,7 @@ from flax import nnx
 from jaxseq.impls import checked_impl
 from jaxseq.params import RNNSpec, init_params
 from jaxseq.recurrences import Recurrence, get
-from jaxseq.regularizers import check_rates, draw_masks
+from jaxseq.regularizers import RATES, check_rates, draw_masks
 from jaxseq.stack import run_stack
 from jaxseq.validation import (
     Impl,
@@ -167,7 +167,7 @@ class RNNBase(nnx.Module):
         for name, value in values.items():
             setattr(self, name, nnx.Param(value))
         self.dropout_rngs = rngs["dropout"].fork() if self.dropout > 0 and num_layers > 1 else None
-        self.regularizers = check_rates(
+        rates = check_rates(
             spec,
             str(impl),
             dict(
@@ -178,13 +178,23 @@ class RNNBase(nnx.Module):
                 zoneout=zoneout,
             ),
         )
-        regularized = any(p > 0 for p in self.regularizers.values())
+        self.input_dropout = rates["input_dropout"]
+        self.output_dropout = rates["output_dropout"]
+        self.recurrent_dropout = rates["recurrent_dropout"]
+        self.weight_dropout = rates["weight_dropout"]
+        self.zoneout = rates["zoneout"]
+        regularized = any(p > 0 for p in rates.values())
         self.mask_rngs = rngs["dropout"].fork() if regularized else None
 
     @property
     def recurrence(self) -> Recurrence:
         """The module's recurrence definition (:mod:`jaxseq.recurrences`)."""
         return get(self.kind)
+
+    @property
+    def regularizers(self) -> dict[str, float]:
+        """The recurrent regularisers' rates, by option name (:mod:`jaxseq.regularizers`)."""
+        return {name: getattr(self, name) for name in RATES}
 
     def params_dict(self) -> dict[str, Array]:
         """The parameters as a flat ``{torch name: array}`` dict (for the functional API)."""
