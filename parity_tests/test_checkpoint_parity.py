@@ -34,6 +34,16 @@ CASES = {
         dict(input_size=3, num_classes=4, hidden_size=5, cell="gru", num_layers=2, vocab_size=7),
         (TOKENS, LENGTHS),
     ),
+    "classifier-layernorm-lstm-bi": (
+        "SequenceClassifier",
+        dict(input_size=3, num_classes=4, hidden_size=5, cell="layernorm_lstm", bidirectional=True),
+        (X, LENGTHS),
+    ),
+    "charlm-layernorm-gru": (
+        "CharLM",
+        dict(vocab_size=7, embed_dim=3, hidden_size=5, cell="layernorm_gru"),
+        (TOKENS,),
+    ),
     "feedforward": (
         "FeedForwardClassifier",
         dict(input_size=3, num_classes=4, max_len=8, hidden_size=5, num_layers=2),

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
+from torchseq.layernorm import LayerNormGRU, LayerNormLSTM, LayerNormRNNBase
 from torchseq.minimal import MinGRU, MinLSTM, MinRNNBase
 
 __all__ = [
@@ -43,7 +44,13 @@ __all__ = [
 ]
 
 _CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-_MIN_CELLS = {"min_gru": MinGRU, "min_lstm": MinLSTM}  # lengths masked, not packed
+# torchseq's own modules: they take lengths and mask, not packed sequences.
+_MASKED_CELLS: dict[str, type[MinRNNBase] | type[LayerNormRNNBase]] = {
+    "min_gru": MinGRU,
+    "min_lstm": MinLSTM,
+    "layernorm_lstm": LayerNormLSTM,
+    "layernorm_gru": LayerNormGRU,
+}
 
 
 def make_rnn(
@@ -56,17 +63,16 @@ def make_rnn(
     dropout: float = 0.0,
     proj_size: int = 0,
     nonlinearity: str = "tanh",
-) -> nn.RNNBase | MinRNNBase:
-    """A batch-first ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` (or ``torchseq.MinGRU`` /
-    ``MinLSTM`` for ``"min_gru"`` / ``"min_lstm"``) chosen by ``cell``.
+) -> nn.RNNBase | MinRNNBase | LayerNormRNNBase:
+    """A batch-first ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` (or torchseq's ``MinGRU``,
+    ``MinLSTM``, ``LayerNormLSTM``, ``LayerNormGRU`` for ``"min_gru"``, ``"min_lstm"``,
+    ``"layernorm_lstm"``, ``"layernorm_gru"``) chosen by ``cell``.
 
     Dropout between layers is passed on only when ``num_layers > 1`` (torch warns that it
     has no effect otherwise). ``proj_size`` is LSTM-only and ``nonlinearity`` RNN-only.
     """
-    if cell not in _CELLS and cell not in _MIN_CELLS:
-        raise ValueError(
-            f"cell must be one of 'rnn', 'lstm', 'gru', 'min_gru', 'min_lstm', got {cell!r}"
-        )
+    if cell not in _CELLS and cell not in _MASKED_CELLS:
+        raise ValueError(f"cell must be one of {sorted([*_CELLS, *_MASKED_CELLS])}, got {cell!r}")
     if proj_size and cell != "lstm":
         raise ValueError(f"proj_size is only supported for cell='lstm', got cell={cell!r}")
     kw: dict = {
@@ -74,8 +80,8 @@ def make_rnn(
         "bidirectional": bidirectional,
         "dropout": dropout if num_layers > 1 else 0.0,
     }
-    if cell in _MIN_CELLS:
-        return _MIN_CELLS[cell](input_size, hidden_size, num_layers, **kw)
+    if cell in _MASKED_CELLS:
+        return _MASKED_CELLS[cell](input_size, hidden_size, num_layers, **kw)
     if cell == "lstm":
         kw["proj_size"] = proj_size
     if cell == "rnn":
@@ -90,7 +96,10 @@ def _check_dropout(dropout: float) -> float:
 
 
 def final_hidden(
-    rnn: nn.RNNBase | MinRNNBase, x: torch.Tensor, lengths: torch.Tensor | None, hx=None
+    rnn: nn.RNNBase | MinRNNBase | LayerNormRNNBase,
+    x: torch.Tensor,
+    lengths: torch.Tensor | None,
+    hx=None,
 ) -> torch.Tensor:
     """Run ``rnn`` (batch-first) on ``x`` and return the last layer's final hidden state.
 
@@ -104,7 +113,9 @@ def final_hidden(
         if lengths.ndim != 1 or lengths.shape[0] != x.shape[0]:
             raise ValueError(f"lengths must have shape ({x.shape[0]},), got {tuple(lengths.shape)}")
     inputs: torch.Tensor | PackedSequence = x
-    masked = isinstance(rnn, MinRNNBase)  # takes lengths itself, with packing's semantics
+    masked = isinstance(
+        rnn, (MinRNNBase, LayerNormRNNBase)
+    )  # takes lengths itself, with packing's semantics
     if lengths is not None and not masked:
         inputs = pack_padded_sequence(
             x, lengths.cpu().to(torch.int64), batch_first=True, enforce_sorted=False
