@@ -61,6 +61,8 @@ __all__ = [
     "RNNCell",
     "LSTMCell",
     "GRUCell",
+    "LayerNormLSTMCell",
+    "LayerNormGRUCell",
 ]
 
 
@@ -525,7 +527,8 @@ class RNNCellBase(nnx.Module):
         shapes = rec.layer_shapes(self.input_size, self.hidden_size, 0, self.bias)
         keys = jax.random.split(rngs.params(), len(shapes))
         for key, (base, shape) in zip(keys, shapes.items(), strict=True):
-            setattr(self, base, nnx.Param(rec.init(key, shape, param_dtype, self.hidden_size)))
+            value = rec.init_param(base, key, shape, param_dtype, self.hidden_size)
+            setattr(self, base, nnx.Param(value))
         self._param_names = tuple(shapes)
 
     @property
@@ -720,3 +723,36 @@ class GRUCell(RNNCellBase):
     """
 
     kind = "gru"
+
+
+class LayerNormLSTMCell(RNNCellBase):
+    """One step of :class:`LayerNormLSTM` (Ba et al. 2016; equations in
+    :mod:`jaxseq.recurrences.layernorm`): parameters as the layer's without the ``_l0``
+    suffix (``weight_ih``, ``weight_hh``, biases, and the layer-norm gains and biases).
+
+    Call: ``(h', c') = cell(x, hx=None)`` as :class:`LSTMCell`; ``from_layer`` copies one
+    layer and direction of a :class:`LayerNormLSTM`.
+
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> cell = LayerNormLSTMCell(3, 4, rngs=nnx.Rngs(0))
+    >>> h, c = cell(jnp.ones((2, 3)))
+    >>> h.shape, c.shape
+    ((2, 4), (2, 4))
+    """
+
+    kind = "layernorm_lstm"
+
+
+class LayerNormGRUCell(RNNCellBase):
+    """One step of :class:`LayerNormGRU` (equations in
+    :mod:`jaxseq.recurrences.layernorm`); call ``h' = cell(x, hx=None)`` as
+    :class:`GRUCell`.
+
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> LayerNormGRUCell(3, 4, rngs=nnx.Rngs(0))(jnp.ones(3)).shape
+    (4,)
+    """
+
+    kind = "layernorm_gru"

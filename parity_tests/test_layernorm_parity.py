@@ -214,3 +214,67 @@ def test_checkpoints_cross_load_both_ways(kind):
         tm2 = torchseq.checkpoint.load(TORCH[kind](I, H, **cfg), path2)
         for k, v in jaxseq.interop.to_torch_state_dict(jm2).items():
             np.testing.assert_array_equal(tm2.state_dict()[k].numpy(), v)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cells_step_the_layer(kind):
+    """``LayerNorm*Cell.from_layer`` stepped layer by layer reproduces a 2-layer stack,
+    and a fresh cell starts with unit gains and zero layer-norm biases."""
+    layer_cls = JAX[kind]
+    cell_cls = jaxseq.nn.module_class(kind, cell=True)
+    m = layer_cls(I, H, num_layers=2, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(T, N, I)))
+    out, fin = m(x)
+    cells = [cell_cls.from_layer(m, layer=k) for k in range(2)]
+    states = [None, None]
+    ys = []
+    for t in range(T):
+        inp = x[t]
+        for k, cell in enumerate(cells):
+            states[k] = cell(inp, states[k])
+            inp = states[k][0] if kind == "layernorm_lstm" else states[k]
+        ys.append(inp)
+    np.testing.assert_allclose(jnp.stack(ys), out, **TOL)
+    fresh = cell_cls(I, H, rngs=nnx.Rngs(0))
+    assert all(
+        float(getattr(fresh, n)[...].min()) == 1.0
+        for n in fresh._param_names
+        if n.endswith("weight") and n.startswith("ln_")
+    )
+    assert all(
+        float(abs(getattr(fresh, n)[...]).max()) == 0.0
+        for n in fresh._param_names
+        if n.endswith("bias") and n.startswith("ln_")
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cells_cross_over_from_torch_and_back(kind):
+    torch_cell_cls = getattr(torchseq, TORCH[kind].__name__ + "Cell")
+    torch.manual_seed(0)
+    tc = torch_cell_cls(I, H, dtype=torch.float64)
+    with torch.no_grad():
+        for name, p in tc.named_parameters():
+            if name.startswith("ln_"):
+                p.add_(0.3 * torch.randn_like(p))
+    jc = jaxseq.interop.from_torch(tc)
+    assert type(jc) is jaxseq.nn.module_class(kind, cell=True)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(N, I))
+    hx = tuple(rng.normal(size=(N, H)) for _ in range(2 if kind == "layernorm_lstm" else 1))
+    thx = tuple(torch.tensor(h) for h in hx)
+    with torch.no_grad():
+        ref = tc(torch.tensor(x), thx if len(thx) == 2 else thx[0])
+    out = jc(
+        jnp.asarray(x), tuple(jnp.asarray(h) for h in hx) if len(hx) == 2 else jnp.asarray(hx[0])
+    )
+    for a, b in zip(
+        jax.tree.leaves(out),
+        [r.numpy() for r in (ref if isinstance(ref, tuple) else (ref,))],
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, **TOL)
+    back = jaxseq.interop.to_torch(jc)
+    assert type(back) is torch_cell_cls
+    for k, v in tc.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v)

@@ -30,7 +30,7 @@ from torchseq import (
     train,
     train_state,
 )
-from torchseq.layernorm import LayerNormGRU, LayerNormLSTM
+from torchseq.layernorm import LayerNormGRU, LayerNormGRUCell, LayerNormLSTM, LayerNormLSTMCell
 from torchseq.minimal import MinGRU, MinLSTM
 from torchseq.models import CharLM, FeedForwardClassifier, Forecaster, SequenceClassifier
 from torchseq.regularized import draw_masks, run_regularized
@@ -53,6 +53,8 @@ __all__ = [
     "MinLSTM",
     "LayerNormLSTM",
     "LayerNormGRU",
+    "LayerNormLSTMCell",
+    "LayerNormGRUCell",
     "SequenceClassifier",
     "FeedForwardClassifier",
     "Forecaster",

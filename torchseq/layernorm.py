@@ -44,7 +44,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["LayerNormRNNBase", "LayerNormLSTM", "LayerNormGRU", "EPS"]
+__all__ = [
+    "LayerNormRNNBase",
+    "LayerNormLSTM",
+    "LayerNormGRU",
+    "LayerNormLSTMCell",
+    "LayerNormGRUCell",
+    "EPS",
+]
 
 #: The layer norm's epsilon (``torch.nn.LayerNorm``'s default).
 EPS = 1e-5
@@ -271,3 +278,65 @@ class LayerNormGRU(LayerNormRNNBase):
         n = torch.tanh(x_n + r * h_n)
         h_new = (1.0 - z) * n + z * h
         return h_new, h_new
+
+
+class _LayerNormCellBase(nn.Module):
+    """One step of a layer-normalised layer: its parameters without the ``_l0`` suffix."""
+
+    layer: type[LayerNormRNNBase]
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+    ):
+        super().__init__()
+        one = self.layer(input_size, hidden_size, bias=bias, device=device, dtype=dtype)
+        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+        self._bases = one._bases
+        for base in self._bases:
+            self.register_parameter(base, nn.Parameter(getattr(one, base + "_l0").detach().clone()))
+
+    def forward(self, x: Tensor, hx: Any = None) -> Any:
+        """x (N, I) or (I,); hx as ``torch.nn.LSTMCell`` / ``GRUCell`` (zeros when None)."""
+        unbatched = x.dim() == 1
+        if unbatched:
+            x = x.unsqueeze(0)
+        cell_state = self.layer.cell_state
+        if hx is None:
+            zeros = x.new_zeros(x.shape[0], self.hidden_size)
+            hx = (zeros, zeros) if cell_state else zeros
+        elif unbatched:
+            hx = tuple(h.unsqueeze(0) for h in hx) if cell_state else hx.unsqueeze(0)
+        p = {base: getattr(self, base) for base in self._bases}
+        gx = F.linear(x, p["weight_ih"], p.get("bias_ih"))
+        gx = _block_norm(gx, p["ln_ih_weight"], p["ln_ih_bias"], self.layer.num_gates)
+        new, _ = self.layer._step(self, p, hx, gx)  # type: ignore[arg-type]
+        if unbatched:
+            new = tuple(h.squeeze(0) for h in new) if cell_state else new.squeeze(0)
+        return new
+
+
+class LayerNormLSTMCell(_LayerNormCellBase):
+    """One step of :class:`LayerNormLSTM`, as ``torch.nn.LSTMCell``: ``(h', c') =
+    cell(x, (h, c))``; twin of ``jaxseq.nn.LayerNormLSTMCell``.
+
+    >>> LayerNormLSTMCell(3, 4)(torch.ones(2, 3))[1].shape
+    torch.Size([2, 4])
+    """
+
+    layer = LayerNormLSTM
+
+
+class LayerNormGRUCell(_LayerNormCellBase):
+    """One step of :class:`LayerNormGRU`, as ``torch.nn.GRUCell``: ``h' = cell(x, h)``;
+    twin of ``jaxseq.nn.LayerNormGRUCell``.
+
+    >>> LayerNormGRUCell(3, 4)(torch.ones(3)).shape
+    torch.Size([4])
+    """
+
+    layer = LayerNormGRU
