@@ -7,15 +7,13 @@ inside its one scan and custom backward, a test can hand the same masks to the t
 numbers. The NNX layers (:mod:`jaxseq.nn`) take the rates as options and call it on every
 forward pass, in training mode, with a key from their ``rngs``:
 
-================================  ==============================  ===========================
-option (rate p)                   mask                            after
-================================  ==============================  ===========================
-``input_dropout``                 ``"input"`` (N, I)              Gal & Ghahramani 2016
-``output_dropout``                ``"output_l{k}"`` (N, D*H_out)  Gal & Ghahramani 2016
-``recurrent_dropout``             ``"hidden_l{k}"`` (D, N, H_out) Gal & Ghahramani 2016
-``weight_dropout``                ``"weight_hh_l{k}{sfx}"``       Merity et al. 2017 (AWD)
-``zoneout``                       ``"zoneout_l{k}"`` per state    Krueger et al. 2016
-================================  ==============================  ===========================
+* ``input_dropout``: mask ``"input"`` (N, I), variational (Gal & Ghahramani 2016);
+* ``output_dropout``: masks ``"output_l{k}"`` (N, D*H_out), variational;
+* ``recurrent_dropout``: masks ``"hidden_l{k}"`` (D, N, H_out), variational, on the h
+  that enters ``W_hh``;
+* ``weight_dropout``: masks ``"weight_hh_l{k}{sfx}"``, DropConnect (Merity et al. 2017,
+  the AWD-LSTM's WeightDrop);
+* ``zoneout``: masks ``"zoneout_l{k}"``, one per state (Krueger et al. 2016).
 
 Dropout masks are drawn once per sequence and layer (variational: the same units are
 dropped at every time step; DropConnect: once per forward call for the whole batch) and

@@ -27,6 +27,7 @@ API_MODULES: tuple[str, ...] = (
     "jaxseq.train_state",
     "jaxseq.linear_scan",
     "jaxseq.export",
+    "jaxseq.regularizers",
     "jaxseq.testing",
     "jaxseq.models",
     "torchseq",
@@ -35,6 +36,8 @@ API_MODULES: tuple[str, ...] = (
     "torchseq.train",
     "torchseq.train_state",
     "torchseq.checkpoint",
+    "torchseq.segments",
+    "torchseq.regularized",
 )
 
 
