@@ -75,6 +75,10 @@ Projection = Literal["loop", "hoisted"]
 
 __all__ = ["default_projection", "fused_layer"]
 
+#: The per-layer parameters every gated kind takes from torch's layout; any other entry
+#: of a layer's weights is a kind's extra parameter.
+_TORCH_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+
 
 def default_projection(kind: str | Recurrence) -> Projection:
     """Where :func:`fused_layer` puts the input projection when not told: the kind's
@@ -384,6 +388,9 @@ def fused_layer(
     if b_ih is not None:
         b_ih = b_ih.astype(cd)
     fw["b_hh"] = None if fw["b_hh"] is None else fw["b_hh"].astype(cd)
+    # A kind's extra parameters (Recurrence.extra_params, e.g. layer-norm gains), (D, K)
+    # each, reach its pieces under their base names, in the carry's dtype.
+    fw |= {k: v.astype(cd) for k, v in w.items() if k not in _TORCH_NAMES}
 
     Tp = T if remat is None else -(-T // int(remat)) * int(remat)
     if mask is None and Tp == T:

@@ -29,8 +29,9 @@ solved by :func:`jaxseq.linear_scan.linear_recurrence` with a custom VJP:
 The CPU choice is measured by ``python -m benchmarks.min_scan`` (docs: minGRU page);
 the accelerator choice follows the log-depth argument.
 
-A gated kind without fused pieces (the layer-norm kinds) takes ``"unfused"`` and
-``"reference"``, and ``"fused"`` as a name for ``"unfused"`` (:data:`UNFUSED_IMPLS`).
+A gated kind without fused pieces (one registered with only its reference step) takes
+``"unfused"`` and ``"reference"``, and ``"fused"`` as a name for ``"unfused"``
+(:data:`UNFUSED_IMPLS`).
 """
 
 from __future__ import annotations
@@ -268,8 +269,8 @@ REMAT_IMPLS = ("fused", "fused_loop", "fused_hoisted")
 CHUNK_IMPLS = ("fused_chunked",)
 
 
-#: A gated kind without fused pieces (``Recurrence.forward`` None, e.g. the layer-norm
-#: kinds): ``"fused"`` falls back to the unfused scan, so the default ``impl`` works.
+#: A gated kind without fused pieces (``Recurrence.forward`` None, e.g. a kind registered
+#: with only its step): ``"fused"`` falls back to the unfused scan, so the default ``impl`` works.
 UNFUSED_IMPLS: dict[str, LayerImpl] = {
     "fused": unfused_layer,
     "unfused": unfused_layer,

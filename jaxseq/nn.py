@@ -420,7 +420,7 @@ class LayerNormLSTM(RNNBase):
 
     ``LayerNormLSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
     dropout=0.0, bidirectional=False, *, dtype=None, param_dtype=jnp.float32, unroll=1,
-    impl='fused', rngs)`` (no ``proj_size``; ``impl`` ``'fused'`` runs the unfused scan).
+    impl='fused', rngs)`` (no ``proj_size``) and the regularisers of :class:`RNNBase`.
     Parameters as :class:`LSTM`'s plus, per layer and direction, ``ln_ih_weight``,
     ``ln_ih_bias``, ``ln_hh_weight``, ``ln_hh_bias`` (4H,) and ``ln_c_weight``,
     ``ln_c_bias`` (H,) (gains 1, biases 0). Call: ``out, (h_n, c_n) = m(x, hx=None,

@@ -2,8 +2,9 @@
 
 One torch ``state_dict`` loaded into both: outputs, final states and the gradients of the
 input, hx and every parameter agree to 1e-12, with lengths (0 included), two
-bidirectional layers and without bias, for ``impl="fused"`` (the unfused scan for these
-kinds) and ``"reference"``. A NumPy step checks the LN-LSTM formula independently of
+bidirectional layers and without bias, for ``impl="fused"`` (the kinds' fused pieces and
+custom backward), ``"fused_loop"``, ``"fused_hoisted"`` with ``remat=2`` and
+``"reference"``. A NumPy step checks the LN-LSTM formula independently of
 both frameworks; modules and checkpoints cross over both ways."""
 
 from __future__ import annotations
@@ -73,17 +74,27 @@ def _torch_run(kind, m, x, hx, r_out, r_h):
     return out.detach().numpy(), fin.detach().numpy(), xt.grad.numpy(), ht.grad.numpy(), grads
 
 
+#: impl -> run_stack options: the fused path with either projection and with remat, and
+#: the reference scan.
+IMPLS = {
+    "fused": dict(impl="fused"),
+    "fused_loop": dict(impl="fused_loop"),
+    "fused_hoisted-remat2": dict(impl="fused_hoisted", remat=2),
+    "reference": dict(impl="reference"),
+}
+
+
 @functools.cache
 def _jax_grad(kind, impl, cfg_index):
     def loss(p, x, hx, lengths, r_out, r_h):
-        out, fin = jaxseq.run_stack(kind, p, x, _states(kind, hx), lengths, impl=impl)
+        out, fin = jaxseq.run_stack(kind, p, x, _states(kind, hx), lengths, **IMPLS[impl])
         fin = jnp.stack(fin) if kind == "layernorm_lstm" else fin[None]
         return jnp.sum(out * r_out) + jnp.sum(fin * r_h), (out, fin)
 
     return jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True))
 
 
-@pytest.mark.parametrize("impl", ["fused", "reference"])
+@pytest.mark.parametrize("impl", list(IMPLS))
 @pytest.mark.parametrize("cfg_index", [0, 1], ids=["2layer-bi", "1layer-nobias"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_jax_equals_torch(kind, cfg_index, impl):
@@ -171,7 +182,9 @@ def test_init_and_names():
         k: tuple(v.shape) for k, v in torchseq.LayerNormGRU(I, H, bias=False).state_dict().items()
     }
     with pytest.raises(ValueError, match="remat"):
-        jaxseq.run_stack("layernorm_lstm", jm.params_dict(), jnp.ones((T, N, I)), remat=2)
+        jaxseq.run_stack(
+            "layernorm_lstm", jm.params_dict(), jnp.ones((T, N, I)), impl="unfused", remat=2
+        )
 
 
 @pytest.mark.parametrize("kind", KINDS)

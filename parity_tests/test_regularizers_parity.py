@@ -9,10 +9,11 @@ module on ``x * mask``; a weight mask is the module with the weight replaced
 output; a hidden-state mask with one row per direction is a column mask of the weight;
 all-ones zoneout freezes the state at ``hx``; zoneout 0.5 on one step averages ``hx``
 and the module's step; resets equal ``torchseq.run_segments``, and with masks a
-per-segment loop. Then jaxseq matches it in float64 at 1e-12 on outputs, final states
-and the gradients of a random linear functional of them with respect to the input, hx
-and every parameter, for the Elman RNN, the LSTM (also with ``proj_size``) and the
-GRU, uni- and bidirectional stacks of 1 and 2 layers, lengths with a 0 and a T, random
+per-segment loop; for ``torchseq.LayerNormLSTM`` / ``LayerNormGRU`` with no masks it is
+the module's own forward. Then jaxseq matches it in float64 at 1e-12 on outputs, final
+states and the gradients of a random linear functional of them with respect to the
+input, hx and every parameter, for the Elman RNN, the LSTM (also with ``proj_size``), the
+GRU and the layer-normalised LSTM and GRU (on a sample of the grid), uni- and bidirectional stacks of 1 and 2 layers, lengths with a 0 and a T, random
 hx, every mask key at once (random scaled dropout masks, random binary zoneout), each
 key alone, with resets, and batch-first: every configuration on ``impl="fused"``,
 ``"fused_loop"``, ``"fused_hoisted"`` and ``"fused"`` with ``remat=2`` on configurations
@@ -48,8 +49,13 @@ KINDS: dict[str, tuple[str, Any]] = {
     "lstm": ("lstm", torch.nn.LSTM),
     "lstm_proj": ("lstm", functools.partial(torch.nn.LSTM, proj_size=P)),
     "gru": ("gru", torch.nn.GRU),
+    "layernorm_lstm": ("layernorm_lstm", torchseq.LayerNormLSTM),
+    "layernorm_gru": ("layernorm_gru", torchseq.LayerNormGRU),
 }
-CELL = {"lstm", "lstm_proj"}
+CELL = {"lstm", "lstm_proj", "layernorm_lstm"}
+#: The torch.nn modules (the references below run them on packed sequences).
+NN_KINDS = [k for k in KINDS if not k.startswith("layernorm")]
+LN_KINDS = [k for k in KINDS if k.startswith("layernorm")]
 
 
 @pytest.fixture(autouse=True)
@@ -171,7 +177,7 @@ def _unit_masks(m, t=T, n=N):
 
 
 @pytest.mark.parametrize("cfg", list(PLAIN_CONFIGS))
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", NN_KINDS)
 def test_no_masks_equals_module(kind, cfg):
     L, bi, bf, bias = PLAIN_CONFIGS[cfg]
     m = _module(kind, L, bi, bf, bias)
@@ -189,12 +195,23 @@ def test_no_masks_equals_module(kind, cfg):
     _assert_same(got, ref)
 
 
+@pytest.mark.parametrize("kind", LN_KINDS)
+def test_layernorm_no_masks_equals_module(kind):
+    """The loop's layer-normalised steps are the torchseq module's own forward."""
+    m = _module(kind, 2, True, True, True)
+    x, hx = _inputs(kind, m)
+    lengths = torch.tensor(LENGTHS)
+    ref = _values_and_grads(lambda x, h: m(x, h, lengths), m, kind, x, hx)
+    got = _values_and_grads(lambda x, h: run_regularized(m, x, h, lengths, {}), m, kind, x, hx)
+    _assert_same(got, ref)
+
+
 def _keep(shape, p=0.3, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.bernoulli(torch.full(shape, 1 - p, dtype=torch.float64), generator=g) / (1 - p)
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", NN_KINDS)
 def test_input_mask(kind):
     m = _module(kind)
     x, hx = _inputs(kind, m)
@@ -218,7 +235,7 @@ def _functional(m, replace):
     return call
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", NN_KINDS)
 def test_weight_hh_mask(kind):
     m = _module(kind)
     x, hx = _inputs(kind, m)
@@ -232,7 +249,7 @@ def test_weight_hh_mask(kind):
 
 
 @pytest.mark.parametrize("bi", [False, True])
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", NN_KINDS)
 def test_output_mask_one_layer(kind, bi):
     m = _module(kind, 1, bi)
     x, hx = _inputs(kind, m)
@@ -251,7 +268,7 @@ def test_output_mask_one_layer(kind, bi):
     _assert_same(got, ref)
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", NN_KINDS)
 def test_hidden_mask_is_a_column_weight_mask(kind):
     """A hidden-state mask whose rows are alike is the weight_hh mask with that row on
     every row of the weight (W (h * m) = (W * m) h), in the module itself."""
@@ -272,7 +289,7 @@ def test_hidden_mask_is_a_column_weight_mask(kind):
     _assert_same(got, ref)
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", NN_KINDS)
 def test_zoneout_ones_freezes_the_state(kind):
     m = _module(kind)
     x, hx = _inputs(kind, m)
@@ -294,7 +311,7 @@ def test_zoneout_ones_freezes_the_state(kind):
     )
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", NN_KINDS)
 def test_zoneout_half_on_one_step(kind):
     """zoneout 0.5 on one step: the mean of hx and the module's step (the LSTM's h from
     the un-zoned c), for h and c, in both directions."""
@@ -658,6 +675,10 @@ def _jax_cases() -> list[Any]:
     for kind in JAX_KINDS:
         for impl, remat in FUSED[1:]:
             cases.append((kind, impl, remat, GRID[int(rng.integers(len(GRID)))]))
+    for kind in LN_KINDS:  # two configurations on "fused", one for each other impl
+        cases += [(kind, "fused", None, cfg) for cfg in GRID[1::2]]
+        for impl, remat in FUSED[1:]:
+            cases.append((kind, impl, remat, GRID[int(rng.integers(len(GRID)))]))
     cases.append(("rnn_relu", "fused", None, "2layer-bi"))
     cases.append(("lstm_proj", "fused_hoisted", None, "2layer-bi-batchfirst"))
     return [
@@ -679,7 +700,11 @@ def test_jax_each_key_alone(keys):
 
 @pytest.mark.parametrize(
     "kind, impl, remat, cfg",
-    [("lstm", "fused", None, "2layer-bi"), ("gru", "fused", 2, "2layer-bi-batchfirst")],
+    [
+        ("lstm", "fused", None, "2layer-bi"),
+        ("gru", "fused", 2, "2layer-bi-batchfirst"),
+        ("layernorm_lstm", "fused", 2, "2layer-bi"),
+    ],
 )
 def test_jax_with_resets(kind, impl, remat, cfg):
     _check_jax(kind, impl, remat, cfg, resets=True)

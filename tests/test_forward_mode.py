@@ -30,6 +30,8 @@ CASES = [
     ("min_gru", dict(num_layers=2, bidirectional=True), dict(impl="fused"), True),
     ("min_lstm", dict(), dict(impl="fused_parallel"), False),
     ("min_gru", dict(), dict(impl="fused_chunked", chunk=4), False),
+    ("layernorm_lstm", dict(bidirectional=True), dict(impl="fused"), True),
+    ("layernorm_gru", dict(num_layers=2), dict(impl="fused_loop", remat=2), False),
 ]
 IDS = [f"{k}-{o['impl']}{'-remat' if 'remat' in o else ''}" for k, _, o, _ in CASES]
 
@@ -43,7 +45,11 @@ def _setup(kind, structure, with_hx):
     hx = None
     if with_hx:
         h0 = jnp.asarray(rng.standard_normal((L, N, out_size)))
-        hx = (h0, jnp.asarray(rng.standard_normal((L, N, H)))) if kind == "lstm" else h0
+        hx = (
+            (h0, jnp.asarray(rng.standard_normal((L, N, H))))
+            if kind in ("lstm", "layernorm_lstm")
+            else h0
+        )
     tangent = jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(a.shape)), (p, x, hx))
     return p, x, hx, tangent
 

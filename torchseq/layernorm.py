@@ -51,13 +51,14 @@ __all__ = [
     "LayerNormLSTMCell",
     "LayerNormGRUCell",
     "EPS",
+    "block_layer_norm",
 ]
 
 #: The layer norm's epsilon (``torch.nn.LayerNorm``'s default).
 EPS = 1e-5
 
 
-def _block_norm(v: Tensor, weight: Tensor, bias: Tensor, groups: int) -> Tensor:
+def block_layer_norm(v: Tensor, weight: Tensor, bias: Tensor, groups: int) -> Tensor:
     """``F.layer_norm`` over each of ``groups`` blocks of v's last dim, then gain and bias."""
     blocks = v.unflatten(-1, (groups, v.shape[-1] // groups))
     return F.layer_norm(blocks, blocks.shape[-1:], eps=EPS).flatten(-2) * weight + bias
@@ -204,7 +205,7 @@ class LayerNormRNNBase(nn.Module):
                 sfx = f"_l{layer}" + ("_reverse" if d else "")
                 p = {base: getattr(self, base + sfx) for base in self._bases}
                 gx = F.linear(x, p["weight_ih"], p.get("bias_ih"))
-                gx = _block_norm(gx, p["ln_ih_weight"], p["ln_ih_bias"], G)
+                gx = block_layer_norm(gx, p["ln_ih_weight"], p["ln_ih_bias"], G)
                 k = layer * D + d
                 s0 = tuple(s[k] for s in states) if self.cell_state else states[0][k]
                 ys, fin = self._direction(p, gx, s0, mask, reverse=d == 1)
@@ -250,10 +251,10 @@ class LayerNormLSTM(LayerNormRNNBase):
     def _step(self, p, state, gx):
         h, c = state
         gh = F.linear(h, p["weight_hh"], p.get("bias_hh"))
-        gates = gx + _block_norm(gh, p["ln_hh_weight"], p["ln_hh_bias"], 4)
+        gates = gx + block_layer_norm(gh, p["ln_hh_weight"], p["ln_hh_bias"], 4)
         i, f, g, o = gates.chunk(4, dim=-1)
         c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        c_norm = _block_norm(c_new, p["ln_c_weight"], p["ln_c_bias"], 1)
+        c_norm = block_layer_norm(c_new, p["ln_c_weight"], p["ln_c_bias"], 1)
         h_new = torch.sigmoid(o) * torch.tanh(c_norm)
         return (h_new, c_new), h_new
 
@@ -270,7 +271,7 @@ class LayerNormGRU(LayerNormRNNBase):
 
     def _step(self, p, h, gx):
         gh = F.linear(h, p["weight_hh"], p.get("bias_hh"))
-        gh = _block_norm(gh, p["ln_hh_weight"], p["ln_hh_bias"], 3)
+        gh = block_layer_norm(gh, p["ln_hh_weight"], p["ln_hh_bias"], 3)
         x_r, x_z, x_n = gx.chunk(3, dim=-1)
         h_r, h_z, h_n = gh.chunk(3, dim=-1)
         r = torch.sigmoid(x_r + h_r)
@@ -313,7 +314,7 @@ class _LayerNormCellBase(nn.Module):
             hx = tuple(h.unsqueeze(0) for h in hx) if cell_state else hx.unsqueeze(0)
         p = {base: getattr(self, base) for base in self._bases}
         gx = F.linear(x, p["weight_ih"], p.get("bias_ih"))
-        gx = _block_norm(gx, p["ln_ih_weight"], p["ln_ih_bias"], self.layer.num_gates)
+        gx = block_layer_norm(gx, p["ln_ih_weight"], p["ln_ih_bias"], self.layer.num_gates)
         new, _ = self.layer._step(self, p, hx, gx)  # type: ignore[arg-type]
         if unbatched:
             new = tuple(h.squeeze(0) for h in new) if cell_state else new.squeeze(0)

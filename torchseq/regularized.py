@@ -1,8 +1,9 @@
 """Recurrent regularisers given as explicit masks: a plain PyTorch loop.
 
 The twin of ``jaxseq.run_stack(..., masks=...)``. :func:`run_regularized` runs a
-``torch.nn.RNN`` (tanh or relu), ``LSTM`` (``proj_size`` allowed) or ``GRU`` (any
-``num_layers``, bidirectional, ``bias=False``; ``batch_first`` read from the module) as
+``torch.nn.RNN`` (tanh or relu), ``LSTM`` (``proj_size`` allowed), ``GRU``, or a
+:class:`torchseq.LayerNormLSTM` / :class:`torchseq.LayerNormGRU` (any ``num_layers``,
+bidirectional, ``bias=False``; ``batch_first`` read from the module) as
 a Python loop over layers, directions and time steps, written from the equations with
 the module's own parameters, so gradients reach the input, ``hx`` and every parameter
 through torch autograd. ``masks`` is a dict of multiplier tensors whose values are
@@ -66,11 +67,26 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from torchseq.layernorm import LayerNormGRU, LayerNormLSTM, block_layer_norm
+
 __all__ = ["run_regularized", "draw_masks"]
 
 
+#: The modes whose carry is (h, c).
+_CELL_MODES = ("LSTM", "LN_LSTM")
+#: The per-layer parameter names the loop reads (absent ones are None).
+_NAMES: tuple[str, ...] = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+_NAMES += ("ln_ih_weight", "ln_ih_bias", "ln_hh_weight", "ln_hh_bias", "ln_c_weight", "ln_c_bias")
+
+
 def _structure(module: nn.Module) -> tuple[str, int, int, int, int]:
-    """(mode, num_layers, num_directions, H_out, H) of a torch.nn.RNN / LSTM / GRU."""
+    """(mode, num_layers, num_directions, H_out, H) of a torch.nn.RNN / LSTM / GRU or a
+    torchseq.LayerNormLSTM / LayerNormGRU (modes ``"LN_LSTM"``, ``"LN_GRU"``)."""
+    if isinstance(module, (LayerNormLSTM, LayerNormGRU)):
+        mode = "LN_LSTM" if isinstance(module, LayerNormLSTM) else "LN_GRU"
+        D = 2 if module.bidirectional else 1
+        H = int(module.hidden_size)
+        return mode, int(module.num_layers), D, H, H
     if not isinstance(module, nn.RNNBase) or module.mode not in (
         "RNN_TANH",
         "RNN_RELU",
@@ -78,7 +94,8 @@ def _structure(module: nn.Module) -> tuple[str, int, int, int, int]:
         "GRU",
     ):
         raise TypeError(
-            "run_regularized: module must be a torch.nn.RNN, LSTM or GRU, "
+            "run_regularized: module must be a torch.nn.RNN, LSTM or GRU or a "
+            "torchseq.LayerNormLSTM or LayerNormGRU, "
             f"got {type(module).__name__}"
         )
     H = int(module.hidden_size)
@@ -88,14 +105,13 @@ def _structure(module: nn.Module) -> tuple[str, int, int, int, int]:
 
 
 def _input_size(module: nn.Module) -> int:
-    assert isinstance(module, nn.RNNBase)
-    return int(module.input_size)
+    return int(module.input_size)  # type: ignore[arg-type]
 
 
 def _expected_shapes(module: nn.Module, T: int, N: int) -> dict[str, Any]:
     """Every mask key this module takes and its shape (a tuple of shapes for zoneout)."""
     mode, L, D, H_out, H = _structure(module)
-    sizes = (H_out, H) if mode == "LSTM" else (H_out,)
+    sizes = (H_out, H) if mode in _CELL_MODES else (H_out,)
     shapes: dict[str, Any] = {"input": (N, _input_size(module))}
     for k in range(L):
         shapes[f"output_l{k}"] = (N, D * H_out)
@@ -165,7 +181,8 @@ def run_regularized(
     """Run ``module`` step by step with the regularisers' ``masks`` applied.
 
     Args:
-      module: a ``torch.nn.RNN`` / ``LSTM`` / ``GRU``; its ``batch_first`` sets the
+      module: a ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` or a ``torchseq.LayerNormLSTM`` /
+        ``LayerNormGRU``; its ``batch_first`` sets the
         layout of ``x``, the output and ``resets``. Its ``dropout`` is not applied.
       x: (T, N, I), or (N, T, I) with ``batch_first`` (unbatched input is not taken).
       hx: optional initial state, zeros when None: h0 (L*D, N, H_out), or for an LSTM a
@@ -185,7 +202,7 @@ def run_regularized(
       c_n (L*D, N, H), each direction's state after its last valid step.
     """
     mode, L, D, H_out, H = _structure(module)
-    cell = mode == "LSTM"
+    cell = mode in _CELL_MODES
     if not isinstance(x, Tensor) or x.dim() != 3:
         raise ValueError("run_regularized: x must be a 3-D tensor (T, N, I) or (N, T, I)")
     batch_first = bool(module.batch_first)
@@ -223,15 +240,22 @@ def run_regularized(
         gh = h_in @ w["weight_hh"].T  # type: ignore[union-attr]
         if w["bias_hh"] is not None:
             gh = gh + w["bias_hh"]
+        if mode.startswith("LN_"):  # the layer norms of jaxseq.recurrences.layernorm
+            G = gx.shape[-1] // H
+            gx = block_layer_norm(gx, w["ln_ih_weight"], w["ln_ih_bias"], G)  # type: ignore[arg-type]
+            gh = block_layer_norm(gh, w["ln_hh_weight"], w["ln_hh_bias"], G)  # type: ignore[arg-type]
         if mode == "RNN_TANH":
             return torch.tanh(gx + gh), None
         if mode == "RNN_RELU":
             return torch.relu(gx + gh), None
-        if mode == "LSTM":
+        if mode in _CELL_MODES:
             assert c is not None
             i, f, g, o = (gx + gh).chunk(4, dim=-1)
             c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h_new = torch.sigmoid(o) * torch.tanh(c_new)
+            c_out = c_new
+            if mode == "LN_LSTM":
+                c_out = block_layer_norm(c_new, w["ln_c_weight"], w["ln_c_bias"], 1)  # type: ignore[arg-type]
+            h_new = torch.sigmoid(o) * torch.tanh(c_out)
             if w["weight_hr"] is not None:
                 h_new = h_new @ w["weight_hr"].T
             return h_new, c_new
@@ -252,8 +276,7 @@ def run_regularized(
         for d in range(D):
             sfx = "_reverse" if d else ""
             w: dict[str, Tensor | None] = {
-                name: getattr(module, f"{name}_l{k}{sfx}", None)
-                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+                name: getattr(module, f"{name}_l{k}{sfx}", None) for name in _NAMES
             }
             if f"weight_hh_l{k}{sfx}" in masks:  # DropConnect: one mask per call
                 w["weight_hh"] = (
@@ -335,7 +358,7 @@ def draw_masks(
     shapes = _expected_shapes(module, int(T), int(N))
     ref = next(module.parameters())
     dtype, device = ref.dtype, ref.device
-    cell = mode == "LSTM"
+    cell = mode in _CELL_MODES
     p_in = _probability("input_dropout", input_dropout, True)
     p_out = _probability("output_dropout", output_dropout, True)
     p_w = _probability("weight_dropout", weight_dropout, True)

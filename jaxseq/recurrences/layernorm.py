@@ -31,10 +31,10 @@ torch-named with the ``_l{k}{_reverse}`` suffix: ``weight_ih`` (G*H, in), ``weig
 LSTM, ``ln_c_weight``, ``ln_c_bias`` (H,) — present whatever ``bias`` is. Init: the
 weights and biases U(-1/sqrt(H), 1/sqrt(H)) as torch's LSTM, the gains 1, the LN biases 0.
 
-These kinds have no fused pieces yet: ``impl="fused"`` runs the unfused scan (the input
-projection hoisted, the step in a masked ``lax.scan`` per direction;
-:func:`jaxseq.impls.impls_for`). The PyTorch twins are ``torchseq.LayerNormLSTM`` /
-``torchseq.LayerNormGRU``.
+Both kinds have the fused path's pieces (below): ``impl="fused"`` runs them in the one
+fused scan with the custom backward, so ``remat``, resets, forward-mode AD, recurrent
+dropout and zoneout work as for the plain kinds. The PyTorch twins are
+``torchseq.LayerNormLSTM`` / ``torchseq.LayerNormGRU``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxseq.fused_ops import one_invalid, sigmoid_consts, tile, zero_invalid
 from jaxseq.recurrences.base import ExtraParams, Params, Recurrence, linear, register
 
 Array = jax.Array
@@ -81,13 +82,29 @@ def block_layer_norm(v: Array, weight: Array, bias: Array, groups: int) -> Array
     >>> block_layer_norm(v, jnp.ones(4), jnp.zeros(4), 2).round(4).tolist()
     [[-1.0, 1.0, -1.0, 1.0]]
     """
+    normed, _ = _normalise(v, groups)
+    return normed * _per_unit(weight, v.ndim) + _per_unit(bias, v.ndim)
+
+
+def _normalise(v: Array, groups: int) -> tuple[Array, Array]:
+    """``(v_hat, rstd)``: each block of ``v``'s last axis centred and scaled to unit
+    (biased) variance, (..., G*H), and its ``1 / sqrt(var + EPS)``, (..., G)."""
     shape = v.shape
     blocks = v.reshape(shape[:-1] + (groups, shape[-1] // groups))
-    mean = jnp.mean(blocks, axis=-1, keepdims=True)
-    centred = blocks - mean
-    var = jnp.mean(centred * centred, axis=-1, keepdims=True)
-    normed = (centred * jax.lax.rsqrt(var + EPS)).reshape(shape)
-    return normed * _per_unit(weight, v.ndim) + _per_unit(bias, v.ndim)
+    centred = blocks - jnp.mean(blocks, axis=-1, keepdims=True)
+    rstd = jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + EPS)
+    return (centred * rstd).reshape(shape), rstd[..., 0]
+
+
+def _normalise_vjp(d_hat: Array, v_hat: Array, rstd: Array, groups: int) -> Array:
+    """The gradient of :func:`_normalise`'s input from that of its output, per block:
+    ``rstd * (d - mean(d) - v_hat * mean(d * v_hat))`` (linear in ``d_hat``)."""
+    shape = d_hat.shape
+    split = shape[:-1] + (groups, shape[-1] // groups)
+    d, vh = d_hat.reshape(split), v_hat.reshape(split)
+    centred = d - jnp.mean(d, axis=-1, keepdims=True)
+    out = centred - vh * jnp.mean(d * vh, axis=-1, keepdims=True)
+    return (rstd[..., None] * out).reshape(shape)
 
 
 def _gate_terms(params: Params, h: Array, gx: Array, groups: int) -> tuple[Array, Array]:
@@ -164,6 +181,131 @@ def layernorm_gru_step(
     return h_new, h_new
 
 
+# --------------------------------------------------------------------------- fused pieces
+# The layer norms' parameters reach the pieces in ``w`` under their base names, each
+# (D, size) in the carry's dtype. A step's normalised pre-activations v_hat and their
+# rstd are saved; the gradient of a normalised input is _normalise_vjp of (d out * gain).
+#
+# LN-LSTM, with dh' = dh + dy, u = LN_c(c') and tc = tanh(u):
+#   du = dh' * P,  P = o (1 - tc^2);  dc_tot = dc + vjp_c(du * ln_c_weight)
+#   dA = [dc_tot, dc_tot, dc_tot, dh'] * Q,  Q = [g i(1-i), c f(1-f), i(1-g^2), tc o(1-o)]
+#   dA is the gradient of both LN_ih's and LN_hh's outputs (they are summed);
+#   dgh = vjp_hh(dA * ln_hh_weight) meets W_hh;  dgx = vjp_ih(dA * ln_ih_weight) after
+#   the scan;  dh_prev = dgh W_hh (+ dh' where invalid),  dc_prev = dc_tot * f (1 invalid).
+# LN-GRU: as the GRU's pieces on the normalised terms A_ih = LN_ih(gx), A_hh = LN_hh(gh):
+#   dA_hh = [dh']*3 * Qh and dA_ih = [dh']*3 * Qx (gru.py), then the two vjps.
+
+
+def _gain(w, name: str, ndim: int) -> Array:
+    """The (D, K) parameter ``w[name]`` shaped to broadcast over (D, N, K) (ndim 3) or,
+    stacked over steps, (T, D, N, K) (ndim 4)."""
+    v = w[name]
+    return v[:, None] if ndim == 3 else v[None, :, None]
+
+
+def _sum_steps(a: Array) -> Array:
+    """(T, D, N, K) -> (D, K): a per-unit parameter's gradient over time and batch."""
+    return jnp.sum(a, axis=(0, 2))
+
+
+def _lstm_forward(w, carry, gx, gh, valid, nonlinearity):
+    h, c = carry
+    xi, ri = _normalise(gx, 4)
+    xh, rh = _normalise(gh, 4)
+    pre = (xi * _gain(w, "ln_ih_weight", 3) + _gain(w, "ln_ih_bias", 3)) + (
+        xh * _gain(w, "ln_hh_weight", 3) + _gain(w, "ln_hh_bias", 3)
+    )
+    a, b = sigmoid_consts(pre.shape[-1] // 4, 4, (2,), pre.dtype, pre.ndim)
+    i, f, g, o = jnp.split(a * jnp.tanh(a * pre) + b, 4, axis=-1)
+    c_new = f * c + i * g
+    xc, rc = _normalise(c_new, 1)
+    tc = jnp.tanh(xc * _gain(w, "ln_c_weight", 3) + _gain(w, "ln_c_bias", 3))
+    h_new = o * tc
+    new = (jnp.where(valid, h_new, h), jnp.where(valid, c_new, c))
+    P = zero_invalid(valid, o * (1.0 - tc * tc))
+    Q = jnp.concatenate(
+        [g * i * (1.0 - i), c * f * (1.0 - f), i * (1.0 - g * g), tc * o * (1.0 - o)], axis=-1
+    )
+    keep = jnp.logical_not(valid).astype(pre.dtype)
+    scan_res = (P, zero_invalid(valid, Q), one_invalid(valid, f), keep, xc, rc, xh, rh)
+    return new, zero_invalid(valid, h_new), (scan_res, (xi, ri))
+
+
+def _lstm_backward(w, dcarry, dy, scan_res, hmat):
+    dh, dc = dcarry
+    p, q, fk, keep, xc, rc, xh, rh = scan_res
+    dh_new = dh + dy
+    du = dh_new * p
+    dc_tot = dc + _normalise_vjp(du * _gain(w, "ln_c_weight", 3), xc, rc, 1)
+    dA = jnp.concatenate([dc_tot, dc_tot, dc_tot, dh_new], axis=-1) * q
+    dgh = _normalise_vjp(dA * _gain(w, "ln_hh_weight", 3), xh, rh, 4)
+    return (hmat(dgh) + keep * dh_new, dc_tot * fk), (dA, du)
+
+
+def _lstm_gate_grads(emitted, scan_res, post_res, w):
+    # scan_res[1]: the stacked hmat arguments (dgh_slot=1), written over Q.
+    dA, du = emitted
+    dgh, xc, xh = scan_res[1], scan_res[4], scan_res[6]
+    xi, ri = post_res
+    dA_sum = _sum_steps(dA)
+    extra = {
+        "ln_ih_weight": _sum_steps(dA * xi),
+        "ln_ih_bias": dA_sum,
+        "ln_hh_weight": _sum_steps(dA * xh),
+        "ln_hh_bias": dA_sum,
+        "ln_c_weight": _sum_steps(du * xc),
+        "ln_c_bias": _sum_steps(du),
+    }
+    dgx = _normalise_vjp(dA * _gain(w, "ln_ih_weight", 4), xi, ri, 4)
+    return dgx, dgh, extra
+
+
+def _gru_forward(w, h, gx, gh, valid, nonlinearity):
+    H = h.shape[-1]
+    xi, ri = _normalise(gx, 3)
+    xh, rh = _normalise(gh, 3)
+    a_ih = xi * _gain(w, "ln_ih_weight", 3) + _gain(w, "ln_ih_bias", 3)
+    a_hh = xh * _gain(w, "ln_hh_weight", 3) + _gain(w, "ln_hh_bias", 3)
+    x_rz, x_n = jnp.split(a_ih, [2 * H], axis=-1)
+    h_rz, h_n = jnp.split(a_hh, [2 * H], axis=-1)
+    r, z = jnp.split(0.5 * jnp.tanh(0.5 * (x_rz + h_rz)) + 0.5, 2, axis=-1)
+    n = jnp.tanh(x_n + r * h_n)
+    h_new = (1.0 - z) * n + z * h
+    pn = (1.0 - z) * (1.0 - n * n)
+    pz = (h - n) * z * (1.0 - z)
+    pr = pn * h_n * r * (1.0 - r)
+    Qh = zero_invalid(valid, jnp.concatenate([pr, pz, pn * r], axis=-1))
+    scan_res = (Qh, one_invalid(valid, z), xh, rh)
+    post_res = (zero_invalid(valid, pn), xi, ri)
+    return jnp.where(valid, h_new, h), zero_invalid(valid, h_new), (scan_res, post_res)
+
+
+def _gru_backward(w, dh, dy, scan_res, hmat):
+    qh, zk, xh, rh = scan_res
+    dh_new = dh + dy
+    dA_hh = tile(dh_new, 3) * qh
+    dgh = _normalise_vjp(dA_hh * _gain(w, "ln_hh_weight", 3), xh, rh, 3)
+    return dh_new * zk + hmat(dgh), (dA_hh, dh_new)
+
+
+def _gru_gate_grads(emitted, scan_res, post_res, w):
+    # scan_res[0]: the stacked hmat arguments (dgh_slot=0), written over Qh. dA_ih shares
+    # dA_hh's r and z blocks; its n block is dh' * pn.
+    dA_hh, dh_all = emitted
+    dgh, xh = scan_res[0], scan_res[2]
+    pn, xi, ri = post_res
+    H = dh_all.shape[-1]
+    dA_ih = jnp.concatenate([dA_hh[..., : 2 * H], dh_all * pn], axis=-1)
+    extra = {
+        "ln_ih_weight": _sum_steps(dA_ih * xi),
+        "ln_ih_bias": _sum_steps(dA_ih),
+        "ln_hh_weight": _sum_steps(dA_hh * xh),
+        "ln_hh_bias": _sum_steps(dA_hh),
+    }
+    dgx = _normalise_vjp(dA_ih * _gain(w, "ln_ih_weight", 4), xi, ri, 3)
+    return dgx, dgh, extra
+
+
 def _ln_params(groups: int, state: bool) -> ExtraParams:
     """The layer norms' gains (ones) and biases (zeros): (G*H,) for the input and recurrent
     terms, and with ``state`` (H,) for the cell state."""
@@ -190,7 +332,11 @@ LAYERNORM_LSTM = register(
         torch_twin="torchseq.layernorm:LayerNormLSTM",
         num_gates=4,
         step=layernorm_lstm_step,
+        forward=_lstm_forward,
+        backward=_lstm_backward,
+        gate_grads=_lstm_gate_grads,
         cell_state=True,
+        dgh_slot=1,
         additive=False,  # the input and recurrent terms are normalised apart
         extra_params=_ln_params(4, state=True),
     )
@@ -203,7 +349,11 @@ LAYERNORM_GRU = register(
         torch_twin="torchseq.layernorm:LayerNormGRU",
         num_gates=3,
         step=layernorm_gru_step,
+        forward=_gru_forward,
+        backward=_gru_backward,
+        gate_grads=_gru_gate_grads,
         additive=False,
+        dgh_slot=0,
         extra_params=_ln_params(3, state=False),
     )
 )
