@@ -219,7 +219,8 @@ def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts, in_place_ok=True):
             # nothing flows to the previous step.
             to_reset = jax.tree.map(lambda d: jnp.where(r, d, jnp.zeros_like(d)), dcarry)
             dcarry = jax.tree.map(lambda d: jnp.where(r, jnp.zeros_like(d), d), dcarry)
-        return (dcarry, box.get("buf", buf)), (emitted, box.get("dG", ()), to_reset)
+        dG = box.get("dG", ()) if slot is not None else ()  # without a slot: not stacked
+        return (dcarry, box.get("buf", buf)), (emitted, dG, to_reset)
 
     def masked(dh: Array) -> Array:  # recurrent dropout: dh of the h that met W_hh
         return dh if h_mask is None else dh * h_mask

@@ -43,10 +43,12 @@ Conventions every definition follows (written once, here):
           kind sets :attr:`Recurrence.dgh_slot`) holding the stacked ``hmat``
           arguments instead of the coefficients; dgx / dgh (T, D, N, G*H) the gradients
           of the input projection and of h W_hh^T + b_hh (the same array when they
-          coincide); extra: gradients of other fused weights (e.g. ``w_hr``).
+          coincide); extra: gradients of other fused weights (e.g. ``w_hr``, or the
+          kind's extra parameters, keyed by base name).
 
   ``w`` holds the fused layer's weights: ``w_hh_t`` (D, H_out, G*H), ``b_hh`` (D, G*H)
-  or None, ``w_hr`` (D, H_out, H) or None.
+  or None, ``w_hr`` (D, H_out, H) or None, and the kind's :attr:`Recurrence.extra_params`
+  under their base names, each (D, ...) in the carry's dtype.
 """
 
 from __future__ import annotations
