@@ -33,7 +33,9 @@ weights and biases U(-1/sqrt(H), 1/sqrt(H)) as torch's LSTM, the gains 1, the LN
 
 Both kinds have the fused path's pieces (below): ``impl="fused"`` runs them in the one
 fused scan with the custom backward, so ``remat``, resets, forward-mode AD, recurrent
-dropout and zoneout work as for the plain kinds. The PyTorch twins are
+dropout and zoneout work as for the plain kinds. Their CPU default keeps the input
+projection hoisted: ``"fused_loop"`` measured the same within noise (interleaved training
+steps, one layer, T = 100, N = 64, H = 128). The PyTorch twins are
 ``torchseq.LayerNormLSTM`` / ``torchseq.LayerNormGRU``.
 """
 
