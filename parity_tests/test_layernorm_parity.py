@@ -94,8 +94,12 @@ def _jax_grad(kind, impl, cfg_index):
     return jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True))
 
 
-@pytest.mark.parametrize("impl", list(IMPLS))
-@pytest.mark.parametrize("cfg_index", [0, 1], ids=["2layer-bi", "1layer-nobias"])
+#: "fused" and "reference" on both configurations, the other two on one each.
+CASES = [(impl, c) for impl in ("fused", "reference") for c in (0, 1)]
+CASES += [("fused_loop", 0), ("fused_hoisted-remat2", 1)]
+
+
+@pytest.mark.parametrize("impl, cfg_index", CASES, ids=[f"{i}-cfg{c}" for i, c in CASES])
 @pytest.mark.parametrize("kind", KINDS)
 def test_jax_equals_torch(kind, cfg_index, impl):
     cfg = CONFIGS[cfg_index]
