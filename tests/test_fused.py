@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _jit import JIT
 
 import jaxseq
 from jaxseq import run_stack
@@ -78,10 +79,10 @@ def _inputs(case, dtype):
 
 
 def _loss_fn(case, impl, remat=None, unroll=1):
-    """A scalar that weighs every output and final state differently, jitted once."""
+    """A scalar that weighs every output and final state differently, with its gradient,
+    jitted once."""
     kind, nl, layers, bidir, bias, proj, lens, hx, bf = case
 
-    @jax.jit
     def loss(params, x, h0, lengths):
         out, fin = run_stack(
             kind,
@@ -100,7 +101,7 @@ def _loss_fn(case, impl, remat=None, unroll=1):
             total = total + jnp.sum(jnp.sin(a)) * (k + 2)
         return total, (out, fin)
 
-    return jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)
+    return JIT(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
 
 
 def _assert_close(a, b, tol):

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _jit import JIT
 from flax import nnx
 
 import jaxseq
@@ -85,7 +86,7 @@ def _reference_grad(kind):
         out, st = _loop_reference(kind, p, x, hx, reset_hx, LENGTHS, RESETS)
         return _loss(out, st, cot), (out, st)
 
-    return jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3), has_aux=True))
+    return JIT(jax.grad(loss, argnums=(0, 1, 2, 3), has_aux=True))
 
 
 @functools.cache
@@ -107,7 +108,7 @@ def _stack_grad(kind, impl, remat):
         st = rec.states(st) if isinstance(st, tuple) else (st,)
         return _loss(out, st, cot), (out, st)
 
-    return jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3), has_aux=True))
+    return JIT(jax.grad(loss, argnums=(0, 1, 2, 3), has_aux=True))
 
 
 def _case(kind):
