@@ -17,6 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 SCRIPT = textwrap.dedent(
     """
+    import functools
     import jax
     jax.config.update("jax_num_cpu_devices", 2)
     jax.config.update("jax_enable_x64", True)
@@ -28,6 +29,8 @@ SCRIPT = textwrap.dedent(
     import jaxseq
 
     assert jax.device_count() == 2
+    # XLA's LLVM backend at -O0: the compiles dominate, the programs are tiny.
+    JIT = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
     mesh = Mesh(np.array(jax.devices()), ("batch",))
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((6, 4, 3)))  # (T, N, I), N split over 2 devices
@@ -65,17 +68,17 @@ SCRIPT = textwrap.dedent(
                 value, grads = jax.value_and_grad(loss)(p, x, lengths)
                 return jax.lax.psum(value, "batch"), grads
 
-            sharded = jax.jit(
+            sharded = JIT(
                 jax.shard_map(
                     local, mesh=mesh, in_specs=(P(), P(None, "batch"), P("batch")), out_specs=P()
                 )
             )
-            ref = jax.value_and_grad(loss)(params, x, lengths)
+            ref = JIT(jax.value_and_grad(loss))(params, x, lengths)
             check(sharded(params, x, lengths), ref, (kind, impl, "shard_map"))
 
             xs = jax.device_put(x, NamedSharding(mesh, P(None, "batch")))
             ls = jax.device_put(lengths, NamedSharding(mesh, P("batch")))
-            check(jax.jit(jax.value_and_grad(loss))(params, xs, ls), ref, (kind, impl, "jit"))
+            check(JIT(jax.value_and_grad(loss))(params, xs, ls), ref, (kind, impl, "jit"))
 
     # An NNX module with hx, batch-first, inside shard_map.
     lstm = jaxseq.nn.LSTM(3, 4, batch_first=True, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
@@ -93,8 +96,8 @@ SCRIPT = textwrap.dedent(
         return jax.lax.psum(value, "batch"), grads
 
     specs = (P(), P("batch"), P(None, "batch"), P(None, "batch"), P("batch"))
-    f = jax.jit(jax.shard_map(module_local, mesh=mesh, in_specs=specs, out_specs=P()))
-    check(f(state, xb, h0, c0, lengths), jax.value_and_grad(module_loss)(state, xb, h0, c0, lengths), "module")
+    f = JIT(jax.shard_map(module_local, mesh=mesh, in_specs=specs, out_specs=P()))
+    check(f(state, xb, h0, c0, lengths), JIT(jax.value_and_grad(module_loss))(state, xb, h0, c0, lengths), "module")
 
     # Episode resets (batch-sharded like x) on the fused path, with reset_hx.
     resets = jnp.asarray(rng.random((4, 6)) < 0.3)  # (N, T), batch-first like xb
@@ -109,11 +112,11 @@ SCRIPT = textwrap.dedent(
         value, grads = jax.value_and_grad(reset_loss)(*args)
         return jax.lax.psum(value, "batch"), grads
 
-    f = jax.jit(
+    f = JIT(
         jax.shard_map(reset_local, mesh=mesh, in_specs=specs + (P("batch"), P(None, "batch")), out_specs=P())
     )
     args = (state, xb, h0, c0, lengths, resets, r0)
-    check(f(*args), jax.value_and_grad(reset_loss)(*args), "resets")
+    check(f(*args), JIT(jax.value_and_grad(reset_loss))(*args), "resets")
     print(f"ok worst {worst:.1e}")
     """
 )
