@@ -47,6 +47,7 @@ import numpy as np
 
 from jaxseq.fused_ops import one_invalid, sigmoid_consts, tile, zero_invalid
 from jaxseq.recurrences.base import ExtraParams, Params, Recurrence, linear, register
+from jaxseq.recurrences.gru import GRU
 
 Array = jax.Array
 
@@ -210,8 +211,9 @@ def layernorm_gru_step(
 #   dA is the gradient of both LN_ih's and LN_hh's outputs (they are summed);
 #   dgh = vjp_hh(dA * ln_hh_weight) meets W_hh;  dgx = vjp_ih(dA * ln_ih_weight) after
 #   the scan;  dh_prev = dgh W_hh (+ dh' where invalid),  dc_prev = dc_tot * f (1 invalid).
-# LN-GRU: as the GRU's pieces on the normalised terms A_ih = LN_ih(gx), A_hh = LN_hh(gh):
-#   dA_hh = [dh']*3 * Qh and dA_ih = [dh']*3 * Qx (gru.py), then the two vjps.
+# LN-GRU: the GRU's own forward and backward pieces (gru.py) on the normalised terms
+#   A_ih = LN_ih(gx), A_hh = LN_hh(gh): dA_hh = [dh']*3 * Qh, dA_ih = [dh']*3 * Qx, with
+#   the LN_hh vjp between the GRU's backward and its hmat, and the LN_ih vjp after the scan.
 
 
 def _gain(w, name: str, ndim: int) -> Array:
@@ -288,31 +290,26 @@ def _lstm_gate_grads(emitted, scan_res, post_res, w):
 
 
 def _gru_forward(w, h, gx, gh, valid, nonlinearity):
-    H = h.shape[-1]
     xi, ri = _normalise(gx, 3)
     xh, rh = _normalise(gh, 3)
     a_ih = xi * _gain(w, "ln_ih_weight", 3) + _gain(w, "ln_ih_bias", 3)
     a_hh = xh * _gain(w, "ln_hh_weight", 3) + _gain(w, "ln_hh_bias", 3)
-    x_rz, x_n = jnp.split(a_ih, [2 * H], axis=-1)
-    h_rz, h_n = jnp.split(a_hh, [2 * H], axis=-1)
-    r, z = jnp.split(0.5 * jnp.tanh(0.5 * (x_rz + h_rz)) + 0.5, 2, axis=-1)
-    n = jnp.tanh(x_n + r * h_n)
-    h_new = (1.0 - z) * n + z * h
-    pn = (1.0 - z) * (1.0 - n * n)
-    pz = (h - n) * z * (1.0 - z)
-    pr = pn * h_n * r * (1.0 - r)
-    Qh = zero_invalid(valid, jnp.concatenate([pr, pz, pn * r], axis=-1))
-    scan_res = (Qh, one_invalid(valid, z), xh, rh)
-    post_res = (zero_invalid(valid, pn), xi, ri)
-    return jnp.where(valid, h_new, h), zero_invalid(valid, h_new), (scan_res, post_res)
+    assert GRU.forward is not None
+    new, y, ((qh, zk), (pn,)) = GRU.forward(w, h, a_ih, a_hh, valid, nonlinearity)
+    return new, y, ((qh, zk, xh, rh), (pn, xi, ri))
 
 
 def _gru_backward(w, dh, dy, scan_res, hmat):
     qh, zk, xh, rh = scan_res
-    dh_new = dh + dy
-    dA_hh = tile(dh_new, 3) * qh
-    dgh = _normalise_vjp(dA_hh * _gain(w, "ln_hh_weight", 3), xh, rh, 3)
-    return dh_new * zk + hmat(dgh), (dgh, dh_new)
+    box = {}
+
+    def ln_hmat(dA_hh: Array) -> Array:  # the LN_hh vjp, then the recurrent matmul
+        box["dgh"] = _normalise_vjp(dA_hh * _gain(w, "ln_hh_weight", 3), xh, rh, 3)
+        return hmat(box["dgh"])
+
+    assert GRU.backward is not None
+    dh_prev, dh_new = GRU.backward(w, dh, dy, (qh, zk), ln_hmat)
+    return dh_prev, (box["dgh"], dh_new)
 
 
 def _gru_gate_grads(emitted, scan_res, post_res, w):
