@@ -8,6 +8,11 @@ the batch, every step runs for every row and a mask ``t < lengths`` decides what
 * the output at a padded step is exactly ``0``, as ``pad_packed_sequence`` gives;
 * no gradient flows through a padded step: ``where`` sends a zero cotangent to the
   branch it did not select, so the gradient into padded inputs is exactly ``0``;
+* padding contents never matter, NaN and inf included, in the values *and* the
+  gradients: a padded ``x_t`` is replaced by zeros *before* the cell (the "double
+  where"). Selecting only the cell's output is not enough: the zero cotangent meets the
+  cell's local derivatives at a NaN input, and ``0 * nan = nan`` poisons every
+  parameter gradient;
 * the reverse direction scans from ``t = T-1`` down to ``0``. The carry stays at ``h0``
   through the padded tail and the first step that changes it is ``t = length - 1``: the
   reverse direction starts at each sequence's *own* last valid element, as packing does;
@@ -105,6 +110,10 @@ def masked_scan(
     Returns:
       ``(final_carry, ys)`` with ys (T, N, H_out); ``ys[t, n] == 0`` where ``t >= lengths[n]``.
 
+    Padded inputs may hold anything, NaN and inf included: the cell sees zeros there
+    (``where`` before the cell as well as after it), so outputs, final carry and every
+    gradient stay finite, and the gradient into padded inputs is exactly 0.
+
     >>> import jax.numpy as jnp
     >>> add = lambda p, c, x: (c + x, c + x)          # a running sum as a "cell"
     >>> xs = jnp.ones((4, 2, 1))
@@ -129,6 +138,7 @@ def masked_scan(
 
     def masked_body(c, inp):
         m, x = inp
+        x = _zero_padded(m, x)  # the first where: the cell never sees NaN/inf padding
         new_c, y = cell(params, c, x)
         valid = m[:, None]  # (N, 1)
         # Freeze the carry on padded steps; where() also blocks the gradient there.
@@ -144,10 +154,20 @@ def _reset_scan(cell, params, carry, c0, xs, mask, flags, reverse, unroll):
     m = jnp.ones(flags.shape, bool) if mask is None else mask
 
     def body(c, inp):
-        valid, flag, x = inp[0][:, None], inp[1][:, None], inp[2]
+        valid, flag, x = inp[0][:, None], inp[1][:, None], _zero_padded(inp[0], inp[2])
         c = jax.tree.map(lambda a, a0: jnp.where(flag, a0, a), c, c0)
         new_c, y = cell(params, c, x)
         new_c = jax.tree.map(lambda n, o: jnp.where(valid, n, o), new_c, c)
         return new_c, jnp.where(valid, y, jnp.zeros_like(y))
 
     return jax.lax.scan(body, carry, (m, flags, xs), reverse=reverse, unroll=unroll)
+
+
+def _zero_padded(m: Array, x: Any) -> Any:
+    """Step inputs with padded rows set to 0: (N,) mask ``m``, x a pytree of (N, ...) arrays.
+
+    The first ``where`` of the "double where": without it a NaN/inf in padding gives NaN
+    parameter gradients, although the output ``where`` discards the padded values."""
+    return jax.tree.map(
+        lambda a: jnp.where(m.reshape(m.shape + (1,) * (a.ndim - 1)), a, jnp.zeros_like(a)), x
+    )
