@@ -25,9 +25,9 @@ Questions
 ---------
 1. In the reverse direction, which step's state is the final carry ``h_n``?
 
-   Answer: the state after ``t = 0``, the reverse pass's last step; its output
-   ``ys[0, :, H:]`` equals it. (In the forward direction, ``h_n`` is the state after
-   ``t = lengths[n] - 1``.)
+   Answer: the state after ``t = 0``, the reverse pass's last step; for a row of
+   length > 0 its output ``ys[0, :, H:]`` equals it (length 0: ``h_n`` is the initial
+   carry). In the forward direction ``h_n`` is the state after ``t = lengths[n] - 1``.
 
 2. Why does jaxseq scan with ``reverse=True`` instead of calling ``reverse_padded``
    twice?
