@@ -9,7 +9,8 @@ Every public name has one import path (see ``docs/architecture.md``):
   ``rnn_cell``, ``lstm_cell``, ``gru_cell``; ``masked_scan``;
   ``retain_host_memory``;
 * the public modules: ``jaxseq.nn`` (Flax NNX modules with ``torch.nn`` signatures),
-  ``jaxseq.interop`` (state_dict, checkpoints, ``from_torch`` / ``to_torch``),
+  ``jaxseq.linen`` (the stacks as Flax linen modules),
+  ``jaxseq.interop`` (state_dict, checkpoints, ``from_torch`` / ``to_torch``, Flax cells),
   ``jaxseq.models``, ``jaxseq.data``, ``jaxseq.export``, ``jaxseq.train``, ``jaxseq.train_state``,
   ``jaxseq.testing``, ``jaxseq.checks``, ``jaxseq.launch``, ``jaxseq.linear_scan``
   (``linear_recurrence``) and ``jaxseq.recurrences`` (the kinds and their registry:
@@ -24,6 +25,7 @@ from jaxseq import checks as checks
 from jaxseq import data as data
 from jaxseq import export as export
 from jaxseq import interop as interop
+from jaxseq import linen as linen
 from jaxseq import models as models
 from jaxseq import nn as nn
 from jaxseq import recurrences as recurrences

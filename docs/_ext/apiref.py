@@ -21,6 +21,7 @@ import types
 API_MODULES: tuple[str, ...] = (
     "jaxseq",
     "jaxseq.nn",
+    "jaxseq.linen",
     "jaxseq.interop",
     "jaxseq.data",
     "jaxseq.train",

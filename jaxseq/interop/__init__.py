@@ -15,6 +15,13 @@ safetensors files under the torch names, the same files that ``torchseq.checkpoi
 from jaxseq.interop import convert as _convert
 from jaxseq.interop import state_dict as _state_dict
 from jaxseq.interop.convert import from_torch, to_torch
+from jaxseq.interop.flax import (
+    carry_from_flax,
+    carry_to_flax,
+    flax_cell_kind,
+    from_flax_cell,
+    to_flax_cell,
+)
 from jaxseq.interop.state_dict import (
     load,
     load_torch_state_dict,
@@ -41,4 +48,9 @@ __all__ = [
     "from_torch",
     "to_torch",
     "SUPPORTED",
+    "from_flax_cell",
+    "to_flax_cell",
+    "flax_cell_kind",
+    "carry_from_flax",
+    "carry_to_flax",
 ]
