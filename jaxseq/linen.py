@@ -52,15 +52,18 @@ def _init(rec: Any, base: str, dtype: Any, hidden_size: int) -> Any:
 class RNNBase(nn.Module):
     """The stacks' one linen module; each kind is a subclass that sets ``kind``.
 
-    Attributes (as ``torch.nn.RNN`` / ``LSTM`` / ``GRU``'s arguments, but ``input_size``,
-    which the input gives):
-      hidden_size: H.
-      num_layers, bias, bidirectional, batch_first: as torch's.
-      dropout: the probability of dropout on every layer's output but the last.
-      deterministic: no dropout (linen's convention; the call's argument overrides it).
-      param_dtype: the parameters' dtype (default float32).
-      dtype: the computation dtype (None: the promotion of input and parameter dtypes).
-      impl, unroll, remat, chunk, carry_dtype: as :func:`jaxseq.run_stack`.
+    The attributes are ``torch.nn.RNN`` / ``LSTM`` / ``GRU``'s arguments but
+    ``input_size``, which the input gives at ``init``:
+
+    * ``hidden_size``: H; ``num_layers``, ``bias``, ``bidirectional``, ``batch_first``:
+      as torch's;
+    * ``dropout``: the probability of dropout on every layer's output but the last;
+      ``deterministic``: no dropout (linen's convention; the call's argument overrides
+      it);
+    * ``param_dtype``: the parameters' dtype (default float32); ``dtype``: the
+      computation dtype (None: the promotion of the input and parameter dtypes);
+    * ``impl``, ``unroll``, ``remat``, ``chunk``, ``carry_dtype``: as
+      :func:`jaxseq.run_stack`'s.
 
     Call ``module(x, hx=None, lengths=None, *, resets=None, reset_hx=None,
     deterministic=None)``; the arguments and the result ``(out, state)`` are

@@ -320,9 +320,9 @@ def to_flax_cell(
         ``param_dtype`` default to the parameters' dtype; e.g. ``activation_fn``).
 
     Returns:
-      For a linen cell, its ``params`` collection (``cell.apply({"params": p}, carry,
-      x)``; inside an ``nn.RNN``: ``{"params": {"cell": p}}``); for an NNX class, a new
-      cell holding the weights.
+      For a linen cell, its ``params`` collection ``p``, applied as
+      ``cell.apply({"params": p}, carry, x)``, or inside an ``nn.RNN`` as
+      ``{"params": {"cell": p}}``; for an NNX class, a new cell holding the weights.
 
     Raises:
       ValueError: naming the parameter that the cell cannot carry: a nonzero bias it
