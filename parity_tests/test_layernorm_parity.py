@@ -25,6 +25,7 @@ import jaxseq.interop
 import torchseq
 import torchseq.checkpoint
 from jaxseq.recurrences.layernorm import layernorm_lstm_step
+from torchseq._loop import recurrent_step
 
 T, N, I, H = 6, 4, 3, 5
 LENGTHS = np.array([6, 3, 0, 5])
@@ -165,7 +166,8 @@ def test_numpy_lstm_step():
     with torch.no_grad():
         # the twin's step takes LN_ih(gx) (applied over the whole sequence before the loop)
         gx_n = torch.tensor(ln(gx, p["ln_ih_weight"], p["ln_ih_bias"]))
-        (h_t, c_t), _ = tm._step(tp, (torch.tensor(h), torch.tensor(c)), gx_n)
+        step = recurrent_step(tm.step_kind(), tp, gx_n[None])  # one step of the masked loop
+        h_t, c_t = step(0, (torch.tensor(h), torch.tensor(c)))
     np.testing.assert_allclose(c_t.numpy(), c_ref, **TOL)
     np.testing.assert_allclose(h_t.numpy(), h_ref, **TOL)
 

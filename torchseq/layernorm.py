@@ -40,9 +40,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from torchseq._loop import Kind, MaskedRNNBase, State, gru_cell, lstm_cell
 
 __all__ = [
     "LayerNormRNNBase",
@@ -64,57 +65,23 @@ def block_layer_norm(v: Tensor, weight: Tensor, bias: Tensor, groups: int) -> Te
     return F.layer_norm(blocks, blocks.shape[-1:], eps=EPS).flatten(-2) * weight + bias
 
 
-class LayerNormRNNBase(nn.Module):
-    """Shared constructor and forward of :class:`LayerNormLSTM` and :class:`LayerNormGRU`."""
+class LayerNormRNNBase(MaskedRNNBase):
+    """Shared parameters and step of :class:`LayerNormLSTM` and :class:`LayerNormGRU`: the
+    LSTM's and GRU's cells (:mod:`torchseq._loop`) on ``LN_ih`` and ``LN_hh``."""
 
-    num_gates = 0
-    cell_state = False
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        device: Any = None,
-        dtype: Any = None,
-    ):
-        super().__init__()
-        if hidden_size <= 0:
-            raise ValueError("hidden_size must be greater than zero")
-        if num_layers <= 0:
-            raise ValueError("num_layers must be greater than zero")
-        if not 0 <= dropout <= 1:
-            raise ValueError(f"dropout should be a number in range [0, 1], got {dropout!r}")
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.bias = bias
-        self.batch_first = batch_first
-        self.dropout = float(dropout)
-        self.bidirectional = bidirectional
-        D, G, H = (2 if bidirectional else 1), self.num_gates, hidden_size
-        factory = {"device": device, "dtype": dtype}
-        for layer in range(num_layers):
-            in_size = input_size if layer == 0 else H * D
-            for sfx in [f"_l{layer}"] + ([f"_l{layer}_reverse"] if bidirectional else []):
-                shapes: dict[str, tuple[int, ...]] = {
-                    "weight_ih": (G * H, in_size),
-                    "weight_hh": (G * H, H),
-                }
-                if bias:
-                    shapes |= {"bias_ih": (G * H,), "bias_hh": (G * H,)}
-                shapes |= {n: (G * H,) for n in ("ln_ih_weight", "ln_ih_bias")}
-                shapes |= {n: (G * H,) for n in ("ln_hh_weight", "ln_hh_bias")}
-                if self.cell_state:
-                    shapes |= {"ln_c_weight": (H,), "ln_c_bias": (H,)}
-                self._bases = tuple(shapes)
-                for name, shape in shapes.items():
-                    self.register_parameter(name + sfx, nn.Parameter(torch.empty(shape, **factory)))
-        self.reset_parameters()
+    def _shapes(self, in_size: int) -> dict[str, tuple[int, ...]]:
+        G, H = self.num_gates, self.hidden_size
+        shapes: dict[str, tuple[int, ...]] = {
+            "weight_ih": (G * H, in_size),
+            "weight_hh": (G * H, H),
+        }
+        if self.bias:
+            shapes |= {"bias_ih": (G * H,), "bias_hh": (G * H,)}
+        shapes |= {n: (G * H,) for n in ("ln_ih_weight", "ln_ih_bias")}
+        shapes |= {n: (G * H,) for n in ("ln_hh_weight", "ln_hh_bias")}
+        if self.cell_state:
+            shapes |= {"ln_c_weight": (H,), "ln_c_bias": (H,)}
+        return shapes
 
     def reset_parameters(self) -> None:
         """U(-1/sqrt(H), 1/sqrt(H)) on the weights and biases, as ``torch.nn.LSTM``; the
@@ -128,112 +95,25 @@ class LayerNormRNNBase(nn.Module):
             else:
                 nn.init.uniform_(p, -bound, bound)
 
-    def _step(self, p: dict[str, Tensor], state: Any, gx: Tensor) -> tuple[Any, Tensor]:
-        """One step on ``gx = LN_ih(x W_ih^T + b_ih)`` -> (state', h')."""
+    @classmethod
+    def _input(cls, p: dict[str, Tensor], x: Tensor) -> Tensor:
+        """``LN_ih(x W_ih^T + b_ih)``."""
+        gx = F.linear(x, p["weight_ih"], p.get("bias_ih"))
+        return block_layer_norm(gx, p["ln_ih_weight"], p["ln_ih_bias"], cls.num_gates)
+
+    @classmethod
+    def _recurrent(cls, p: dict[str, Tensor], h: Tensor) -> Tensor:
+        """``LN_hh(h W_hh^T + b_hh)``."""
+        gh = F.linear(h, p["weight_hh"], p.get("bias_hh"))
+        return block_layer_norm(gh, p["ln_hh_weight"], p["ln_hh_bias"], cls.num_gates)
+
+    @staticmethod
+    def _cell(p: dict[str, Tensor], state: State, gx: Tensor, gh: Tensor) -> State:
         raise NotImplementedError
 
-    def _direction(
-        self, p: dict[str, Tensor], gx: Tensor, state: Any, mask: Tensor | None, reverse: bool
-    ) -> tuple[Tensor, Any]:
-        """gx (T, N, G*H) (LN_ih applied), state h or (h, c) each (N, H), mask (T, N, 1)
-        -> (ys (T, N, H), final state)."""
-        T = gx.shape[0]
-        h0 = state[0] if self.cell_state else state
-        ys = [torch.zeros_like(h0)] * T
-        for t in range(T - 1, -1, -1) if reverse else range(T):
-            new, y = self._step(p, state, gx[t])
-            if mask is None:
-                state, ys[t] = new, y
-            else:  # as a packed sequence: frozen state and zero output on padding
-                m = mask[t]
-                if self.cell_state:
-                    state = tuple(torch.where(m, a, b) for a, b in zip(new, state, strict=True))
-                else:
-                    state = torch.where(m, new, state)
-                ys[t] = torch.where(m, y, torch.zeros_like(y))
-        return torch.stack(ys), state
-
-    def forward(
-        self, x: Tensor, hx: Any = None, lengths: Tensor | None = None
-    ) -> tuple[Tensor, Any]:
-        """x (T, N, I) / (N, T, I) with batch_first / unbatched (T, I); hx (L*D, N, H)
-        (LSTM: a pair ``(h0, c0)``); lengths (N,) in [0, T] -> ``(out, h_n)`` or ``(out,
-        (h_n, c_n))``: out (T, N, D*H), h_n and c_n (L*D, N, H)."""
-        name = type(self).__name__
-        if x.dim() not in (2, 3):
-            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {x.dim()}D")
-        if x.shape[-1] != self.input_size:
-            raise ValueError(
-                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
-                f"got {x.shape[-1]}"
-            )
-        n_states = 2 if self.cell_state else 1
-        unbatched = x.dim() == 2
-        if unbatched:
-            x = x.unsqueeze(1)
-        elif self.batch_first:
-            x = x.transpose(0, 1)
-        T, N = x.shape[0], x.shape[1]
-        if T == 0:  # as torch.nn.LSTM (jaxseq returns empty outputs and h_n = h0)
-            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-        D, H = (2 if self.bidirectional else 1), self.hidden_size
-        if hx is None:
-            states = [x.new_zeros(self.num_layers * D, N, H) for _ in range(n_states)]
-        else:
-            states = list(hx) if self.cell_state else [hx]
-            if len(states) != n_states:
-                raise ValueError(f"{name}: hx must be a pair (h0, c0)")
-            if unbatched:
-                states = [s.unsqueeze(1) for s in states]
-            for s in states:
-                if tuple(s.shape) != (self.num_layers * D, N, H):
-                    raise ValueError(
-                        f"Expected hidden size {(self.num_layers * D, N, H)}, got {list(s.shape)}"
-                    )
-        mask = None
-        if lengths is not None:
-            lengths = torch.as_tensor(lengths).reshape(N).to(x.device)
-            if lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > T):
-                raise ValueError(f"lengths must lie in [0, T] = [0, {T}]")
-            mask = (torch.arange(T, device=x.device)[:, None] < lengths[None, :])[..., None]
-            x = torch.where(mask, x, torch.zeros_like(x))
-        finals: list[Any] = []
-        G = self.num_gates
-        for layer in range(self.num_layers):
-            outs = []
-            for d in range(D):
-                sfx = f"_l{layer}" + ("_reverse" if d else "")
-                p = {base: getattr(self, base + sfx) for base in self._bases}
-                gx = F.linear(x, p["weight_ih"], p.get("bias_ih"))
-                gx = block_layer_norm(gx, p["ln_ih_weight"], p["ln_ih_bias"], G)
-                k = layer * D + d
-                s0 = tuple(s[k] for s in states) if self.cell_state else states[0][k]
-                ys, fin = self._direction(p, gx, s0, mask, reverse=d == 1)
-                outs.append(ys)
-                finals.append(fin if self.cell_state else (fin,))
-            x = torch.cat(outs, dim=-1)
-            if self.training and self.dropout > 0 and layer < self.num_layers - 1:
-                x = F.dropout(x, self.dropout, training=True)
-        out_states = [torch.stack(s) for s in zip(*finals, strict=True)]
-        if unbatched:
-            x, out_states = x.squeeze(1), [s.squeeze(1) for s in out_states]
-        elif self.batch_first:
-            x = x.transpose(0, 1)
-        return x, (tuple(out_states) if self.cell_state else out_states[0])
-
-    def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        if not self.bias:
-            s += ", bias=False"
-        if self.batch_first:
-            s += ", batch_first=True"
-        if self.dropout:
-            s += f", dropout={self.dropout}"
-        if self.bidirectional:
-            s += ", bidirectional=True"
-        return s
+    @classmethod
+    def step_kind(cls) -> Kind:
+        return Kind(2 if cls.cell_state else 1, cls._input, cls._recurrent, cls._cell)
 
 
 class LayerNormLSTM(LayerNormRNNBase):
@@ -248,15 +128,12 @@ class LayerNormLSTM(LayerNormRNNBase):
     num_gates = 4
     cell_state = True
 
-    def _step(self, p, state, gx):
-        h, c = state
-        gh = F.linear(h, p["weight_hh"], p.get("bias_hh"))
-        gates = gx + block_layer_norm(gh, p["ln_hh_weight"], p["ln_hh_bias"], 4)
-        i, f, g, o = gates.chunk(4, dim=-1)
-        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        c_norm = block_layer_norm(c_new, p["ln_c_weight"], p["ln_c_bias"], 1)
-        h_new = torch.sigmoid(o) * torch.tanh(c_norm)
-        return (h_new, c_new), h_new
+    @staticmethod
+    def _cell(p: dict[str, Tensor], state: State, gx: Tensor, gh: Tensor) -> State:
+        def ln_c(c: Tensor) -> Tensor:
+            return block_layer_norm(c, p["ln_c_weight"], p["ln_c_bias"], 1)
+
+        return lstm_cell(p, state, gx, gh, norm_c=ln_c)
 
 
 class LayerNormGRU(LayerNormRNNBase):
@@ -268,17 +145,7 @@ class LayerNormGRU(LayerNormRNNBase):
     """
 
     num_gates = 3
-
-    def _step(self, p, h, gx):
-        gh = F.linear(h, p["weight_hh"], p.get("bias_hh"))
-        gh = block_layer_norm(gh, p["ln_hh_weight"], p["ln_hh_bias"], 3)
-        x_r, x_z, x_n = gx.chunk(3, dim=-1)
-        h_r, h_z, h_n = gh.chunk(3, dim=-1)
-        r = torch.sigmoid(x_r + h_r)
-        z = torch.sigmoid(x_z + h_z)
-        n = torch.tanh(x_n + r * h_n)
-        h_new = (1.0 - z) * n + z * h
-        return h_new, h_new
+    _cell = staticmethod(gru_cell)
 
 
 class _LayerNormCellBase(nn.Module):
@@ -313,18 +180,19 @@ class _LayerNormCellBase(nn.Module):
         elif unbatched:
             hx = tuple(h.unsqueeze(0) for h in hx) if cell_state else hx.unsqueeze(0)
         p = {base: getattr(self, base) for base in self._bases}
-        gx = F.linear(x, p["weight_ih"], p.get("bias_ih"))
-        gx = block_layer_norm(gx, p["ln_ih_weight"], p["ln_ih_bias"], self.layer.num_gates)
-        new, _ = self.layer._step(self, p, hx, gx)  # type: ignore[arg-type]
+        kind = self.layer.step_kind()
+        state = tuple(hx) if cell_state else (hx,)
+        new = kind.cell(p, state, kind.input(p, x), kind.recurrent(p, state[0]))
         if unbatched:
-            new = tuple(h.squeeze(0) for h in new) if cell_state else new.squeeze(0)
-        return new
+            new = tuple(h.squeeze(0) for h in new)
+        return new if cell_state else new[0]
 
 
 class LayerNormLSTMCell(_LayerNormCellBase):
     """One step of :class:`LayerNormLSTM`, as ``torch.nn.LSTMCell``: ``(h', c') =
     cell(x, (h, c))``; twin of ``jaxseq.nn.LayerNormLSTMCell``.
 
+    >>> import torch
     >>> LayerNormLSTMCell(3, 4)(torch.ones(2, 3))[1].shape
     torch.Size([2, 4])
     """
@@ -336,6 +204,7 @@ class LayerNormGRUCell(_LayerNormCellBase):
     """One step of :class:`LayerNormGRU`, as ``torch.nn.GRUCell``: ``h' = cell(x, h)``;
     twin of ``jaxseq.nn.LayerNormGRUCell``.
 
+    >>> import torch
     >>> LayerNormGRUCell(3, 4)(torch.ones(3)).shape
     torch.Size([4])
     """

@@ -36,10 +36,13 @@ torchseq never imports jax.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
+
+from torchseq._loop import MaskedRNNBase, State, time_loop
 
 __all__ = ["MinRNNBase", "MinGRU", "MinLSTM", "doubling_scan"]
 
@@ -63,53 +66,20 @@ def doubling_scan(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
     return A * h0 + B
 
 
-class MinRNNBase(nn.Module):
-    """Shared constructor and forward of :class:`MinGRU` and :class:`MinLSTM`."""
+class MinRNNBase(MaskedRNNBase):
+    """Shared parameters and layer of :class:`MinGRU` and :class:`MinLSTM`: the step
+    ``h = a_t h + b_t`` of their ``coefficients``, or the doubling scan."""
 
-    num_gates = 0
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        device=None,
-        dtype=None,
-        *,
-        mode: Mode = "sequential",
-    ):
-        super().__init__()
-        if hidden_size <= 0:
-            raise ValueError("hidden_size must be greater than zero")
-        if num_layers <= 0:
-            raise ValueError("num_layers must be greater than zero")
-        if not 0 <= dropout <= 1:
-            raise ValueError(f"dropout should be a number in range [0, 1], got {dropout!r}")
+    def __init__(self, *args: Any, mode: Mode = "sequential", **kwargs: Any):
+        """The arguments of :class:`torchseq._loop.MaskedRNNBase`, then ``mode``."""
+        super().__init__(*args, **kwargs)
         if mode not in ("sequential", "parallel"):
             raise ValueError(f"Unknown mode {mode!r}; expected 'sequential' or 'parallel'")
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.bias = bias
-        self.batch_first = batch_first
-        self.dropout = float(dropout)
-        self.bidirectional = bidirectional
         self.mode = mode
-        D = 2 if bidirectional else 1
-        factory = {"device": device, "dtype": dtype}
-        for layer in range(num_layers):
-            in_size = input_size if layer == 0 else hidden_size * D
-            for sfx in [f"_l{layer}"] + ([f"_l{layer}_reverse"] if bidirectional else []):
-                w = torch.empty(self.num_gates * hidden_size, in_size, **factory)
-                self.register_parameter("weight_ih" + sfx, nn.Parameter(w))
-                if bias:
-                    b = torch.empty(self.num_gates * hidden_size, **factory)
-                    self.register_parameter("bias_ih" + sfx, nn.Parameter(b))
-        self.reset_parameters()
+
+    def _shapes(self, in_size: int) -> dict[str, tuple[int, ...]]:
+        G, H = self.num_gates, self.hidden_size
+        return {"weight_ih": (G * H, in_size)} | ({"bias_ih": (G * H,)} if self.bias else {})
 
     def reset_parameters(self) -> None:
         """U(-1/sqrt(H), 1/sqrt(H)) on every parameter, as ``torch.nn.GRU``."""
@@ -121,104 +91,29 @@ class MinRNNBase(nn.Module):
         """g (..., G*H) = x W_ih^T + b_ih -> (a, b), each (..., H)."""
         raise NotImplementedError
 
-    def _direction(self, g: Tensor, h: Tensor, mask: Tensor | None, reverse: bool):
-        """g (T, N, G*H), h (N, H), mask (T, N, 1) bool or None -> (ys (T, N, H), h_n (N, H))."""
-        a, b = self.coefficients(g)
-        if self.mode == "parallel":
-            if mask is not None:
-                a = torch.where(mask, a, torch.ones_like(a))
-                b = torch.where(mask, b, torch.zeros_like(b))
-            if reverse:
-                a, b = a.flip(0), b.flip(0)
-            hs = doubling_scan(a, b, h)
-            h_n = hs[-1]
-            if reverse:
-                hs = hs.flip(0)
-            if mask is not None:
-                hs = torch.where(mask, hs, torch.zeros_like(hs))
-            return hs, h_n
-        ys = [torch.zeros_like(h)] * g.shape[0]
-        steps = range(g.shape[0] - 1, -1, -1) if reverse else range(g.shape[0])
-        for t in steps:
-            new = a[t] * h + b[t]
-            if mask is None:
-                h = ys[t] = new
-            else:  # as a packed sequence: frozen state and zero output on padding
-                h = torch.where(mask[t], new, h)
-                ys[t] = torch.where(mask[t], new, torch.zeros_like(new))
-        return torch.stack(ys), h
-
-    def forward(
-        self, x: Tensor, hx: Tensor | None = None, lengths: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """x (T, N, I) / (N, T, I) with batch_first / unbatched (T, I); hx (L*D, N, H);
-        lengths (N,) in [0, T] -> out (T, N, D*H), h_n (L*D, N, H)."""
-        if x.dim() not in (2, 3):
-            raise ValueError(
-                f"{type(self).__name__}: Expected input to be 2D or 3D, got {x.dim()}D"
-            )
-        if x.shape[-1] != self.input_size:
-            raise ValueError(
-                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
-                f"got {x.shape[-1]}"
-            )
-        unbatched = x.dim() == 2
-        if unbatched:
-            x = x.unsqueeze(1)
-            hx = None if hx is None else hx.unsqueeze(1)
-        elif self.batch_first:
-            x = x.transpose(0, 1)
-        T, N = x.shape[0], x.shape[1]
-        if T == 0:  # as torch.nn.GRU (jaxseq returns empty outputs and h_n = h0)
-            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-        D, H = (2 if self.bidirectional else 1), self.hidden_size
-        if hx is None:
-            hx = x.new_zeros(self.num_layers * D, N, H)
-        elif tuple(hx.shape) != (self.num_layers * D, N, H):
-            raise ValueError(
-                f"Expected hidden size {(self.num_layers * D, N, H)}, got {list(hx.shape)}"
-            )
-        mask = None
-        if lengths is not None:
-            lengths = torch.as_tensor(lengths).reshape(N).to(x.device)
-            if lengths.numel() and (int(lengths.min()) < 0 or int(lengths.max()) > T):
-                raise ValueError(f"lengths must lie in [0, T] = [0, {T}]")
-            mask = (torch.arange(T, device=x.device)[:, None] < lengths[None, :])[..., None]
-            x = torch.where(mask, x, torch.zeros_like(x))
-        h_n = []
-        for layer in range(self.num_layers):
-            outs = []
-            for d in range(D):
-                sfx = f"_l{layer}" + ("_reverse" if d else "")
-                g = nn.functional.linear(
-                    x, getattr(self, "weight_ih" + sfx), getattr(self, "bias_ih" + sfx, None)
-                )
-                ys, h = self._direction(g, hx[layer * D + d], mask, reverse=d == 1)
-                outs.append(ys)
-                h_n.append(h)
-            x = torch.cat(outs, dim=-1)
-            if self.training and self.dropout > 0 and layer < self.num_layers - 1:
-                x = nn.functional.dropout(x, self.dropout, training=True)
-        h_n_t = torch.stack(h_n)
-        if unbatched:
-            return x.squeeze(1), h_n_t.squeeze(1)
-        if self.batch_first:
-            x = x.transpose(0, 1)
-        return x, h_n_t
+    def _layer(
+        self, p: dict[str, Tensor], x: Tensor, state: State, mask: Tensor | None, reverse: bool
+    ) -> tuple[Tensor, State]:
+        """x (T, N, in), state (h,) with h (N, H), mask (T, N, 1) bool or None -> (ys (T, N,
+        H), (h_n,))."""
+        a, b = self.coefficients(F.linear(x, p["weight_ih"], p.get("bias_ih")))
+        if self.mode == "sequential":
+            return time_loop(lambda t, s: (a[t] * s[0] + b[t],), state, x.shape[0], mask, reverse)
+        if mask is not None:
+            a = torch.where(mask, a, torch.ones_like(a))
+            b = torch.where(mask, b, torch.zeros_like(b))
+        if reverse:
+            a, b = a.flip(0), b.flip(0)
+        hs = doubling_scan(a, b, state[0])
+        h_n = hs[-1]
+        if reverse:
+            hs = hs.flip(0)
+        if mask is not None:
+            hs = torch.where(mask, hs, torch.zeros_like(hs))
+        return hs, (h_n,)
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        if not self.bias:
-            s += ", bias=False"
-        if self.batch_first:
-            s += ", batch_first=True"
-        if self.dropout:
-            s += f", dropout={self.dropout}"
-        if self.bidirectional:
-            s += ", bidirectional=True"
-        return s + f", mode={self.mode!r}"
+        return super().extra_repr() + f", mode={self.mode!r}"
 
 
 class MinGRU(MinRNNBase):

@@ -27,12 +27,15 @@ between recurrent layers when ``num_layers > 1``); ``eval()`` turns it off.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-from torchseq.layernorm import LayerNormGRU, LayerNormLSTM, LayerNormRNNBase
-from torchseq.minimal import MinGRU, MinLSTM, MinRNNBase
+from torchseq._loop import MaskedRNNBase
+from torchseq.layernorm import LayerNormGRU, LayerNormLSTM
+from torchseq.minimal import MinGRU, MinLSTM
 
 __all__ = [
     "SequenceClassifier",
@@ -43,13 +46,18 @@ __all__ = [
     "final_hidden",
 ]
 
-_CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-# torchseq's own modules: they take lengths and mask, not packed sequences.
-_MASKED_CELLS: dict[str, type[MinRNNBase] | type[LayerNormRNNBase]] = {
-    "min_gru": MinGRU,
-    "min_lstm": MinLSTM,
-    "layernorm_lstm": LayerNormLSTM,
-    "layernorm_gru": LayerNormGRU,
+#: The recurrent layer of each ``cell``, and the one extra constructor argument it takes
+#: from :func:`make_rnn` (``proj_size``: LSTM only, ``nonlinearity``: RNN only). torchseq's
+#: own modules (:class:`torchseq._loop.MaskedRNNBase`) take lengths and mask, not packed
+#: sequences.
+_CELLS: dict[str, tuple[Callable[..., nn.RNNBase | MaskedRNNBase], str | None]] = {
+    "rnn": (nn.RNN, "nonlinearity"),
+    "lstm": (nn.LSTM, "proj_size"),
+    "gru": (nn.GRU, None),
+    "min_gru": (MinGRU, None),
+    "min_lstm": (MinLSTM, None),
+    "layernorm_lstm": (LayerNormLSTM, None),
+    "layernorm_gru": (LayerNormGRU, None),
 }
 
 
@@ -63,7 +71,7 @@ def make_rnn(
     dropout: float = 0.0,
     proj_size: int = 0,
     nonlinearity: str = "tanh",
-) -> nn.RNNBase | MinRNNBase | LayerNormRNNBase:
+) -> nn.RNNBase | MaskedRNNBase:
     """A batch-first ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` (or torchseq's ``MinGRU``,
     ``MinLSTM``, ``LayerNormLSTM``, ``LayerNormGRU`` for ``"min_gru"``, ``"min_lstm"``,
     ``"layernorm_lstm"``, ``"layernorm_gru"``) chosen by ``cell``.
@@ -71,22 +79,19 @@ def make_rnn(
     Dropout between layers is passed on only when ``num_layers > 1`` (torch warns that it
     has no effect otherwise). ``proj_size`` is LSTM-only and ``nonlinearity`` RNN-only.
     """
-    if cell not in _CELLS and cell not in _MASKED_CELLS:
-        raise ValueError(f"cell must be one of {sorted([*_CELLS, *_MASKED_CELLS])}, got {cell!r}")
-    if proj_size and cell != "lstm":
+    if cell not in _CELLS:
+        raise ValueError(f"cell must be one of {sorted(_CELLS)}, got {cell!r}")
+    module, option = _CELLS[cell]
+    if proj_size and option != "proj_size":
         raise ValueError(f"proj_size is only supported for cell='lstm', got cell={cell!r}")
     kw: dict = {
         "batch_first": True,
         "bidirectional": bidirectional,
         "dropout": dropout if num_layers > 1 else 0.0,
     }
-    if cell in _MASKED_CELLS:
-        return _MASKED_CELLS[cell](input_size, hidden_size, num_layers, **kw)
-    if cell == "lstm":
-        kw["proj_size"] = proj_size
-    if cell == "rnn":
-        kw["nonlinearity"] = nonlinearity
-    return _CELLS[cell](input_size, hidden_size, num_layers, **kw)
+    if option is not None:
+        kw[option] = {"proj_size": proj_size, "nonlinearity": nonlinearity}[option]
+    return module(input_size, hidden_size, num_layers, **kw)
 
 
 def _check_dropout(dropout: float) -> float:
@@ -96,7 +101,7 @@ def _check_dropout(dropout: float) -> float:
 
 
 def final_hidden(
-    rnn: nn.RNNBase | MinRNNBase | LayerNormRNNBase,
+    rnn: nn.RNNBase | MaskedRNNBase,
     x: torch.Tensor,
     lengths: torch.Tensor | None,
     hx=None,
@@ -113,9 +118,7 @@ def final_hidden(
         if lengths.ndim != 1 or lengths.shape[0] != x.shape[0]:
             raise ValueError(f"lengths must have shape ({x.shape[0]},), got {tuple(lengths.shape)}")
     inputs: torch.Tensor | PackedSequence = x
-    masked = isinstance(
-        rnn, (MinRNNBase, LayerNormRNNBase)
-    )  # takes lengths itself, with packing's semantics
+    masked = isinstance(rnn, MaskedRNNBase)  # takes lengths itself, with packing's semantics
     if lengths is not None and not masked:
         inputs = pack_padded_sequence(
             x, lengths.cpu().to(torch.int64), batch_first=True, enforce_sorted=False

@@ -4,9 +4,9 @@ The twin of ``jaxseq.run_stack(..., masks=...)``. :func:`run_regularized` runs a
 ``torch.nn.RNN`` (tanh or relu), ``LSTM`` (``proj_size`` allowed), ``GRU``, or a
 :class:`torchseq.LayerNormLSTM` / :class:`torchseq.LayerNormGRU` (any ``num_layers``,
 bidirectional, ``bias=False``; ``batch_first`` read from the module) as
-a Python loop over layers, directions and time steps, written from the equations with
-the module's own parameters, so gradients reach the input, ``hx`` and every parameter
-through torch autograd. ``masks`` is a dict of multiplier tensors whose values are
+the Python loop over layers, directions and time steps of :mod:`torchseq._loop`, with
+the step of the module's kind on its own parameters, so gradients reach the input,
+``hx`` and every parameter through torch autograd. ``masks`` is a dict of multiplier tensors whose values are
 already scaled (0 or 1/(1-p) for a dropout); any subset of these keys, for L layers, D
 directions, H_out = ``proj_size`` or H, and ``sfx`` = ``""`` or ``"_reverse"``:
 
@@ -67,41 +67,30 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from torchseq.layernorm import LayerNormGRU, LayerNormLSTM, block_layer_norm
+from torchseq._loop import (
+    State,
+    Structure,
+    initial_states,
+    layer_loop,
+    layer_params,
+    recurrent_step,
+    structure,
+    time_loop,
+)
 
 __all__ = ["run_regularized", "draw_masks"]
 
 
-#: The modes whose carry is (h, c).
-_CELL_MODES = ("LSTM", "LN_LSTM")
-#: The per-layer parameter names the loop reads (absent ones are None).
-_NAMES: tuple[str, ...] = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
-_NAMES += ("ln_ih_weight", "ln_ih_bias", "ln_hh_weight", "ln_hh_bias", "ln_c_weight", "ln_c_bias")
-
-
-def _structure(module: nn.Module) -> tuple[str, int, int, int, int]:
-    """(mode, num_layers, num_directions, H_out, H) of a torch.nn.RNN / LSTM / GRU or a
-    torchseq.LayerNormLSTM / LayerNormGRU (modes ``"LN_LSTM"``, ``"LN_GRU"``)."""
-    if isinstance(module, (LayerNormLSTM, LayerNormGRU)):
-        mode = "LN_LSTM" if isinstance(module, LayerNormLSTM) else "LN_GRU"
-        D = 2 if module.bidirectional else 1
-        H = int(module.hidden_size)
-        return mode, int(module.num_layers), D, H, H
-    if not isinstance(module, nn.RNNBase) or module.mode not in (
-        "RNN_TANH",
-        "RNN_RELU",
-        "LSTM",
-        "GRU",
-    ):
+def _structure(module: nn.Module) -> Structure:
+    """The :class:`torchseq._loop.Structure` of a module with a recurrent step."""
+    found = structure(module)
+    if found is None or found.kind is None:
         raise TypeError(
             "run_regularized: module must be a torch.nn.RNN, LSTM or GRU or a "
             "torchseq.LayerNormLSTM or LayerNormGRU, "
             f"got {type(module).__name__}"
         )
-    H = int(module.hidden_size)
-    H_out = int(module.proj_size) if module.mode == "LSTM" and module.proj_size > 0 else H
-    D = 2 if module.bidirectional else 1
-    return str(module.mode), int(module.num_layers), D, H_out, H
+    return found
 
 
 def _input_size(module: nn.Module) -> int:
@@ -110,15 +99,15 @@ def _input_size(module: nn.Module) -> int:
 
 def _expected_shapes(module: nn.Module, T: int, N: int) -> dict[str, Any]:
     """Every mask key this module takes and its shape (a tuple of shapes for zoneout)."""
-    mode, L, D, H_out, H = _structure(module)
-    sizes = (H_out, H) if mode in _CELL_MODES else (H_out,)
+    st = _structure(module)
+    L, D, H_out = st.num_layers, st.num_directions, st.H_out
     shapes: dict[str, Any] = {"input": (N, _input_size(module))}
     for k in range(L):
         shapes[f"output_l{k}"] = (N, D * H_out)
         for sfx in ("", "_reverse")[:D]:
             shapes[f"weight_hh_l{k}{sfx}"] = tuple(getattr(module, f"weight_hh_l{k}{sfx}").shape)
         shapes[f"hidden_l{k}"] = (D, N, H_out)
-        shapes[f"zoneout_l{k}"] = tuple((T, D, N, s) for s in sizes)
+        shapes[f"zoneout_l{k}"] = tuple((T, D, N, s) for s in st.sizes)
     return shapes
 
 
@@ -153,23 +142,6 @@ def _check_masks(module: nn.Module, masks: Any, T: int, N: int) -> dict[str, Any
     return masks
 
 
-def _initial_states(hx: Any, cell: bool, shapes: list[tuple[int, ...]], x: Tensor) -> list[Tensor]:
-    """hx (None, a tensor, or for the LSTM a pair) -> a list of (L*D, N, size) tensors."""
-    if hx is None:
-        return [x.new_zeros(s) for s in shapes]
-    if cell:
-        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise ValueError("run_regularized: hx must be a pair (h0, c0) for an LSTM")
-        states = list(hx)
-    else:
-        states = [hx]
-    for s, shape in zip(states, shapes, strict=True):
-        if not isinstance(s, Tensor) or tuple(s.shape) != shape:
-            got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
-            raise ValueError(f"run_regularized: expected hidden size {shape}, got {got}")
-    return states
-
-
 def run_regularized(
     module: nn.Module,
     x: Tensor,
@@ -201,16 +173,17 @@ def run_regularized(
       ((N, T, D*H_out) with ``batch_first``), zero on padding; h_n (L*D, N, H_out) and
       c_n (L*D, N, H), each direction's state after its last valid step.
     """
-    mode, L, D, H_out, H = _structure(module)
-    cell = mode in _CELL_MODES
+    st = _structure(module)
+    kind, L, D = st.kind, st.num_layers, st.num_directions
+    assert kind is not None
     if not isinstance(x, Tensor) or x.dim() != 3:
         raise ValueError("run_regularized: x must be a 3-D tensor (T, N, I) or (N, T, I)")
     batch_first = bool(module.batch_first)
     xt = x.transpose(0, 1) if batch_first else x  # (T, N, I)
     T, N = int(xt.shape[0]), int(xt.shape[1])
     masks = _check_masks(module, masks, T, N)
-    sizes = [H_out, H] if cell else [H_out]
-    states = _initial_states(hx, cell, [(L * D, N, s) for s in sizes], xt)
+    shapes = [(L * D, N, s) for s in st.sizes]
+    states = initial_states(hx, st.cell, shapes, xt, "run_regularized")
 
     lens = (
         torch.full((N,), T, dtype=torch.long)
@@ -221,102 +194,32 @@ def run_regularized(
         raise ValueError(f"run_regularized: lengths must lie in [0, T] = [0, {T}]")
     lens = lens.to(xt.device)
     valid = torch.arange(T, device=xt.device)[:, None] < lens[None, :]  # (T, N)
-    if resets is None:
-        restart = torch.zeros(T, N, dtype=torch.bool, device=xt.device)
-    else:
+    restart = None
+    if resets is not None:
         restart = resets.T if batch_first else resets
         if tuple(restart.shape) != (T, N) or restart.dtype != torch.bool:
             raise ValueError("run_regularized: resets must be a bool tensor with x's (T, N) axes")
-        restart = restart.to(xt.device) & valid
+        restart = (restart.to(xt.device) & valid)[..., None]
 
-    def step(
-        layer_x: Tensor, h: Tensor, c: Tensor | None, w: dict[str, Tensor | None], m_h: Any
-    ) -> tuple[Tensor, Tensor | None]:
-        """One step of one direction: (h_new, c_new) from the previous (h, c)."""
-        gx = layer_x @ w["weight_ih"].T  # type: ignore[union-attr]
-        if w["bias_ih"] is not None:
-            gx = gx + w["bias_ih"]
-        h_in = h if m_h is None else h * m_h  # the hidden-state dropout: matmul only
-        gh = h_in @ w["weight_hh"].T  # type: ignore[union-attr]
-        if w["bias_hh"] is not None:
-            gh = gh + w["bias_hh"]
-        if mode.startswith("LN_"):  # the layer norms of jaxseq.recurrences.layernorm
-            G = gx.shape[-1] // H
-            gx = block_layer_norm(gx, w["ln_ih_weight"], w["ln_ih_bias"], G)  # type: ignore[arg-type]
-            gh = block_layer_norm(gh, w["ln_hh_weight"], w["ln_hh_bias"], G)  # type: ignore[arg-type]
-        if mode == "RNN_TANH":
-            return torch.tanh(gx + gh), None
-        if mode == "RNN_RELU":
-            return torch.relu(gx + gh), None
-        if mode in _CELL_MODES:
-            assert c is not None
-            i, f, g, o = (gx + gh).chunk(4, dim=-1)
-            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            c_out = c_new
-            if mode == "LN_LSTM":
-                c_out = block_layer_norm(c_new, w["ln_c_weight"], w["ln_c_bias"], 1)  # type: ignore[arg-type]
-            h_new = torch.sigmoid(o) * torch.tanh(c_out)
-            if w["weight_hr"] is not None:
-                h_new = h_new @ w["weight_hr"].T
-            return h_new, c_new
-        # GRU: gates r, z, n; gh's n part includes b_hn and is scaled by r
-        xr, xz, xn = gx.chunk(3, dim=-1)
-        hr, hz, hn = gh.chunk(3, dim=-1)
-        r = torch.sigmoid(xr + hr)
-        z = torch.sigmoid(xz + hz)
-        n = torch.tanh(xn + r * hn)
-        return (1 - z) * n + z * h, None
+    def layer(k: int, d: int, inp: Tensor, state: State) -> tuple[Tensor, State]:
+        p = layer_params(module, k, d)
+        key = f"weight_hh_l{k}" + ("_reverse" if d else "")
+        if key in masks:  # DropConnect: one mask per call
+            p["weight_hh"] = p["weight_hh"] * masks[key]
+        hidden = masks.get(f"hidden_l{k}")  # the hidden-state dropout: matmul only
+        zoneout = masks.get(f"zoneout_l{k}")  # keep a fraction z of the old state
+        step = recurrent_step(kind, p, kind.input(p, inp), None if hidden is None else hidden[d])
+        zones = None if zoneout is None else tuple(z[:, d] for z in zoneout)
+        return time_loop(step, state, T, valid[..., None], d == 1, restart=restart, zoneout=zones)
+
+    def between(k: int, out: Tensor) -> Tensor:
+        key = f"output_l{k}"
+        return out * masks[key] if key in masks else out
 
     layer_in = xt if "input" not in masks else xt * masks["input"]
-    finals: list[list[Tensor]] = [[] for _ in sizes]
-    for k in range(L):
-        outs = []
-        zoneout = masks.get(f"zoneout_l{k}")
-        hidden = masks.get(f"hidden_l{k}")
-        for d in range(D):
-            sfx = "_reverse" if d else ""
-            w: dict[str, Tensor | None] = {
-                name: getattr(module, f"{name}_l{k}{sfx}", None) for name in _NAMES
-            }
-            if f"weight_hh_l{k}{sfx}" in masks:  # DropConnect: one mask per call
-                w["weight_hh"] = (
-                    getattr(module, f"weight_hh_l{k}{sfx}") * masks[f"weight_hh_l{k}{sfx}"]
-                )
-            m_h = None if hidden is None else hidden[d]
-            h0 = states[0][k * D + d]
-            c0 = states[1][k * D + d] if cell else None
-            h, c = h0, c0
-            out_d: list[Tensor] = [xt.new_zeros(())] * T
-            for t in range(T) if d == 0 else range(T - 1, -1, -1):
-                # a reset restarts the state: forward at t, reverse after step t + 1
-                at = restart[t] if d == 0 else (restart[t + 1] if t + 1 < T else None)
-                if at is not None:
-                    h = torch.where(at[:, None], h0, h)
-                    if c is not None and c0 is not None:
-                        c = torch.where(at[:, None], c0, c)
-                h_new, c_new = step(layer_in[t], h, c, w, m_h)
-                if zoneout is not None:  # zoneout: keep a fraction zh of the old state
-                    zh = zoneout[0][t, d]
-                    h_new = zh * h + (1 - zh) * h_new
-                    if c is not None and c_new is not None:
-                        zc = zoneout[1][t, d]
-                        c_new = zc * c + (1 - zc) * c_new
-                v = valid[t][:, None]  # padded steps: state unchanged, output 0
-                h = torch.where(v, h_new, h)
-                if c is not None and c_new is not None:
-                    c = torch.where(v, c_new, c)
-                out_d[t] = torch.where(v, h_new, torch.zeros_like(h_new))
-            outs.append(torch.stack(out_d))
-            finals[0].append(h)
-            if c is not None:
-                finals[1].append(c)
-        layer_in = torch.cat(outs, dim=-1)  # (T, N, D*H_out)
-        if f"output_l{k}" in masks:
-            layer_in = layer_in * masks[f"output_l{k}"]
-
-    out = layer_in.transpose(0, 1) if batch_first else layer_in
-    fin = [torch.stack(f) for f in finals]
-    return out, (tuple(fin) if cell else fin[0])
+    out, fin = layer_loop(layer_in, states, L, D, layer, between)
+    out = out.transpose(0, 1) if batch_first else out
+    return out, (tuple(fin) if st.cell else fin[0])
 
 
 def _probability(name: str, p: float, upper_open: bool) -> float:
@@ -354,11 +257,11 @@ def draw_masks(
     the expectation, as Krueger et al. use at test time. The masks have the module's
     parameter dtype and device; ``generator`` seeds the draws.
     """
-    mode, L, D, H_out, H = _structure(module)
+    st = _structure(module)
+    L, D, cell = st.num_layers, st.num_directions, st.cell
     shapes = _expected_shapes(module, int(T), int(N))
     ref = next(module.parameters())
     dtype, device = ref.dtype, ref.device
-    cell = mode in _CELL_MODES
     p_in = _probability("input_dropout", input_dropout, True)
     p_out = _probability("output_dropout", output_dropout, True)
     p_w = _probability("weight_dropout", weight_dropout, True)

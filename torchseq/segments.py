@@ -47,30 +47,20 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from torchseq.layernorm import LayerNormRNNBase
-from torchseq.minimal import MinRNNBase
+from torchseq._loop import Structure, initial_states, structure
 
 __all__ = ["run_segments"]
 
 
-def _structure(module: nn.Module) -> tuple[int, int, int, int, bool]:
-    """(num_layers, num_directions, H_out, H, has a cell state) of a supported module."""
-    if isinstance(module, nn.RNNBase):
-        if module.mode not in ("RNN_TANH", "RNN_RELU", "LSTM", "GRU"):  # pragma: no cover
-            raise TypeError(f"run_segments: unsupported torch.nn.RNNBase mode {module.mode!r}")
-        H = module.hidden_size
-        cell = module.mode == "LSTM"
-        H_out = module.proj_size if cell and module.proj_size > 0 else H
-    elif isinstance(module, (MinRNNBase, LayerNormRNNBase)):
-        H = H_out = module.hidden_size
-        cell = bool(getattr(module, "cell_state", False))
-    else:
+def _structure(module: nn.Module) -> Structure:
+    """The :class:`torchseq._loop.Structure` of a supported module."""
+    found = structure(module)
+    if found is None:
         raise TypeError(
             "run_segments: module must be a torch.nn.RNN, LSTM or GRU, or torchseq's MinGRU, "
             f"MinLSTM, LayerNormLSTM or LayerNormGRU; got {type(module).__name__}"
         )
-    D = 2 if module.bidirectional else 1
-    return int(module.num_layers), D, int(H_out), int(H), cell
+    return found
 
 
 def _as_bool_tensor(resets: Any) -> Tensor:
@@ -86,31 +76,6 @@ def _as_bool_tensor(resets: Any) -> Tensor:
             f"got dtype {resets.dtype}; convert episode-end flags with .bool() first"
         )
     return resets
-
-
-def _initial_states(
-    hx: Any, cell: bool, shapes: list[tuple[int, ...]], unbatched: bool, x: Tensor
-) -> list[Tensor]:
-    """hx (None, a tensor, or for a cell state a pair) -> a list of (L*D, N, size) tensors."""
-    if hx is None:
-        return [x.new_zeros(s) for s in shapes]
-    if cell:
-        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise ValueError("run_segments: hx must be a pair (h0, c0) for an LSTM")
-        states = list(hx)
-    else:
-        if not isinstance(hx, Tensor):
-            raise TypeError(f"run_segments: hx must be a tensor, got {type(hx).__name__}")
-        states = [hx]
-    out = []
-    for s, shape in zip(states, shapes, strict=True):
-        if not isinstance(s, Tensor):
-            raise TypeError(f"run_segments: hx must hold tensors, got {type(s).__name__}")
-        want = (shape[0], shape[2]) if unbatched else shape
-        if tuple(s.shape) != want:
-            raise ValueError(f"run_segments: expected hidden size {want}, got {tuple(s.shape)}")
-        out.append(s.unsqueeze(1) if unbatched else s)
-    return out
 
 
 def run_segments(
@@ -141,7 +106,8 @@ def run_segments(
       (L*D, N, H_out), c_n (L*D, N, H), forward directions from each row's last segment,
       reverse directions from its first, ``h0`` for rows of length 0.
     """
-    L, D, H_out, H, cell = _structure(module)
+    st = _structure(module)
+    L, D, H_out, cell = st.num_layers, st.num_directions, st.H_out, st.cell
     batch_first = bool(module.batch_first)
     if not isinstance(x, Tensor):
         raise TypeError(f"run_segments: x must be a tensor, got {type(x).__name__}")
@@ -157,8 +123,8 @@ def run_segments(
         raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
     device = x.device
 
-    sizes = [H_out, H] if cell else [H_out]
-    states = _initial_states(hx, cell, [(L * D, N, s) for s in sizes], unbatched, xt)
+    shapes = [(L * D, N, s) for s in st.sizes]
+    states = initial_states(hx, cell, shapes, xt, "run_segments", unbatched=unbatched, strict=True)
 
     if lengths is None:
         lens = torch.full((N,), T, dtype=torch.long, device=device)
