@@ -2,14 +2,14 @@
 
 ``jaxseq.recurrences.linear_kind`` gives a kind from its coefficients alone; registered,
 it is served by the same parameter spec, stack (layers, directions, lengths, ``hx``,
-dropout), implementations and NNX module base as the built-in kinds. Checked against a
-plain NumPy float64 loop over each row's valid steps, values and gradients.
+dropout), implementations and NNX module base as the built-in kinds. Every
+implementation is held by the conformance suite (``tests/_conformance.py``) against a
+float64 loop of the kind's reference step, values and every gradient.
 """
 
 from __future__ import annotations
 
-import functools
-
+import _conformance
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,56 +71,34 @@ def np_reference(params, x, h0, lengths, num_layers, bidirectional):
     return out, h_n
 
 
-@functools.cache
-def _run(impl, chunk):
-    def f(p, x, h0, lengths):
-        return jaxseq.run_stack("decay", p, x, h0, lengths, impl=impl, chunk=chunk)
-
-    return jax.jit(f)
-
-
-@pytest.mark.parametrize(
-    "num_layers, bidirectional, impl",
-    [
-        (1, False, "fused"),
-        (2, True, "fused"),
-        (2, True, "fused_parallel"),
-        (1, True, "fused_chunked"),
-        (2, False, "unfused"),
-        (1, True, "reference"),
-    ],
-)
-def test_decay_kind_through_the_stack(num_layers, bidirectional, impl):
-    D = 2 if bidirectional else 1
+def test_decay_kind_computes_its_equations():
+    """The default implementation against the equations as a NumPy loop (values; every
+    implementation's values and gradients against the kind's step: the test above)."""
     params = jaxseq.init_params(
-        jax.random.key(0), "decay", I, H, num_layers, bidirectional=bidirectional,
-        dtype=jnp.float64,
-    )  # fmt: skip
-    assert sorted({k.split("_l")[0] for k in params}) == ["bias_ih", "weight_ih"]
+        jax.random.key(0), "decay", I, H, 2, bidirectional=True, dtype=jnp.float64
+    )
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.standard_normal((T, N, I)))
-    h0 = jnp.asarray(rng.standard_normal((num_layers * D, N, H)))
-    lengths = jnp.asarray(LENGTHS)
-    chunk = 4 if impl == "fused_chunked" else None
-    out, h_n = _run(impl, chunk)(params, x, h0, lengths)
-    out_ref, h_ref = np_reference(params, x, h0, LENGTHS, num_layers, bidirectional)
+    h0 = jnp.asarray(rng.standard_normal((4, N, H)))
+    out, h_n = jax.jit(jaxseq.run_stack, static_argnums=0)("decay", params, x, h0, LENGTHS)
+    out_ref, h_ref = np_reference(params, x, h0, LENGTHS, 2, True)
     np.testing.assert_allclose(out, out_ref, rtol=0, atol=1e-12)
     np.testing.assert_allclose(h_n, h_ref, rtol=0, atol=1e-12)
-    np.testing.assert_array_equal(h_n[:, 1], h0[:, 1])  # length 0: h_n = h0
 
-    # Gradients: every implementation against the reference implementation.
-    ct = jnp.asarray(rng.standard_normal(out.shape))
 
-    def loss(fn):
-        return lambda p, x, h0: (
-            jnp.sum(fn(p, x, h0, lengths)[0] * ct) + jnp.sum(fn(p, x, h0, lengths)[1] ** 2)
-        )
-
-    g = jax.grad(loss(_run(impl, chunk)), argnums=(0, 1, 2))(params, x, h0)
-    g_ref = jax.grad(loss(_run("reference", None)), argnums=(0, 1, 2))(params, x, h0)
-    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
-    assert float(jnp.abs(g[1][2:, 2]).max()) == 0.0  # no gradient into padding
+def test_decay_kind_conforms():
+    """Every implementation serving the kind (``fused``, ``fused_scan``,
+    ``fused_parallel``, ``fused_chunked`` with ``chunk``, ``unfused``, ``reference``),
+    every feature it supports (layers x directions, lengths including 0 and T, ``hx``,
+    resets, ``reset_hx``, the input and output masks, forward mode, ``vmap``,
+    ``carry_dtype``): values and every gradient against the conformance suite's float64
+    loop of its reference step (``tests/_conformance.py``)."""
+    coverage = _conformance.check_kind("decay")
+    assert {impl for _, impl in coverage} == {
+        "fused", "fused_scan", "fused_parallel", "fused_chunked", "unfused", "reference"
+    }  # fmt: skip
+    p = jaxseq.init_params(jax.random.key(0), "decay", I, H, dtype=jnp.float64)
+    assert sorted({k.split("_l")[0] for k in p}) == ["bias_ih", "weight_ih"]
 
 
 def test_decay_module_dropout_and_interop():
