@@ -105,12 +105,15 @@ def stand_in_cudnn(lstm_fn: Callable[..., Any] | None):
     if lstm_fn is None:
         yield
         return
-    saved = impls.LAYER_IMPLS["cudnn"]
-    impls.LAYER_IMPLS["cudnn"] = functools.partial(cudnn_layer, lstm_fn=lstm_fn)
+    index = next(i for i, row in enumerate(impls.IMPLS) if row.name == "cudnn")
+    saved = impls.IMPLS[index]
+    impls.IMPLS[index] = dataclasses.replace(
+        saved, fn=functools.partial(cudnn_layer, lstm_fn=lstm_fn)
+    )
     try:
         yield
     finally:
-        impls.LAYER_IMPLS["cudnn"] = saved
+        impls.IMPLS[index] = saved
 
 
 def cudnn_stack(params, x, hx=None, lengths=None, *, env: Env, dtype=None):

@@ -5,12 +5,14 @@ Every public name has one import path (see ``docs/architecture.md``):
 
 * here, the functional API on a flat dict of torch-named parameters —
   ``jaxseq.lstm(params, x, hx=None, lengths=None, batch_first=False, ...)`` and
-  ``rnn``, ``gru``, ``min_gru``, ``min_lstm``; their ``init_*``; the single-step cells
+  ``rnn``, ``gru``, ``min_gru``, ``min_lstm``, ``layernorm_lstm``, ``layernorm_gru``;
+  their ``init_*``; the single-step cells
   ``rnn_cell``, ``lstm_cell``, ``gru_cell``; ``masked_scan``;
   ``retain_host_memory``;
 * the public modules: ``jaxseq.nn`` (Flax NNX modules with ``torch.nn`` signatures),
   ``jaxseq.linen`` (the stacks as Flax linen modules),
   ``jaxseq.interop`` (state_dict, checkpoints, ``from_torch`` / ``to_torch``, Flax cells),
+  ``jaxseq.options`` (``LayerOptions``: how a layer runs, one value),
   ``jaxseq.models``, ``jaxseq.data``, ``jaxseq.export``, ``jaxseq.train``, ``jaxseq.train_state``,
   ``jaxseq.testing``, ``jaxseq.checks``, ``jaxseq.launch``, ``jaxseq.linear_scan``
   (``linear_recurrence``) and ``jaxseq.recurrences`` (the kinds and their registry:
@@ -28,6 +30,7 @@ from jaxseq import interop as interop
 from jaxseq import linen as linen
 from jaxseq import models as models
 from jaxseq import nn as nn
+from jaxseq import options as options
 from jaxseq import recurrences as recurrences
 from jaxseq import regularizers as regularizers
 from jaxseq import testing as testing
@@ -36,6 +39,8 @@ from jaxseq import train_state as train_state
 from jaxseq.host_memory import retain_host_memory
 from jaxseq.params import (
     init_gru,
+    init_layernorm_gru,
+    init_layernorm_lstm,
     init_lstm,
     init_min_gru,
     init_min_lstm,
@@ -47,7 +52,16 @@ from jaxseq.recurrences.elman import rnn_cell
 from jaxseq.recurrences.gru import gru_cell
 from jaxseq.recurrences.lstm import lstm_cell
 from jaxseq.scan import masked_scan
-from jaxseq.stack import gru, lstm, min_gru, min_lstm, rnn, run_stack
+from jaxseq.stack import (
+    gru,
+    layernorm_gru,
+    layernorm_lstm,
+    lstm,
+    min_gru,
+    min_lstm,
+    rnn,
+    run_stack,
+)
 
 __version__ = "0.1.0"
 
@@ -57,12 +71,16 @@ __all__ = [
     "gru",
     "min_gru",
     "min_lstm",
+    "layernorm_lstm",
+    "layernorm_gru",
     "run_stack",
     "init_rnn",
     "init_lstm",
     "init_gru",
     "init_min_gru",
     "init_min_lstm",
+    "init_layernorm_lstm",
+    "init_layernorm_gru",
     "init_params",
     "param_shapes",
     "rnn_cell",

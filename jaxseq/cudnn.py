@@ -78,7 +78,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import rnn as jrnn
 
-from jaxseq.recurrences import Recurrence
+from jaxseq.layer import Plan, Segments, StepMasks
+from jaxseq.recurrences import LSTM, Recurrence
 
 Array = jax.Array
 
@@ -94,7 +95,32 @@ __all__ = [
     "reference_lstm",
     "check_cudnn",
     "cudnn_layer",
+    "serves_cudnn",
+    "CUDNN_REFUSALS",
+    "CUDNN_KIND_REFUSAL",
 ]
+
+#: The refusal of any kind but the LSTM (``{kind}``: its display name).
+CUDNN_KIND_REFUSAL = "impl='cudnn' supports the LSTM only, not {kind}; use impl='fused'"
+
+#: Why the cuDNN layer refuses a feature (:data:`jaxseq.impls.IMPLS`' row for it).
+CUDNN_REFUSALS = {
+    "resets": (
+        "impl='cudnn' cannot take resets (cuDNN's kernel has no input to restart the "
+        "carry inside a sequence); use impl='fused'"
+    ),
+    "reset_hx": "impl='cudnn' cannot take reset_hx (nor resets); use impl='fused'",
+    "remat": (
+        "impl='cudnn' does not take remat (cuDNN keeps its own reserve space); "
+        "use impl='fused' with remat"
+    ),
+}
+
+
+def serves_cudnn(rec: Recurrence) -> bool:
+    """The kinds the cuDNN layer runs: the LSTM (the definition, not a name)."""
+    return rec == LSTM
+
 
 _BIASES = ("bias_ih", "bias_hh")
 
@@ -234,33 +260,23 @@ def _is_rocm() -> bool:
 
 
 def check_cudnn(
-    rec: Recurrence,
     w: Mapping[str, Any],
     x: Any,
     states: tuple[Any, ...] = (),
     *,
-    remat: int | None = None,
     real: bool = True,
 ) -> None:
     """Raise ``ValueError`` (naming ``impl="fused"``) unless the cuDNN layer serves this call.
 
-    Checked always: the kind is the LSTM, no ``weight_hr`` (``proj_size > 0``), ``remat``
-    is None. Checked when ``real`` (cuDNN itself, not a ``lstm_fn`` stand-in): JAX's default
+    The kind, ``remat`` and resets are the capability table's to check
+    (:func:`jaxseq.layer.check`). Checked always: no ``weight_hr`` (``proj_size > 0``).
+    Checked when ``real`` (cuDNN itself, not a ``lstm_fn`` stand-in): JAX's default
     backend is a CUDA GPU, and ``x``, the weights and ``states`` are float32.
     """
-    if rec.name != "lstm":
-        raise ValueError(
-            f"impl='cudnn' supports the LSTM only, not {rec.display_name}; use impl='fused'"
-        )
     if "weight_hr" in w:
         raise ValueError(
             "impl='cudnn' does not support proj_size > 0 (jax.experimental.rnn exposes no "
             "LSTM projection); use impl='fused'"
-        )
-    if remat is not None:
-        raise ValueError(
-            f"impl='cudnn' does not take remat={remat} (cuDNN keeps its own reserve space); "
-            "use impl='fused' with remat"
         )
     if not real:
         return
@@ -286,35 +302,29 @@ def check_cudnn(
 
 
 def cudnn_layer(
-    rec: Recurrence,
+    plan: Plan,
     w: Mapping[str, Array],
     x: Array,
     states: tuple[Array, ...],
-    mask: Array | None,
-    /,
+    seg: Segments,
+    masks: StepMasks,
     *,
-    nonlinearity: str,
-    unroll: int,
-    remat: int | None = None,
     precision: Any = None,
     lstm_fn: LstmFn | None = None,
-    resets: Array | None = None,
-    reset_states: tuple[Array, ...] | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
-    """One LSTM layer, all its directions, through cuDNN (:class:`jaxseq.impls.LayerImpl`).
+    """One LSTM layer, all its directions, through cuDNN (a :class:`jaxseq.layer.LayerFn`).
 
     Args:
-      rec: the recurrence definition (must be the LSTM).
+      plan: the LSTM (its ``unroll`` is ignored: cuDNN does not unroll; ``remat`` and
+        resets are refused by the capability table, :data:`CUDNN_REFUSALS`).
       w: ``weight_ih`` (D, 4H, I), ``weight_hh`` (D, 4H, H), optional ``bias_ih`` /
         ``bias_hh`` (D, 4H); D = 1 or 2.
       x: (T, N, I) time-major input.
       states: ``(h0, c0)``, each (D, N, H).
-      mask: (T, N) bool prefix mask, True at valid steps, or None (every step valid).
-      nonlinearity, unroll: ignored (the LSTM's are fixed; cuDNN does not unroll).
-      remat: must be None.
+      seg: the (T, N) prefix mask, True at valid steps, or None (every step valid); no
+        resets.
+      masks: unused (no regulariser acts inside cuDNN's recurrence).
       precision: passed to ``jax.experimental.rnn.lstm`` (None: JAX's matmul precision).
-      resets, reset_states: must be None (cuDNN cannot restart the carry inside a
-        sequence).
       lstm_fn: stand-in for ``jax.experimental.rnn.lstm`` (e.g. :func:`reference_lstm`);
         None calls cuDNN, which needs a CUDA GPU and float32.
 
@@ -323,13 +333,15 @@ def cudnn_layer(
       mask is False; h_n, c_n (D, N, H) at each row's last valid step (``h0`` / ``c0`` for
       a zero-length row).
     """
-    del nonlinearity, unroll
-    if resets is not None:
-        raise ValueError(
-            "impl='cudnn' cannot take resets (cuDNN's kernel has no input to restart the "
-            "carry inside a sequence); use impl='fused'"
-        )
-    check_cudnn(rec, w, x, states, remat=remat, real=lstm_fn is None)
+    # A direct call (not through the stack) is checked against the table here too.
+    if seg.resets is not None:
+        raise ValueError(CUDNN_REFUSALS["resets"])
+    if plan.remat is not None:
+        raise ValueError(CUDNN_REFUSALS["remat"])
+    if not serves_cudnn(plan.rec):
+        raise ValueError(CUDNN_KIND_REFUSAL.format(kind=plan.rec.display_name))
+    mask = seg.mask
+    check_cudnn(w, x, states, real=lstm_fn is None)
     fn = jrnn.lstm if lstm_fn is None else lstm_fn
     T, N, I = x.shape
     D = w["weight_ih"].shape[0]

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -61,14 +61,14 @@ from jaxseq.fused_ops import (
     bmm,
     bmm_rows,
     contract_tn,
-    direction_resets,
     grad_inputs,
     prev_h,
     to_steps,
     with_transposed_jvp,
     zero_invalid,
 )
-from jaxseq.recurrences import Recurrence, get
+from jaxseq.layer import Plan, Segments, StepMasks
+from jaxseq.recurrences import Fused, Recurrence, get
 
 Array = jax.Array
 Projection = Literal["loop", "hoisted"]
@@ -88,46 +88,65 @@ def default_projection(kind: str | Recurrence) -> Projection:
     >>> default_projection("rnn")
     'hoisted'
     """
-    rec = get(kind)
-    return rec.cpu_projection if jax.default_backend() == "cpu" else "hoisted"
+    fast = _pieces(get(kind))
+    return fast.cpu_projection if jax.default_backend() == "cpu" else "hoisted"
+
+
+def _pieces(rec: Recurrence) -> Fused:
+    if not isinstance(rec.fast, Fused):
+        raise ValueError(f"{rec.display_name} has no fused pieces (Recurrence.fast is not Fused)")
+    return rec.fast
+
+
+class _Ctx(NamedTuple):
+    """What the scans read besides the inputs and the carry, step order, not differentiated:
+    ``valid`` (T, D, N, 1) bool; ``restart`` (T, D, N, 1) bool or None; ``h_mask`` (D, N,
+    H_out) or None (recurrent dropout); ``zoneout`` one (T, D, N, size) array per state or
+    None; ``reset_carry`` the carry restarted steps begin from (set inside the custom
+    derivative, where it is a differentiated argument of its own)."""
+
+    valid: Array
+    restart: Array | None = None
+    h_mask: Array | None = None
+    zoneout: tuple[Array, ...] | None = None
+    reset_carry: Any = None
+
+
+class _Saved(NamedTuple):
+    """The forward's residuals for the backward."""
+
+    w: dict[str, Any]
+    inputs: Array
+    res: tuple[Any, Any]  # the kind's (scan_res, post_res)
+    ys: Array  # (T, D, N, H_out), step order
+    h0: Array  # (D, N, H_out)
+    h_reset: Array | None
+    ctx: _Ctx
 
 
 # --------------------------------------------------------------------------- forward
 
 
-def _forward(
-    rec: Recurrence,
-    nonlinearity,
-    unroll,
-    w,
-    inputs,
-    valid,
-    carry,
-    keep_res,
-    resets,
-    reset_carry,
-    aux,
-):
+def _forward(plan: Plan, w, inputs, carry, ctx: _Ctx, keep_res: bool):
+    rec, fast = plan.rec, _pieces(plan.rec)
     loop = w.get("w_ih_t") is not None
     # The carry's dtype: the matmuls' operands are in the weights' (compute) dtype and
     # their products accumulate in this one (the same dtype unless mixed precision).
-    cd = rec.states(carry)[0].dtype
-    if loop and rec.additive:
+    cd = plan.carry_dtype
+    if loop and fast.additive:
         # Projection in the loop: one (N, I + H_out) x (I + H_out, G*H) matmul per step.
         b = [b for b in (w["b_ih"], w["b_hh"]) if b is not None]
         w_cat = jnp.concatenate([w["w_ih_t"], w["w_hh_t"]], axis=1)
         b_cat = bias(functools.reduce(jnp.add, b)) if b else None
 
-    h_mask = aux.get("h_mask") if aux else None
-
     def body(c, inp):
-        xg, v, z = inp[0], inp[1], inp[3]
-        if resets is not None:  # a new segment: the step starts from the initial carry
-            c = jax.tree.map(lambda a, a0: jnp.where(inp[2], a0, a), c, reset_carry)
+        xg, v, r, z = inp
+        if r is not None:  # a new segment: the step starts from the reset carry
+            c = jax.tree.map(lambda a, a0: jnp.where(r, a0, a), c, ctx.reset_carry)
         h = rec.states(c)[0]
-        if h_mask is not None:  # recurrent dropout: on the h that meets W_hh only
-            h = h * h_mask
-        if loop and rec.additive:
+        if ctx.h_mask is not None:  # recurrent dropout: on the h that meets W_hh only
+            h = h * ctx.h_mask
+        if loop and fast.additive:
             gx = bmm(jnp.concatenate([xg, h.astype(xg.dtype)], axis=-1), w_cat, cd)
             gx = gx if b_cat is None else gx + b_cat
             gh = None
@@ -138,7 +157,7 @@ def _forward(
                 gx = gx if w["b_ih"] is None else gx + bias(w["b_ih"])
             gh = bmm(h, w["w_hh_t"], cd)
             gh = gh if w["b_hh"] is None else gh + bias(w["b_hh"])
-        c_new, y, res = rec.forward(w, c, gx, gh, v, nonlinearity)
+        c_new, y, res = fast.forward(w, c, gx, gh, v)
         if z is not None:  # zoneout: each unit keeps its previous value with weight z
             zoned = tuple(
                 zk * p + (1 - zk) * n
@@ -147,60 +166,67 @@ def _forward(
             c_new, y = rec.carry(zoned), zero_invalid(v, zoned[0])
         return c_new, ((y, res) if keep_res else y)
 
-    zoneout = aux.get("zoneout") if aux else None
-    return jax.lax.scan(body, carry, (inputs, valid, resets, zoneout), unroll=unroll)
+    xs = (inputs, ctx.valid, ctx.restart, ctx.zoneout)
+    return jax.lax.scan(body, carry, xs, unroll=plan.unroll)
+
+
+def _masked_recurrence(plan: Plan, w, inputs, carry, reset_carry, ctx: _Ctx):
+    """The masked recurrence: (final carry, ys (T, D, N, H_out)), step order. Where
+    ``ctx.restart`` is True the step starts from ``reset_carry``."""
+    return _forward(plan, w, inputs, carry, ctx._replace(reset_carry=reset_carry), False)
+
+
+def _recurrence_fwd(plan: Plan, w, inputs, carry, reset_carry, ctx: _Ctx):
+    ctx = ctx._replace(reset_carry=reset_carry)
+    final, (ys, res) = _forward(plan, w, inputs, carry, ctx, True)
+    states = plan.rec.states
+    h_reset = None if reset_carry is None else states(reset_carry)[0]
+    return (final, ys), _Saved(w, inputs, res, ys, states(carry)[0], h_reset, ctx)
 
 
 # --------------------------------------------------------------------------- backward
 
 
-def _recurrence_fwd(rec, nonlinearity, unroll, w, inputs, valid, carry, resets, reset_carry, aux):
-    final, (ys, res) = _forward(
-        rec, nonlinearity, unroll, w, inputs, valid, carry, True, resets, reset_carry, aux
-    )
-    h_reset = None if resets is None else rec.states(reset_carry)[0]
-    saved = (w, inputs, valid, res, ys, rec.states(carry)[0], resets, h_reset, aux)
-    return (final, ys), saved
-
-
-def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts, in_place_ok=True):
-    """The backward scan (the kind's step), then every weight gradient as one matmul."""
-    w, inputs, valid, (scan_res, post_res), ys, h0, resets, h_reset, aux = saved
-    h_mask = aux.get("h_mask") if aux else None
-    zoneout = aux.get("zoneout") if aux else None
+def _scan_back(plan: Plan, saved: _Saved, cts, in_place_ok: bool = True):
+    """The backward scan (the kind's backward step per step): ``(emitted, scan_res with
+    the stacked hmat arguments in its dgh_field, d_carry0, d_reset)``."""
+    rec, fast, ctx = plan.rec, _pieces(plan.rec), saved.ctx
+    scan_res: Any = saved.res[0]  # the kind's residuals (a NamedTuple with dgh_field)
     d_final, dys = cts
     # (D, G*H, H_out); the backward runs in the carry's dtype.
-    w_hh = jnp.swapaxes(w["w_hh_t"], 1, 2).astype(dys.dtype)
-    dys = jnp.where(valid, dys, jnp.zeros_like(dys))
+    w_hh = jnp.swapaxes(saved.w["w_hh_t"], 1, 2).astype(dys.dtype)
+    dys = jnp.where(ctx.valid, dys, jnp.zeros_like(dys))
+    h_mask, field, T = ctx.h_mask, fast.dgh_field or "", dys.shape[0]
 
-    slot = rec.dgh_slot
-    T = dys.shape[0]
-    # The saved coefficient array scan_res[slot] is the scan's carry, not one of its
+    def masked(dh: Array) -> Array:  # recurrent dropout: dh of the h that met W_hh
+        return dh if h_mask is None else dh * h_mask
+
+    # The saved coefficient array in scan_res's dgh_field is the scan's carry, not one of its
     # inputs: step t reads its slot t, then hmat writes the gate gradient dG_t over that
     # slot (dead after this step) and the matmul reads it back from there. So the stacked
     # gate gradients need no buffer of their own (a (T, D, N, G*H) array), and the
-    # weight-gradient matmuls below find them in scan_res[slot]. With unroll > 1, XLA
-    # copied the whole carried array at every step instead of updating it in place, so
-    # there the gate gradients come out of the scan as a stacked output.
-    in_place = slot is not None and unroll == 1 and in_place_ok
-    # The scan's inputs: every saved array but the carried one.
-    scanned = scan_res[:slot] + scan_res[slot + 1 :] if in_place else scan_res
+    # weight-gradient matmuls find them in that field. With unroll > 1, XLA copied
+    # the whole carried array at every step instead of updating it in place, so there
+    # the gate gradients come out of the scan as a stacked output.
+    in_place = bool(field) and plan.unroll == 1 and in_place_ok
+    # The scan's inputs: every saved array but the carried one (None in its place).
+    scanned = scan_res._replace(**{field: None}) if in_place else scan_res
 
     def body(carry, inp):
         dcarry, buf = carry
         dy, res_t, t, r, z = inp
-        box = {}
+        written = []  # what this step's hmat wrote: the updated buffer, or dG itself
         if in_place:
-            res_t = res_t[:slot] + (buf[t],) + res_t[slot:]
+            res_t = res_t._replace(**{field: buf[t]})
 
             def hmat(dG: Array) -> Array:
-                box["buf"] = buf.at[t].set(dG)
-                return masked(bmm_rows(box["buf"][t], w_hh))
+                written.append(buf.at[t].set(dG))
+                return masked(bmm_rows(written[0][t], w_hh))
 
         else:
 
             def hmat(dG: Array) -> Array:
-                box["dG"] = dG
+                written.append(dG)
                 return masked(bmm_rows(dG, w_hh))
 
         if z is not None:  # zoneout: the kept share skips the step
@@ -210,40 +236,41 @@ def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts, in_place_ok=True):
             )
             dcarry = rec.carry(tuple(d * (1 - zk) for d, zk in zip(ds, z, strict=True)))
             dy = dy * (1 - z[0])
-        dcarry, emitted = rec.backward(w, dcarry, dy, res_t, hmat)
+        dcarry, emitted = fast.backward(saved.w, dcarry, dy, res_t, hmat)
         if z is not None:
             dcarry = rec.carry(tuple(a + b for a, b in zip(rec.states(dcarry), kept, strict=True)))
         to_reset: Any = ()
-        if resets is not None:
-            # Where the step restarted, its carry gradient goes to the initial carry, and
+        if r is not None:
+            # Where the step restarted, its carry gradient goes to the reset carry, and
             # nothing flows to the previous step.
             to_reset = jax.tree.map(lambda d: jnp.where(r, d, jnp.zeros_like(d)), dcarry)
             dcarry = jax.tree.map(lambda d: jnp.where(r, jnp.zeros_like(d), d), dcarry)
-        dG = box.get("dG", ()) if slot is not None else ()  # without a slot: not stacked
-        return (dcarry, box.get("buf", buf)), (emitted, dG, to_reset)
+        new_buf = written[0] if in_place else buf
+        dG = written[0] if field and not in_place else ()  # no field: not kept
+        return (dcarry, new_buf), (emitted, dG, to_reset)
 
-    def masked(dh: Array) -> Array:  # recurrent dropout: dh of the h that met W_hh
-        return dh if h_mask is None else dh * h_mask
-
-    xs = (dys, scanned, jnp.arange(T), resets, zoneout)
-    init_buf = scan_res[slot] if in_place else jnp.zeros((), dys.dtype)
+    xs = (dys, scanned, jnp.arange(T), ctx.restart, ctx.zoneout)
+    init_buf = getattr(scan_res, field) if in_place else jnp.zeros((), dys.dtype)
     (d_carry0, buf), (emitted, dG_stacked, to_reset) = jax.lax.scan(
-        body, (d_final, init_buf), xs, reverse=True, unroll=unroll
+        body, (d_final, init_buf), xs, reverse=True, unroll=plan.unroll
     )
-    d_reset = None if resets is None else jax.tree.map(lambda a: jnp.sum(a, axis=0), to_reset)
-    if slot is not None:
-        stacked = buf if in_place else dG_stacked
-        scan_res = scan_res[:slot] + (stacked,) + scan_res[slot + 1 :]
-    dgx, dgh, extra = rec.gate_grads(emitted, scan_res, post_res, w)
+    d_reset = None if ctx.restart is None else jax.tree.map(lambda a: jnp.sum(a, axis=0), to_reset)
+    if field:
+        scan_res = scan_res._replace(**{field: buf if in_place else dG_stacked})
+    return emitted, scan_res, d_carry0, d_reset
 
-    # The weight gradients: one big matmul each, contracting over time and batch.
+
+def _weight_grads(saved: _Saved, dgx: Array, dgh: Array, extra: dict[str, Array]):
+    """Every weight gradient as one matmul over time and batch, and the inputs' gradient."""
+    w, inputs, ctx = saved.w, saved.inputs, saved.ctx
     dw: dict[str, Any] = {k: None for k in w}
     dw.update(extra)
-    h_prev = prev_h(ys, valid, h0)
-    if resets is not None:
-        h_prev = jnp.where(resets, h_reset[None].astype(h_prev.dtype), h_prev)
-    if h_mask is not None:
-        h_prev = h_prev * h_mask[None].astype(h_prev.dtype)
+    h_prev = prev_h(saved.ys, ctx.valid, saved.h0)
+    if ctx.restart is not None:
+        assert saved.h_reset is not None  # saved whenever there are restarts
+        h_prev = jnp.where(ctx.restart, saved.h_reset[None].astype(h_prev.dtype), h_prev)
+    if ctx.h_mask is not None:
+        h_prev = h_prev * ctx.h_mask[None].astype(h_prev.dtype)
     if w.get("w_ih_t") is not None:
         # Projection done in the loop: its gradients too. Where the projection and the
         # recurrence share dG (additive kinds), [x, h_prev]^T dG is a single matmul.
@@ -265,38 +292,35 @@ def _recurrence_bwd(rec, nonlinearity, unroll, saved, cts, in_place_ok=True):
         dw["b_hh"] = jnp.sum(dgh, axis=(0, 2))
     # Each weight's gradient in the weight's own dtype (mixed precision: the compute dtype).
     dw = {k: None if g is None else g.astype(w[k].dtype) for k, g in dw.items()}
-    return dw, d_inputs, None, d_carry0, None, d_reset, None
+    return dw, d_inputs
 
 
-def _masked_recurrence(
-    rec, nonlinearity, unroll, w, inputs, valid, carry, resets, reset_carry, aux
-):
-    """The masked recurrence: (final carry, ys (T, D, N, H_out)), step order. ``resets``
-    (T, D, N, 1) step order or None: where True the step starts from ``reset_carry``.
-    ``aux``: None or the regularisers' masks (not differentiated): ``"h_mask"`` (D, N,
-    H_out) on the h entering ``W_hh``, ``"zoneout"`` one (T, D, N, size) array per state,
-    step order."""
-    return _forward(
-        rec, nonlinearity, unroll, w, inputs, valid, carry, False, resets, reset_carry, aux
-    )
+def _recurrence_bwd(plan: Plan, saved: _Saved, cts, in_place_ok: bool = True):
+    """The backward scan, then every weight gradient as one matmul."""
+    emitted, scan_res, d_carry0, d_reset = _scan_back(plan, saved, cts, in_place_ok)
+    dgx, dgh, extra = _pieces(plan.rec).gate_grads(emitted, scan_res, saved.res[1], saved.w)
+    dw, d_inputs = _weight_grads(saved, dgx, dgh, extra)
+    return dw, d_inputs, d_carry0, d_reset, None
 
 
-def _linear_backward(rec, nonlinearity, unroll, saved, cts):
+def _linear_backward(plan: Plan, saved: _Saved, cts):
     # The in-place write of the gate gradients over a saved coefficient array makes the
     # carried buffer hold constants as well as cotangents: not a linear program, so the
     # backward that forward mode transposes stacks them as a scan output instead.
-    return _recurrence_bwd(rec, nonlinearity, unroll, saved, cts, in_place_ok=False)
+    return _recurrence_bwd(plan, saved, cts, in_place_ok=False)
 
 
 #: The masked recurrence with its hand-written backward scan for reverse mode and that
-#: backward's transpose for forward mode (:func:`jaxseq.fused_ops.with_transposed_jvp`).
+#: backward's transpose for forward mode (:func:`jaxseq.fused_ops.with_transposed_jvp`):
+#: ``_recurrence(plan, w, inputs, carry, reset_carry, ctx)``, differentiated in ``w``,
+#: ``inputs``, ``carry`` and ``reset_carry``.
 _recurrence = with_transposed_jvp(
     _masked_recurrence,
     _recurrence_fwd,
     _recurrence_bwd,
-    nondiff_argnums=(0, 1, 2),
+    nondiff_argnums=(0,),
     linear_bwd=_linear_backward,
-    nograd_argnums=(9,),
+    nograd_argnums=(5,),
 )
 
 
@@ -315,156 +339,162 @@ def _project(x_steps: Array, w_ih_t: Array, b_ih: Array | None, out_dtype: Any) 
 
 
 def fused_layer(
-    kind: str | Recurrence,
+    plan: Plan,
     w: Mapping[str, Array],
     x: Array,
     states: tuple[Array, ...],
-    mask: Array | None,
-    /,
-    *,
-    nonlinearity: str = "tanh",
-    unroll: int = 1,
-    remat: int | None = None,
-    project: Projection | None = None,
-    resets: Array | None = None,
-    reset_states: tuple[Array, ...] | None = None,
-    hidden_mask: Array | None = None,
-    zoneout: tuple[Array, ...] | None = None,
+    seg: Segments,
+    masks: StepMasks,
 ) -> tuple[Array, tuple[Array, ...]]:
-    """One layer, all directions, fused (see the module docstring). A :class:`LayerImpl`.
+    """One layer, all directions, fused (see the module docstring): a :class:`~jaxseq.layer.LayerFn`.
 
     Args:
-      kind: a registered kind name or a :class:`~jaxseq.recurrences.Recurrence`.
+      plan: the kind (bound), ``unroll``, ``remat`` (None, or a chunk length K: store only
+        every K-th carry and recompute inside each chunk on the backward pass),
+        ``project`` (``"hoisted"``, ``"loop"``, None: :func:`default_projection`) and the
+        carry dtype (:class:`~jaxseq.layer.Plan`).
       w: the layer's torch-named weights stacked by direction: ``weight_ih`` (D, G*H, I),
         ``weight_hh`` (D, G*H, H_out), optional ``bias_ih``/``bias_hh`` (D, G*H),
-        optional ``weight_hr`` (D, H_out, H).
+        optional ``weight_hr`` (D, H_out, H), and the kind's extra parameters (D, ...).
       x: (T, N, I) time-major input.
       states: the initial states, each (D, N, ...): ``(h0,)``, or ``(h0, c0)`` for the LSTM.
-      mask: (T, N) bool, True at valid steps, or None (all valid).
-      nonlinearity: for kinds that take one (the Elman RNN: ``"tanh"`` or ``"relu"``).
-      unroll: ``jax.lax.scan`` unroll of the forward and backward scans.
-      remat: None, or a chunk length K: store only every K-th carry and recompute
-        inside each chunk on the backward pass.
-      project: where the input projection happens, ``"hoisted"`` or ``"loop"``;
-        None: :func:`default_projection`.
-      resets: optional (T, N) bool, True where a new segment of a row starts: each
-        direction restarts from ``states`` there (:func:`jaxseq.scan.reset_flags`), in the
-        forward scan and in the custom backward, whose carried gradient at a restart
-        goes to the initial states.
-      reset_states: with ``resets``, the states the restarted segments begin from, each
-        (D, N, ...) (default ``states``).
-      hidden_mask: recurrent dropout, (D, N, H_out): multiplies the h that enters the
-        ``W_hh`` matmul (only there), in the forward scan and the custom backward.
-      zoneout: one (T, D, N, size) array per state, time order, values in [0, 1]: after
-        a valid step the state is ``z * previous + (1 - z) * new`` and the output the
-        zoned h (Krueger et al. 2016).
+      seg: the mask (T, N) of valid steps, and with resets each direction's restart
+        flags (T, D, N, 1) and the states restarted segments begin from (default
+        ``states``), in the forward scan and in the custom backward, whose carried
+        gradient at a restart goes to those states (:class:`~jaxseq.layer.Segments`).
+      masks: recurrent dropout ``hidden`` (D, N, H_out), multiplying the h that enters
+        the ``W_hh`` matmul (only there); ``zoneout`` one (T, D, N, size) array per state,
+        time order, values in [0, 1]: after a valid step the state is ``z * previous +
+        (1 - z) * new`` and the output the zoned h (Krueger et al. 2016).
 
     Returns:
       ``(out, finals)``: out (T, N, D*H_out), forward direction first; finals the final
       states, each (D, N, ...).
 
     >>> import jax, jax.numpy as jnp
+    >>> from jaxseq.layer import Plan, Segments, StepMasks
     >>> from jaxseq.params import init_lstm
+    >>> from jaxseq.recurrences import get
     >>> p = init_lstm(jax.random.key(0), 3, 4)
     >>> w = {k[:-3]: v[None] for k, v in p.items()}           # D = 1
     >>> h0 = c0 = jnp.zeros((1, 2, 4), jnp.float32)
     >>> x = jnp.ones((5, 2, 3), jnp.float32)
     >>> mask = jnp.arange(5)[:, None] < jnp.array([5, 2])[None, :]   # (T, N)
-    >>> out, (h, c) = fused_layer("lstm", w, x, (h0, c0), mask)
+    >>> plan = Plan(get("lstm"), carry_dtype=jnp.float32)
+    >>> out, (h, c) = fused_layer(plan, w, x, (h0, c0), Segments(mask), StepMasks())
     >>> out.shape, bool((out[2:, 1] == 0).all()), bool((h[0, 1] == out[1, 1]).all())
     ((5, 2, 4), True, True)
     """
-    rec = get(kind)
-    T, N = x.shape[0], x.shape[1]
-    w_ih = w["weight_ih"]  # (D, G*H, I)
-    D = w_ih.shape[0]
-    b_ih = w.get("bias_ih")
-    fw: dict[str, Any] = {
-        "w_hh_t": jnp.swapaxes(w["weight_hh"], 1, 2),  # (D, H_out, G*H)
-        "b_hh": w.get("bias_hh"),
-        "w_hr": w.get("weight_hr"),
-    }
+    rec = plan.rec
+    cd = states[0].dtype if plan.carry_dtype is None else jnp.dtype(plan.carry_dtype)
+    plan = plan.with_(carry_dtype=cd)
+    fw, b_ih = _fused_weights(w, cd)
     carry = rec.carry(tuple(states))
-    cd = states[0].dtype  # the carry's dtype (the compute dtype unless mixed precision)
-    if b_ih is not None:
-        b_ih = b_ih.astype(cd)
-    fw["b_hh"] = None if fw["b_hh"] is None else fw["b_hh"].astype(cd)
-    # A kind's extra parameters (Recurrence.extra_params, e.g. layer-norm gains), (D, K)
-    # each, reach its pieces under their base names, in the carry's dtype.
-    fw |= {k: v.astype(cd) for k, v in w.items() if k not in _TORCH_NAMES}
-
-    Tp = T if remat is None else -(-T // int(remat)) * int(remat)
-    if mask is None and Tp == T:
-        valid = jnp.ones((T, D, N, 1), dtype=bool)
-    else:
-        m = jnp.ones((T, N), dtype=bool) if mask is None else mask
-        if Tp != T:  # steps past T (remat padding) are invalid
-            m = jnp.concatenate([m, jnp.zeros((Tp - T, N), dtype=bool)], axis=0)
-        valid = to_steps(jnp.broadcast_to(m[:, None], (Tp, D, N)))[..., None]
-
-    flags = None
-    if resets is not None:
-        flags = direction_resets(resets, mask, D)[..., 0]  # (T, D, N)
-        if Tp != T:
-            flags = jnp.concatenate([flags, jnp.zeros((Tp - T, D, N), dtype=bool)], axis=0)
-        flags = to_steps(flags)[..., None]
+    T, N, D = x.shape[0], x.shape[1], w["weight_ih"].shape[0]
+    Tp = T if plan.remat is None else -(-T // int(plan.remat)) * int(plan.remat)
+    ctx = _step_context(seg, masks, (T, Tp, N, D), cd)
     reset_carry = None
-    if resets is not None:
-        reset_carry = carry if reset_states is None else rec.carry(tuple(reset_states))
-    zones = None
-    if zoneout is not None:
-        zones = tuple(z.astype(cd) for z in zoneout)
-        if Tp != T:  # (time order, like the mask: to_steps runs over the padded length)
-            zones = tuple(
-                jnp.concatenate([z, jnp.zeros((Tp - T,) + z.shape[1:], cd)], axis=0) for z in zones
-            )
-        zones = tuple(to_steps(z) for z in zones)
-    h_mask = None if hidden_mask is None else hidden_mask.astype(cd)
-    aux = None
-    if h_mask is not None or zones is not None:
-        aux = {"h_mask": h_mask, "zoneout": zones}
+    if seg.restart is not None:
+        rs = seg.reset_states
+        reset_carry = carry if rs is None else rec.carry(tuple(s.astype(cd) for s in rs))
 
-    if project is None:
-        project = default_projection(rec)
+    project = plan.project if plan.project is not None else default_projection(rec)
     if project not in ("loop", "hoisted"):
         raise ValueError(f"project must be 'loop', 'hoisted' or None, got {project!r}")
     if project == "loop":
-        fw["w_ih_t"] = jnp.swapaxes(w_ih, 1, 2)  # (D, I, G*H)
+        fw["w_ih_t"] = jnp.swapaxes(w["weight_ih"], 1, 2)  # (D, I, G*H)
         fw["b_ih"] = b_ih
-    run = functools.partial(_recurrence, rec, nonlinearity, unroll, fw)
-    if remat is None and project == "loop":
-        x_steps = to_steps(jnp.broadcast_to(x[:, None], (T, D) + x.shape[1:]))
-        final, ys = run(x_steps, valid, carry, flags, reset_carry, aux)
-    elif remat is None:
-        # One (T*N, I) x (I, D*G*H) matmul for every step and both directions (a dot over
-        # (T, N, I), not a reshape to T*N rows, so that a sharded batch stays sharded).
-        GH = w_ih.shape[1]
-        w_all = jnp.concatenate(list(w_ih), axis=0).T  # (I, D*G*H)
-        gx = jax.lax.dot_general(x, w_all, (((2,), (0,)), ((), ())), preferred_element_type=cd)
-        gx = gx.reshape(T, N, D, GH).transpose(0, 2, 1, 3)
-        if b_ih is not None:
-            gx = gx + b_ih.reshape(1, D, 1, GH)
-        final, ys = run(to_steps(gx), valid, carry, flags, reset_carry, aux)
+
+    def run(inputs: Array, c: Any, ctx: _Ctx) -> tuple[Any, Array]:
+        return _recurrence(plan, fw, inputs, c, reset_carry, ctx)
+
+    if plan.remat is None and project == "loop":
+        final, ys = run(to_steps(jnp.broadcast_to(x[:, None], (T, D) + x.shape[1:])), carry, ctx)
+    elif plan.remat is None:
+        final, ys = run(to_steps(_hoisted_projection(x, w["weight_ih"], b_ih, cd)), carry, ctx)
     else:
-        if Tp != T:
+        if Tp != T:  # steps past T are invalid (ctx.valid): zeros
             x = jnp.concatenate([x, jnp.zeros((Tp - T,) + x.shape[1:], x.dtype)], axis=0)
         x_steps = to_steps(jnp.broadcast_to(x[:, None], (Tp, D) + x.shape[1:]))
-        w_ih_t = jnp.swapaxes(w_ih, 1, 2)  # (D, I, G*H)
-        K = int(remat)
-        xs = x_steps.reshape((Tp // K, K) + x_steps.shape[1:])
-        vs = valid.reshape((Tp // K, K) + valid.shape[1:])
-        rs = None if flags is None else flags.reshape((Tp // K, K) + flags.shape[1:])
-        zs = None if zones is None else tuple(z.reshape((Tp // K, K) + z.shape[1:]) for z in zones)
-
-        @functools.partial(jax.checkpoint, prevent_cse=False)
-        def chunk(c, inp):
-            xc, vc, rc, zc = inp
-            gc = xc if project == "loop" else _project(xc, w_ih_t, b_ih, cd)
-            ac = None if aux is None else {"h_mask": h_mask, "zoneout": zc}
-            return run(gc, vc, c, rc, reset_carry, ac)
-
-        final, ys = jax.lax.scan(chunk, carry, (xs, vs, rs, zs))
-        ys = ys.reshape((Tp,) + ys.shape[2:])
+        if project == "loop":
+            proj = None
+        else:
+            proj = functools.partial(
+                _project, w_ih_t=jnp.swapaxes(w["weight_ih"], 1, 2), b_ih=b_ih, out_dtype=cd
+            )
+        final, ys = _remat_chunks(int(plan.remat), run, proj, x_steps, carry, ctx)
     ys = to_steps(ys)[:T]  # (T, D, N, H_out), time order
     out = ys.transpose(0, 2, 1, 3).reshape(T, N, D * ys.shape[-1]).astype(x.dtype)
     return out, rec.states(final)
+
+
+def _fused_weights(w: Mapping[str, Array], cd: Any) -> tuple[dict[str, Any], Array | None]:
+    """The weights in the fused layout: ``(fw, b_ih)``; biases and a kind's extra
+    parameters (Recurrence.extra_params, e.g. layer-norm gains, (D, K) each, reaching its
+    pieces under their base names) in the carry's dtype ``cd``."""
+    b_ih = w.get("bias_ih")
+    b_hh = w.get("bias_hh")
+    fw: dict[str, Any] = {
+        "w_hh_t": jnp.swapaxes(w["weight_hh"], 1, 2),  # (D, H_out, G*H)
+        "b_hh": None if b_hh is None else b_hh.astype(cd),
+        "w_hr": w.get("weight_hr"),
+    }
+    fw |= {k: v.astype(cd) for k, v in w.items() if k not in _TORCH_NAMES}
+    return fw, None if b_ih is None else b_ih.astype(cd)
+
+
+def _step_context(seg: Segments, masks: StepMasks, dims: tuple[int, ...], cd: Any) -> _Ctx:
+    """The scans' context in step order, padded with invalid steps to ``Tp`` (remat);
+    ``dims`` is ``(T, Tp, N, D)``."""
+    T, Tp, N, D = dims
+
+    def padded(a: Array) -> Array:  # time order, (T, ...) -> (Tp, ...), zeros after T
+        if Tp == T:
+            return a
+        return jnp.concatenate([a, jnp.zeros((Tp - T,) + a.shape[1:], a.dtype)], axis=0)
+
+    if seg.mask is None and Tp == T:
+        valid = jnp.ones((T, D, N, 1), dtype=bool)
+    else:
+        m = jnp.ones((T, N), dtype=bool) if seg.mask is None else seg.mask
+        valid = to_steps(jnp.broadcast_to(padded(m)[:, None], (Tp, D, N)))[..., None]
+    restart = None if seg.restart is None else to_steps(padded(seg.restart))
+    zones = None
+    if masks.zoneout is not None:
+        zones = tuple(to_steps(padded(z.astype(cd))) for z in masks.zoneout)
+    h_mask = None if masks.hidden is None else masks.hidden.astype(cd)
+    return _Ctx(valid, restart, h_mask, zones)
+
+
+def _hoisted_projection(x: Array, w_ih: Array, b_ih: Array | None, cd: Any) -> Array:
+    """One (T*N, I) x (I, D*G*H) matmul for every step and both directions -> (T, D, N,
+    G*H) (a dot over (T, N, I), not a reshape to T*N rows, so that a sharded batch stays
+    sharded)."""
+    T, N = x.shape[0], x.shape[1]
+    D, GH = w_ih.shape[0], w_ih.shape[1]
+    w_all = jnp.concatenate(list(w_ih), axis=0).T  # (I, D*G*H)
+    gx = jax.lax.dot_general(x, w_all, (((2,), (0,)), ((), ())), preferred_element_type=cd)
+    gx = gx.reshape(T, N, D, GH).transpose(0, 2, 1, 3)
+    return gx if b_ih is None else gx + b_ih.reshape(1, D, 1, GH)
+
+
+def _remat_chunks(K: int, run, proj, x_steps: Array, carry: Any, ctx: _Ctx):
+    """A scan over chunks of K steps, each under ``jax.checkpoint`` with its input
+    projection ``proj`` (None: in the loop): only the carries at chunk boundaries are
+    stored. ``x_steps`` (Tp, D, N, I), step order, Tp a multiple of K."""
+    Tp = x_steps.shape[0]
+
+    def chunks(a: Any) -> Any:
+        return None if a is None else a.reshape((Tp // K, K) + a.shape[1:])
+
+    zs = None if ctx.zoneout is None else tuple(chunks(z) for z in ctx.zoneout)
+    xs = (chunks(x_steps), chunks(ctx.valid), chunks(ctx.restart), zs)
+
+    @functools.partial(jax.checkpoint, prevent_cse=False)
+    def chunk(c, inp):
+        xc, vc, rc, zc = inp
+        gc = xc if proj is None else proj(xc)
+        return run(gc, c, ctx._replace(valid=vc, restart=rc, zoneout=zc))
+
+    final, ys = jax.lax.scan(chunk, carry, xs)
+    return final, ys.reshape((Tp,) + ys.shape[2:])

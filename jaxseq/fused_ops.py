@@ -148,7 +148,7 @@ def prev_h(ys: Array, valid: Array, h0: Array) -> Array:
 # mode by JAX transposing its tangent map, which loses what a hand-written backward scan
 # does that a transposed program does not (the gate gradients written in place over a
 # saved array, the weight gradients as single matmuls on the stacked arrays): the
-# training step measured 1.1-1.9x slower that way. So the tangent map is one primitive
+# training step measured slower that way. So the tangent map is one primitive
 # whose evaluation is the transpose of the backward pass (``jax.linear_transpose``) and
 # whose transpose rule is the backward pass itself: forward mode runs the former,
 # reverse mode the latter, unchanged. Its JVP and batching rules evaluate the same map

@@ -1,7 +1,9 @@
-"""Layer implementations: one layer, all directions, behind one contract (:class:`LayerImpl`).
+"""Layer implementations: one layer, all directions, behind one contract, and the table of them.
 
 The stack (:mod:`jaxseq.stack`) stacks each layer's weights by direction once and builds
-one (T, N) mask once, then calls the chosen implementation. All of them compute the
+the segment context once (:mod:`jaxseq.layer`), then calls the chosen implementation as
+``fn(plan, w, x, states, seg, masks)``. :data:`IMPLS` declares each implementation once,
+with the kinds it serves and the features it supports. All of them compute the
 same thing (the tests hold each against ``"reference"``):
 
 * ``"fused"``, the default: :func:`jaxseq.fused.fused_layer` — directions fused in one
@@ -31,106 +33,73 @@ the accelerator choice follows the log-depth argument.
 
 A gated kind without fused pieces (one registered with only its reference step) takes
 ``"unfused"`` and ``"reference"``, and ``"fused"`` as a name for ``"unfused"``
-(:data:`UNFUSED_IMPLS`).
+(the table's last family).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from jaxseq.cudnn import cudnn_layer
+from jaxseq.cudnn import CUDNN_KIND_REFUSAL, CUDNN_REFUSALS, cudnn_layer, serves_cudnn
 from jaxseq.fused import fused_layer
-from jaxseq.fused_ops import direction_resets, to_steps
+from jaxseq.fused_ops import to_steps
+from jaxseq.layer import (
+    FEATURES,
+    LayerImpl,
+    Plan,
+    Segments,
+    StepMasks,
+    gated,
+    linear,
+    plain,
+    serving,
+)
 from jaxseq.linear_scan import linear_recurrence
-from jaxseq.recurrences import Recurrence, input_projection, linear
+from jaxseq.recurrences import Linear, Recurrence, input_projection
+from jaxseq.recurrences import linear as linear_map
 from jaxseq.scan import masked_scan
-from jaxseq.validation import check_impl
 
 Array = jax.Array
 
 __all__ = [
-    "LayerImpl",
-    "LAYER_IMPLS",
-    "UNFUSED_IMPLS",
-    "REMAT_IMPLS",
-    "CHUNK_IMPLS",
+    "Impl",
+    "IMPLS",
     "impls_for",
-    "checked_impl",
     "reference_layer",
     "unfused_layer",
     "linear_layer",
 ]
 
 
-class LayerImpl(Protocol):
-    """One layer, all its directions.
-
-    Args:
-      rec: the recurrence definition.
-      w: torch-named weights stacked by direction (leading axis D):
-        ``weight_ih`` (D, G*H, I), ``weight_hh`` (D, G*H, H_out), optional ``bias_ih`` /
-        ``bias_hh`` (D, G*H), optional ``weight_hr`` (D, H_out, H).
-      x: (T, N, I) time-major input.
-      states: initial states, each (D, N, ...): ``(h0,)`` or ``(h0, c0)``.
-      mask: (T, N) bool, True at valid steps, or None (every step valid).
-      nonlinearity: for kinds that take one.
-      unroll: ``jax.lax.scan`` unroll.
-      remat: None or a chunk length (implementations in :data:`REMAT_IMPLS` only).
-      resets: optional (T, N) bool, True where a new segment of a row starts
-        (:func:`jaxseq.scan.reset_flags`); each direction restarts from its initial
-        state there. The stack passes it only when given, so an implementation without
-        the keyword serves every call without resets.
-      reset_states: with ``resets``, optional states the restarted segments begin from,
-        each (D, N, ...) (default ``states``; forward directions only).
-
-    The implementations in :data:`CHUNK_IMPLS` (linear kinds) also take ``chunk``.
-
-    Returns:
-      ``(out, finals)``: out (T, N, D*H_out), forward direction first, 0 where the mask is
-      False; finals the final states, each (D, N, ...).
-    """
-
-    def __call__(
-        self,
-        rec: Recurrence,
-        w: Mapping[str, Array],
-        x: Array,
-        states: tuple[Array, ...],
-        mask: Array | None,
-        /,
-        *,
-        nonlinearity: str,
-        unroll: int,
-        remat: int | None = None,
-        resets: Array | None = None,
-        reset_states: tuple[Array, ...] | None = None,
-    ) -> tuple[Array, tuple[Array, ...]]: ...
-
-
 def _per_direction(
-    rec: Recurrence,
+    plan: Plan,
     w: Mapping[str, Array],
     x_or_gx: Callable[[dict[str, Array]], Array],
     states: tuple[Array, ...],
-    mask: Array | None,
+    seg: Segments,
     cell: Callable[..., tuple[Any, Array]],
-    unroll: int,
-    resets: Array | None,
-    reset_states: tuple[Array, ...] | None,
 ) -> tuple[Array, tuple[Array, ...]]:
+    rec = plan.rec
     outs, finals = [], []
     for d in range(w["weight_ih"].shape[0]):
         p = {k: v[d] for k, v in w.items()}
         c0 = rec.carry(tuple(s[d] for s in states))
-        r0 = None if reset_states is None else rec.carry(tuple(s[d] for s in reset_states))
-        xd = x_or_gx(p)
+        rs = seg.reset_states
+        r0 = None if rs is None else rec.carry(tuple(s[d] for s in rs))
         c, ys = masked_scan(
-            cell, p, c0, xd, mask=mask, reverse=d == 1, unroll=unroll, resets=resets, reset_carry=r0
+            cell,
+            p,
+            c0,
+            x_or_gx(p),
+            mask=seg.mask,
+            reverse=d == 1,
+            unroll=plan.unroll,
+            resets=seg.resets,
+            reset_carry=r0,
         )
         outs.append(ys)
         finals.append(rec.states(c))
@@ -138,73 +107,56 @@ def _per_direction(
     return out.astype(w["weight_ih"].dtype), tuple(jnp.stack(f) for f in zip(*finals, strict=True))
 
 
-def _carry_dtype(x: Array, states: tuple[Array, ...]) -> Any:
+def _out_dtype(plan: Plan, x: Array) -> Any:
     """The dtype the input projection accumulates in: the carry's, where it differs from
     the compute dtype (mixed precision), else None (the plain product)."""
-    return None if states[0].dtype == x.dtype else states[0].dtype
+    cd = plan.carry_dtype
+    return None if cd is None or jnp.dtype(cd) == x.dtype else cd
 
 
 def reference_layer(
-    rec: Recurrence,
+    plan: Plan,
     w: Mapping[str, Array],
     x: Array,
     states: tuple[Array, ...],
-    mask: Array | None,
-    /,
-    *,
-    nonlinearity: str,
-    unroll: int,
-    remat: int | None = None,
-    resets: Array | None = None,
-    reset_states: tuple[Array, ...] | None = None,
+    seg: Segments,
+    masks: StepMasks,
 ) -> tuple[Array, tuple[Array, ...]]:
     """Slow, obviously correct: the whole cell (input matmul included) inside the scan."""
-    cell = rec.cell(nonlinearity, _carry_dtype(x, states))
-    return _per_direction(rec, w, lambda p: x, states, mask, cell, unroll, resets, reset_states)
+    cell = plan.rec.cell(_out_dtype(plan, x))
+    return _per_direction(plan, w, lambda p: x, states, seg, cell)
 
 
 def unfused_layer(
-    rec: Recurrence,
+    plan: Plan,
     w: Mapping[str, Array],
     x: Array,
     states: tuple[Array, ...],
-    mask: Array | None,
-    /,
-    *,
-    nonlinearity: str,
-    unroll: int,
-    remat: int | None = None,
-    resets: Array | None = None,
-    reset_states: tuple[Array, ...] | None = None,
+    seg: Segments,
+    masks: StepMasks,
 ) -> tuple[Array, tuple[Array, ...]]:
     """Input projection hoisted out of the scan: one (T*N, I) x (I, G*H) matmul per direction."""
-    od = _carry_dtype(x, states)
+    od = _out_dtype(plan, x)
     project = lambda p: input_projection(p, x, od)  # noqa: E731  (T, N, G*H)
-    step = rec.step_fn(nonlinearity)
-    return _per_direction(rec, w, project, states, mask, step, unroll, resets, reset_states)
+    return _per_direction(plan, w, project, states, seg, plan.rec.step)
 
 
 def linear_layer(
-    rec: Recurrence,
+    plan: Plan,
     w: Mapping[str, Array],
     x: Array,
     states: tuple[Array, ...],
-    mask: Array | None,
-    /,
-    *,
-    nonlinearity: str,
-    unroll: int,
-    method: str = "auto",
-    chunk: int | None = None,
-    resets: Array | None = None,
-    reset_states: tuple[Array, ...] | None = None,
+    seg: Segments,
+    masks: StepMasks,
 ) -> tuple[Array, tuple[Array, ...]]:
     """The fast path of a linear kind: ``h_t = a_t h_{t-1} + b_t`` over all steps at once.
 
-    ``method``: ``"auto"`` (``"sequential"`` on XLA's CPU backend, ``"parallel"``
-    elsewhere), ``"sequential"``, ``"parallel"`` or ``"chunked"`` (with ``chunk``).
+    ``plan.method``: ``"auto"`` (``"sequential"`` on XLA's CPU backend, ``"parallel"``
+    elsewhere), ``"sequential"``, ``"parallel"`` or ``"chunked"`` (with ``plan.chunk``).
     """
-    assert rec.coefficients is not None, "linear_layer serves linear kinds"
+    fast = plan.rec.fast
+    assert isinstance(fast, Linear), "linear_layer serves linear kinds"
+    method = plan.method
     if method == "auto":
         method = "sequential" if jax.default_backend() == "cpu" else "parallel"
     T, N = x.shape[0], x.shape[1]
@@ -212,25 +164,24 @@ def linear_layer(
     # One (T*N, I) x (I, D*G*H) matmul for both directions of the layer.
     b = w.get("bias_ih")
     b = None if b is None else b.reshape(-1)
-    gx = linear(x, w["weight_ih"].reshape(D * GH, -1), b, _carry_dtype(x, states))
+    gx = linear_map(x, w["weight_ih"].reshape(D * GH, -1), b, _out_dtype(plan, x))
     # (T, D, N, G*H); D = 1 needs no transpose (a new unit axis is free).
     gx = gx[:, None] if D == 1 else jnp.swapaxes(gx.reshape(T, N, D, GH), 1, 2)
-    a, bb = rec.coefficients(gx)  # (T, D, N, H) each
+    a, bb = fast.coefficients(gx)  # (T, D, N, H) each
     (h0,) = states
-    if resets is not None:
+    if seg.restart is not None:
         # A restart is the step h = a h0 + b from the initial state: a = 0, b = a h0 + b.
-        flags = direction_resets(resets, mask, D)  # (T, D, N, 1)
-        h_r = h0 if reset_states is None else reset_states[0]
-        bb = jnp.where(flags, a * h_r[None] + bb, bb)
-        a = jnp.where(flags, jnp.zeros_like(a), a)
+        h_r = h0 if seg.reset_states is None else seg.reset_states[0]
+        bb = jnp.where(seg.restart, a * h_r[None] + bb, bb)
+        a = jnp.where(seg.restart, jnp.zeros_like(a), a)
     valid = None
-    if mask is not None:
-        valid = mask[:, None, :, None]  # (T, 1, N, 1)
+    if seg.mask is not None:
+        valid = seg.mask[:, None, :, None]  # (T, 1, N, 1)
         # Padding is the identity step: the state passes through it unchanged.
         a = jnp.where(valid, a, jnp.ones_like(a))
         bb = jnp.where(valid, bb, jnp.zeros_like(bb))
     # Step order: the reverse direction flipped in time, so both run forward from t=0.
-    hs = linear_recurrence(to_steps(a), to_steps(bb), h0, method=method, chunk=chunk)
+    hs = linear_recurrence(to_steps(a), to_steps(bb), h0, method=method, chunk=plan.chunk)
     # forward: t = T-1 (frozen after the last valid step); reverse: t = 0. T = 0: h0.
     final = hs[-1] if hs.shape[0] else h0
     ys = to_steps(hs)
@@ -242,55 +193,47 @@ def linear_layer(
     return out, (final,)
 
 
-#: Registered layer implementations, by ``impl`` name (:func:`impls_for` says which
-#: serve a kind).
-LAYER_IMPLS: dict[str, LayerImpl] = {
-    "fused": fused_layer,
-    "fused_loop": functools.partial(fused_layer, project="loop"),
-    "fused_hoisted": functools.partial(fused_layer, project="hoisted"),
-    "unfused": unfused_layer,
-    "reference": reference_layer,
-    "cudnn": cudnn_layer,
-}
+_EVERY = frozenset({"resets", "reset_hx", "jvp", "vmap"})
+_FUSED = _EVERY | {"remat", "hidden_mask", "zoneout"}
 
-#: The fast path of linear kinds, by ``impl`` name.
-LINEAR_IMPLS: dict[str, LayerImpl] = {
-    "fused": functools.partial(linear_layer, method="auto"),
-    "fused_scan": functools.partial(linear_layer, method="sequential"),
-    "fused_parallel": functools.partial(linear_layer, method="parallel"),
-    "fused_chunked": functools.partial(linear_layer, method="chunked"),
-    "unfused": unfused_layer,
-    "reference": reference_layer,
-}
+#: The capability table: every layer implementation, the kinds it serves and the features
+#: it supports, declared once. :func:`jaxseq.layer.check` derives every refusal from it.
+#: Several rows share a name across families: ``"fused"`` is each family's fast path
+#: (the unfused scan for a kind with only its reference step).
+IMPLS: list[LayerImpl] = [
+    LayerImpl("fused", fused_layer, gated, _FUSED),
+    LayerImpl("fused_loop", fused_layer, gated, _FUSED, plan={"project": "loop"}),
+    LayerImpl("fused_hoisted", fused_layer, gated, _FUSED, plan={"project": "hoisted"}),
+    LayerImpl(
+        "cudnn",
+        cudnn_layer,
+        serves_cudnn,
+        frozenset({"vmap"}),
+        refusals=CUDNN_REFUSALS,
+        kind_refusal=CUDNN_KIND_REFUSAL,
+    ),
+    LayerImpl("fused", linear_layer, linear, _EVERY),
+    LayerImpl("fused_scan", linear_layer, linear, _EVERY, plan={"method": "sequential"}),
+    LayerImpl("fused_parallel", linear_layer, linear, _EVERY, plan={"method": "parallel"}),
+    LayerImpl(
+        "fused_chunked", linear_layer, linear, _EVERY | {"chunk"}, plan={"method": "chunked"}
+    ),
+    LayerImpl("fused", unfused_layer, plain, _EVERY),
+    LayerImpl("unfused", unfused_layer, supports=_EVERY),
+    LayerImpl("reference", reference_layer, supports=_EVERY),
+]
 
-#: The implementations that accept ``remat`` (gated kinds).
-REMAT_IMPLS = ("fused", "fused_loop", "fused_hoisted")
-#: The implementations that accept ``chunk`` (linear kinds).
-CHUNK_IMPLS = ("fused_chunked",)
+#: An implementation's name: a ``name`` of a row of :data:`IMPLS` (the one list of them).
+Impl = str
 
-
-#: A gated kind without fused pieces (``Recurrence.forward`` None, e.g. a kind registered
-#: with only its step): ``"fused"`` falls back to the unfused scan, so the default ``impl`` works.
-UNFUSED_IMPLS: dict[str, LayerImpl] = {
-    "fused": unfused_layer,
-    "unfused": unfused_layer,
-    "reference": reference_layer,
-}
+assert all(f in FEATURES for row in IMPLS for f in row.supports)
 
 
 def impls_for(rec: Recurrence) -> dict[str, LayerImpl]:
-    """``{impl name: layer}`` of the implementations that serve ``rec``'s family: the
-    linear kinds', the gated kinds', or, for a gated kind without fused pieces,
-    :data:`UNFUSED_IMPLS` (its ``"fused"`` is the unfused scan)."""
-    if rec.is_linear:
-        return LINEAR_IMPLS
-    return LAYER_IMPLS if rec.forward is not None else UNFUSED_IMPLS
+    """``{impl name: row}`` of the implementations that serve ``rec``.
 
-
-def checked_impl(rec: Recurrence, impl: Any, remat: Any = None, chunk: Any = None) -> str:
-    """``impl`` checked against ``rec``'s family, with ``remat`` (gated kinds) and
-    ``chunk`` (linear kinds) checked against it."""
-    remat_impls = REMAT_IMPLS if impls_for(rec) is LAYER_IMPLS else ()
-    chunk_impls = CHUNK_IMPLS if rec.is_linear else ()
-    known = list(impls_for(rec))
-    return check_impl(rec.display_name, impl, known, remat, remat_impls, chunk, chunk_impls)
+    >>> from jaxseq.recurrences import get
+    >>> sorted(impls_for(get("min_gru")))
+    ['fused', 'fused_chunked', 'fused_parallel', 'fused_scan', 'reference', 'unfused']
+    """
+    return serving(IMPLS, rec)

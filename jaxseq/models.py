@@ -16,7 +16,9 @@ D = 2 if bidirectional else 1, L = num_layers, C = num_classes, V = vocab_size):
     CharLM                 tokens (N, T) int, hx -> logits (N, T, V), state
 
 Every constructor takes the torch arguments plus keyword-only ``param_dtype`` and
-``rngs``. Initial values follow torch's distributions (U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+``rngs``; the recurrent ones also ``rnn_options``, a :class:`jaxseq.options.LayerOptions`
+(``impl``, ``remat``, ``carry_dtype``, zoneout and the other recurrent regularisers: how
+the recurrent layer runs; the torch twins have no such argument). Initial values follow torch's distributions (U(-1/sqrt(fan_in), 1/sqrt(fan_in))
 for Linear, N(0, 1) for Embedding, U(-1/sqrt(H), 1/sqrt(H)) for the recurrent layers);
 for equal *values* load a checkpoint. Models start in training mode, as torch's do;
 ``.eval()`` turns dropout off, ``.train()`` back on. Floating inputs are cast to
@@ -43,6 +45,7 @@ import numpy as np
 from flax import nnx
 
 from jaxseq import nn as jnn
+from jaxseq.options import LayerOptions
 from jaxseq.recurrences import get, registered
 from jaxseq.validation import check_dropout
 
@@ -108,6 +111,7 @@ def make_rnn(
     dropout: float = 0.0,
     proj_size: int = 0,
     nonlinearity: str = "tanh",
+    options: LayerOptions | None = None,
     param_dtype: Any = jnp.float32,
     rngs: nnx.Rngs,
 ) -> jnn.RNNBase:
@@ -115,6 +119,13 @@ def make_rnn(
     (``"rnn"``, ``"lstm"``, ``"gru"``, ``"min_gru"``, ``"min_lstm"``, ...).
 
     Mirrors ``torchseq.models.make_rnn``: inter-layer dropout only when ``num_layers > 1``.
+    ``options``: how the layer runs (:class:`jaxseq.options.LayerOptions`: ``impl``,
+    ``remat``, ``carry_dtype``, the recurrent regularisers, ...); None: the defaults.
+
+    >>> from flax import nnx
+    >>> rnn = make_rnn("gru", 3, 4, options=LayerOptions(zoneout=0.1), rngs=nnx.Rngs(0))
+    >>> rnn.options.zoneout, rnn.batch_first
+    (0.1, True)
     """
     if not isinstance(cell, str) or cell not in registered():
         raise ValueError(f"cell must be one of {sorted(registered())}, got {cell!r}")
@@ -133,6 +144,7 @@ def make_rnn(
         nonlinearity=nonlinearity,
         param_dtype=param_dtype,
         rngs=rngs,
+        **(LayerOptions() if options is None else options).kwargs(),
     )
 
 
@@ -176,6 +188,8 @@ class SequenceClassifier(nnx.Module):
     ``head`` Linear(D*H_out, C).
 
     Call: ``model(x, lengths=None)`` -> logits (N, C); lengths (N,) ints in [0, T].
+    ``rnn_options``: how ``rnn`` runs (:class:`jaxseq.options.LayerOptions`), as for the
+    other recurrent models here.
     """
 
     def __init__(
@@ -191,6 +205,7 @@ class SequenceClassifier(nnx.Module):
         nonlinearity: str = "tanh",
         vocab_size: int | None = None,
         *,
+        rnn_options: LayerOptions | None = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -211,6 +226,7 @@ class SequenceClassifier(nnx.Module):
             dropout=dropout,
             proj_size=proj_size,
             nonlinearity=nonlinearity,
+            options=rnn_options,
             param_dtype=param_dtype,
             rngs=rngs,
         )
@@ -303,6 +319,7 @@ class Forecaster(nnx.Module):
         output_size: int | None = None,
         dropout: float = 0.0,
         *,
+        rnn_options: LayerOptions | None = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -316,6 +333,7 @@ class Forecaster(nnx.Module):
             hidden_size,
             num_layers,
             dropout=dropout,
+            options=rnn_options,
             param_dtype=param_dtype,
             rngs=rngs,
         )
@@ -348,6 +366,7 @@ class CharLM(nnx.Module):
         num_layers: int = 1,
         dropout: float = 0.0,
         *,
+        rnn_options: LayerOptions | None = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -359,6 +378,7 @@ class CharLM(nnx.Module):
             hidden_size,
             num_layers,
             dropout=dropout,
+            options=rnn_options,
             param_dtype=param_dtype,
             rngs=rngs,
         )

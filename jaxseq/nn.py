@@ -28,13 +28,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxseq.impls import checked_impl
+from jaxseq.impls import Impl
+from jaxseq.options import LayerOptions
 from jaxseq.params import RNNSpec, init_params
 from jaxseq.recurrences import Recurrence, get
-from jaxseq.regularizers import RATES, check_rates, draw_masks
+from jaxseq.regularizers import draw_masks
 from jaxseq.stack import run_stack
 from jaxseq.validation import (
-    Impl,
     check_cell_inputs,
     check_dropout,
     check_flags,
@@ -133,11 +133,24 @@ class RNNBase(nnx.Module):
             self.kind, input_size, hidden_size, num_layers, bias, bidirectional, proj_size
         )
         spec.validate()
-        rec = spec.recurrence
-        check_nonlinearity(rec, nonlinearity)
+        check_nonlinearity(spec.recurrence, nonlinearity)
         self.dropout = check_dropout(dropout)
-        checked_impl(rec, impl, remat, chunk)
         check_rngs(rngs)
+        #: How the layer runs, one checked value (:class:`jaxseq.options.LayerOptions`).
+        self.options = LayerOptions(
+            impl=impl,
+            unroll=unroll,
+            remat=remat,
+            chunk=chunk,
+            carry_dtype=carry_dtype,
+            input_dropout=input_dropout,
+            output_dropout=output_dropout,
+            recurrent_dropout=recurrent_dropout,
+            weight_dropout=weight_dropout,
+            zoneout=zoneout,
+        ).check(spec)
+        #: The stack's structure (:class:`jaxseq.params.RNNSpec`), built once.
+        self.spec = spec
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -148,11 +161,6 @@ class RNNBase(nnx.Module):
         self.nonlinearity = nonlinearity
         self.dtype = dtype
         self.param_dtype = param_dtype
-        self.unroll = unroll
-        self.impl = impl
-        self.remat = remat
-        self.chunk = chunk
-        self.carry_dtype = carry_dtype
         self.deterministic = False  # torch modules start in training mode
         values = init_params(
             rngs.params(),
@@ -169,24 +177,7 @@ class RNNBase(nnx.Module):
         for name, value in values.items():
             setattr(self, name, nnx.Param(value))
         self.dropout_rngs = rngs["dropout"].fork() if self.dropout > 0 and num_layers > 1 else None
-        rates = check_rates(
-            spec,
-            str(impl),
-            dict(
-                input_dropout=input_dropout,
-                output_dropout=output_dropout,
-                recurrent_dropout=recurrent_dropout,
-                weight_dropout=weight_dropout,
-                zoneout=zoneout,
-            ),
-        )
-        self.input_dropout = rates["input_dropout"]
-        self.output_dropout = rates["output_dropout"]
-        self.recurrent_dropout = rates["recurrent_dropout"]
-        self.weight_dropout = rates["weight_dropout"]
-        self.zoneout = rates["zoneout"]
-        regularized = any(p > 0 for p in rates.values())
-        self.mask_rngs = rngs["dropout"].fork() if regularized else None
+        self.mask_rngs = rngs["dropout"].fork() if self.options.regularized else None
 
     @property
     def recurrence(self) -> Recurrence:
@@ -196,7 +187,7 @@ class RNNBase(nnx.Module):
     @property
     def regularizers(self) -> dict[str, float]:
         """The recurrent regularisers' rates, by option name (:mod:`jaxseq.regularizers`)."""
-        return {name: getattr(self, name) for name in RATES}
+        return self.options.rates()
 
     def params_dict(self) -> dict[str, Array]:
         """The parameters as a flat ``{torch name: array}`` dict (for the functional API)."""
@@ -222,20 +213,13 @@ class RNNBase(nnx.Module):
         if train and self.dropout > 0 and self.dropout_rngs is not None:
             key = self.dropout_rngs()
         masks = None
-        if any(p > 0 for p in self.regularizers.values()) and hasattr(x, "shape"):
-            spec = RNNSpec(
-                self.kind,
-                self.input_size,
-                self.hidden_size,
-                self.num_layers,
-                self.bias,
-                self.bidirectional,
-                self.proj_size,
-            )
+        if self.options.regularized and hasattr(x, "shape"):
             T, N = (x.shape[0], 1) if x.ndim == 2 else x.shape[:2][:: -1 if self.batch_first else 1]
             mask_key = self.mask_rngs() if train and self.mask_rngs is not None else None
             dtype = self.dtype if self.dtype is not None else self.param_dtype
-            masks = draw_masks(mask_key, spec, T, N, train=train, dtype=dtype, **self.regularizers)
+            masks = draw_masks(
+                mask_key, self.spec, T, N, train=train, dtype=dtype, **self.options.rates()
+            )
         if self.dtype is not None and hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating):
             x = jnp.asarray(x, self.dtype)
             if hx is not None:
@@ -253,15 +237,11 @@ class RNNBase(nnx.Module):
             dropout=self.dropout,
             train=train,
             key=key,
-            unroll=self.unroll,
-            impl=self.impl,
             dtype=self.dtype,
-            remat=self.remat,
-            chunk=self.chunk,
-            carry_dtype=self.carry_dtype,
             resets=resets,
             reset_hx=reset_hx,
             masks=masks,
+            **self.options.stack_kwargs(),
         )
 
 
@@ -636,7 +616,7 @@ class RNNCellBase(nnx.Module):
         if not hs:
             hs = [jnp.zeros((N, H), dtype)] * rec.num_states
         with jax.named_scope(f"jaxseq.{name}"):
-            cell = rec.cell(getattr(self, "nonlinearity", None))
+            cell = rec.bind(getattr(self, "nonlinearity", None)).cell()
             out = cell(params, rec.carry(tuple(hs)), x)[0]
         if unbatched:
             out = jax.tree.map(lambda a: a[0], out)

@@ -29,6 +29,7 @@ import numpy as np
 
 from jaxseq.recurrences import Recurrence, get
 from jaxseq.validation import check_flags, check_structure
+from seqfile.report import mismatch_report
 
 Array = jax.Array
 
@@ -42,6 +43,8 @@ __all__ = [
     "init_gru",
     "init_min_gru",
     "init_min_lstm",
+    "init_layernorm_lstm",
+    "init_layernorm_gru",
     "suffixes",
     "check_shapes",
     "base_name",
@@ -182,11 +185,9 @@ def spec_from_params(kind: str, params: Mapping[str, Any]) -> RNNSpec:
 def check_shapes(name: str, spec: Any, params: Mapping[str, Any]) -> Any:
     """Validate ``spec`` and compare ``params``'s shapes with ``spec.param_shapes()``: one
     ``ValueError`` naming every missing, unexpected or mis-shaped parameter. Returns
-    ``spec``. (Shared by the stacks of :mod:`jaxseq.stack` and :mod:`jaxseq.minimal`.)"""
+    ``spec``. The report is :func:`seqfile.report.mismatch_report`, the checkpoint
+    loaders' too."""
     spec.validate()
-    # The mismatch report is shared with the checkpoint loaders (seqfile).
-    from seqfile.report import mismatch_report
-
     problems = mismatch_report(
         {k: tuple(v) for k, v in spec.param_shapes().items()},
         {k: tuple(np.shape(v)) for k, v in params.items()},
@@ -306,5 +307,31 @@ init_min_lstm = _named_init(
     >>> p = jaxseq.init_min_lstm(jax.random.key(0), 3, 4)
     >>> p["weight_ih_l0"].shape                 # rows [f; i; h~]
     (12, 3)
+    """,
+)
+init_layernorm_lstm = _named_init(
+    "layernorm_lstm",
+    """Parameters of ``torchseq.LayerNormLSTM(input_size, hidden_size, num_layers, ...)``:
+    the LSTM's with torch's init, the layer norms' gains ones and biases zeros.
+
+    Keyword arguments as :func:`init_params` (``bias``, ``bidirectional``, ``dtype``).
+
+    >>> import jax, jaxseq
+    >>> p = jaxseq.init_layernorm_lstm(jax.random.key(0), 3, 4)
+    >>> p["ln_ih_weight_l0"].shape, float(p["ln_c_weight_l0"].min()), float(p["ln_c_bias_l0"].max())
+    ((16,), 1.0, 0.0)
+    """,
+)
+init_layernorm_gru = _named_init(
+    "layernorm_gru",
+    """Parameters of ``torchseq.LayerNormGRU(input_size, hidden_size, num_layers, ...)``:
+    the GRU's with torch's init, the layer norms' gains ones and biases zeros.
+
+    Keyword arguments as :func:`init_params` (``bias``, ``bidirectional``, ``dtype``).
+
+    >>> import jax, jaxseq
+    >>> p = jaxseq.init_layernorm_gru(jax.random.key(0), 3, 4)
+    >>> sorted(k for k in p if k.startswith("ln_"))
+    ['ln_hh_bias_l0', 'ln_hh_weight_l0', 'ln_ih_bias_l0', 'ln_ih_weight_l0']
     """,
 )

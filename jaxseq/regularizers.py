@@ -30,28 +30,36 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxseq.impls import IMPLS
+from jaxseq.layer import check as check_impl
 from jaxseq.params import RNNSpec
 from jaxseq.validation import expected_mask_shapes
 
 Array = jax.Array
 
-__all__ = ["RATES", "check_rates", "draw_masks"]
+__all__ = ["RATES", "rate_values", "check_rates", "draw_masks"]
 
 #: The regulariser options of the layers, as named there.
 RATES = ("input_dropout", "output_dropout", "recurrent_dropout", "weight_dropout", "zoneout")
 
 
-def check_rates(spec: RNNSpec, impl: str, rates: dict[str, float]) -> dict[str, float]:
-    """The rates as floats, each in [0, 1) ([0, 1] for zoneout), and servable by the kind
-    and implementation: ValueError otherwise."""
+def rate_values(rates: dict[str, Any]) -> dict[str, float]:
+    """The rates as floats, each a number in [0, 1): ``TypeError`` / ``ValueError``
+    naming the option otherwise (zoneout 1 would freeze the state for good)."""
     out = {}
     for name, p in rates.items():
         if isinstance(p, bool) or not isinstance(p, (int, float)):
             raise TypeError(f"{name} must be a number, got {type(p).__name__}")
-        hi_ok = name == "zoneout"
-        if not (0.0 <= p < 1.0 or (hi_ok and p == 1.0)):
-            raise ValueError(f"{name} must be in [0, 1{']' if hi_ok else ')'}, got {p}")
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {p}")
         out[name] = float(p)
+    return out
+
+
+def check_rates(spec: RNNSpec, impl: str, rates: dict[str, Any]) -> dict[str, float]:
+    """The rates as floats (:func:`rate_values`), servable by the kind and implementation:
+    ValueError otherwise."""
+    out = rate_values(rates)
     rec = spec.recurrence
     in_recurrence = [n for n in ("recurrent_dropout", "weight_dropout", "zoneout") if out[n] > 0]
     if in_recurrence and rec.is_linear:
@@ -59,14 +67,8 @@ def check_rates(spec: RNNSpec, impl: str, rates: dict[str, float]) -> dict[str, 
             f"{rec.display_name} has no recurrent weight or state update to regularise: "
             f"{', '.join(in_recurrence)} must be 0"
         )
-    if (out["recurrent_dropout"] > 0 or out["zoneout"] > 0) and (
-        rec.forward is None or impl not in ("fused", "fused_loop", "fused_hoisted")
-    ):
-        raise ValueError(
-            "recurrent_dropout and zoneout act inside the recurrence, which only the fused "
-            f"implementations of gated kinds take; {rec.display_name} with impl={impl!r} "
-            "does not"
-        )
+    asked = {"hidden_mask": "recurrent_dropout", "zoneout": "zoneout"}
+    check_impl(IMPLS, rec, impl, {f: rate for f, rate in asked.items() if out[rate] > 0})
     return out
 
 

@@ -89,7 +89,7 @@ def masked_scan(
     """Run ``cell`` over the leading (time) axis of ``xs`` with masking by lengths.
 
     Args:
-      cell: ``cell(params, carry, x_t) -> (carry, y_t)``, e.g. :func:`jaxseq.cells.lstm_cell`.
+      cell: ``cell(params, carry, x_t) -> (carry, y_t)``, e.g. :func:`jaxseq.lstm_cell`.
       params: passed to ``cell`` unchanged at every step.
       carry: initial carry, a pytree of (N, ...) arrays.
       xs: (T, N, ...) time-major inputs.

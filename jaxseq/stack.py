@@ -21,21 +21,23 @@ Shapes of the call (L = num_layers, D = 2 if bidirectional else 1, H_out = proj_
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypedDict
 
 import jax
 import jax.numpy as jnp
 from typing_extensions import Unpack
 
-from jaxseq.impls import LAYER_IMPLS, REMAT_IMPLS, checked_impl, impls_for
+from jaxseq.impls import IMPLS, Impl
+from jaxseq.layer import Plan, Segments, StepMasks
+from jaxseq.layer import check as check_impl
 from jaxseq.params import spec_from_params, suffixes
 from jaxseq.recurrences import get
+from jaxseq.regularizers import check_rates, draw_masks
 from jaxseq.scan import length_mask
 from jaxseq.validation import (
-    Impl,
     carry_dtype_for,
+    check_chunk_lengths,
     check_dropout,
     check_flags,
     check_hx,
@@ -50,7 +52,17 @@ from jaxseq.validation import (
 
 Array = jax.Array
 
-__all__ = ["StackOptions", "run_stack", "rnn", "lstm", "gru", "min_gru", "min_lstm"]
+__all__ = [
+    "StackOptions",
+    "run_stack",
+    "rnn",
+    "lstm",
+    "gru",
+    "min_gru",
+    "min_lstm",
+    "layernorm_lstm",
+    "layernorm_gru",
+]
 
 
 def _dropout(key: Array, x: Array, rate: float) -> Array:
@@ -141,6 +153,11 @@ class StackOptions(TypedDict, total=False):
     resets: Any
     reset_hx: Any
     masks: Any
+    input_dropout: float
+    output_dropout: float
+    recurrent_dropout: float
+    weight_dropout: float
+    zoneout: float
 
 
 def run_stack(
@@ -164,6 +181,11 @@ def run_stack(
     resets: Any = None,
     reset_hx: Any = None,
     masks: Mapping[str, Any] | None = None,
+    input_dropout: float = 0.0,
+    output_dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    weight_dropout: float = 0.0,
+    zoneout: float = 0.0,
 ) -> tuple[Array, Any]:
     """The stack of any registered kind: layers x directions, masked by lengths.
 
@@ -237,6 +259,11 @@ def run_stack(
         2016). ``hidden_l*`` and ``zoneout_l*`` need a fused implementation of a gated
         kind (``"fused"``, ``"fused_loop"``, ``"fused_hoisted"``, with or without
         ``remat``); the other keys work with every implementation.
+      input_dropout, output_dropout, recurrent_dropout, weight_dropout, zoneout: the
+        recurrent regularisers as rates in [0, 1), as the layers take them
+        (:mod:`jaxseq.regularizers`): with ``train=True`` their masks are drawn from
+        ``key`` (:func:`jaxseq.regularizers.draw_masks`), in evaluation only zoneout acts
+        (at its expectation). An alternative to ``masks``, not an addition.
 
     Returns:
       ``(output, h_n)``, or ``(output, (h_n, c_n))`` for kinds with a cell state:
@@ -254,7 +281,7 @@ def run_stack(
     check_nonlinearity(rec, nonlinearity)
     check_dropout(dropout)
     check_flags(batch_first=batch_first, train=train)
-    impl = checked_impl(rec, impl, remat, chunk)
+    check_chunk_lengths(remat=remat, chunk=chunk)
     check_unroll(unroll)
     check_input(name, x, spec.input_size)
 
@@ -289,36 +316,49 @@ def run_stack(
         mask = length_mask(lengths, T)  # (T, N), built once for every layer
     if resets is not None:
         resets = check_resets(name, resets, T, N, batch_first, unbatched)
-    if masks is not None:
-        masks = check_masks(name, masks, rec, spec, T, N)
-        in_loop = [k for k in masks if k.startswith(("hidden_l", "zoneout_l"))]
-        if in_loop and (impl not in REMAT_IMPLS or impls_for(rec) is not LAYER_IMPLS):
-            raise ValueError(
-                f"{name}: masks {sorted(in_loop)} act inside the recurrence, which only the "
-                f"fused implementations of gated kinds take (impl='fused', 'fused_loop', "
-                f"'fused_hoisted'), got impl={impl!r}"
-            )
-    else:
-        masks = {}
+    rates = check_rates(
+        spec,
+        str(impl),
+        dict(
+            input_dropout=input_dropout,
+            output_dropout=output_dropout,
+            recurrent_dropout=recurrent_dropout,
+            weight_dropout=weight_dropout,
+            zoneout=zoneout,
+        ),
+    )
+    if any(p > 0 for p in rates.values()):
+        if masks is not None:
+            raise ValueError(f"{name}: pass the regularisers as rates or as masks=, not both")
+        if train and key is None:
+            raise ValueError(f"{name}: regularisers in training mode need a PRNG key (key=...)")
+        mask_key = None
+        if train:
+            assert key is not None
+            key, mask_key = jax.random.split(key)
+        masks = draw_masks(mask_key, spec, T, N, train=train, dtype=dtype, **rates)
+    masks = {} if masks is None else check_masks(name, masks, rec, spec, T, N)
+    in_loop = {
+        feature: f"masks {sorted(k for k in masks if k.startswith(prefix))}"
+        for feature, prefix in (("hidden_mask", "hidden_l"), ("zoneout", "zoneout_l"))
+        if any(k.startswith(prefix) for k in masks)
+    }
+    used = {f: None for f, on in _features(remat, chunk, resets, reset_hx) if on} | in_loop
+    row = check_impl(IMPLS, rec.bind(nonlinearity), impl, used)
+    plan = Plan(rec.bind(nonlinearity), str(impl), unroll, remat, chunk=chunk, carry_dtype=cdt)
+    plan = plan.with_(**row.plan)
     if train and dropout > 0 and L > 1 and key is None:
         raise ValueError(f"{name}: dropout={dropout} in training mode needs a PRNG key (key=...)")
 
-    layer_fn: Any = impls_for(rec)[impl]
-    if remat is not None:
-        layer_fn = functools.partial(layer_fn, remat=int(remat))
-    if chunk is not None:
-        layer_fn = functools.partial(layer_fn, chunk=int(chunk))
     if reset_states is not None:
-        states = states + reset_states  # aligned together, split per layer below
+        states = states + reset_states  # aligned together, split below
     x, mask, states, vma = align_inputs(x, mask, states, dtype)
     if reset_states is not None:
         states, reset_states = states[: len(sizes)], states[len(sizes) :]
     if "input" in masks:
         x = x * masks["input"][None].astype(x.dtype)
-    if resets is not None:
-        # Passed only when given: an implementation without the keyword still serves
-        # every call without resets.
-        layer_fn = functools.partial(layer_fn, resets=_vary_like(resets, vma))
+    resets = None if resets is None else _vary_like(resets, vma)
+    seg = Segments.build(mask, resets, D, reset_states)  # once for every layer
     finals: list[tuple[Array, ...]] = []
     with jax.named_scope(f"jaxseq.{name}"):
         for layer in range(L):
@@ -335,17 +375,9 @@ def run_stack(
                 drop = jnp.stack([masks.get(f"weight_hh{s}", ones).astype(dtype) for s in sfxs])
                 w["weight_hh"] = w["weight_hh"] * drop
             layer_states = tuple(s[layer * D : (layer + 1) * D] for s in states)
-            kw: dict[str, Any] = {}
-            if reset_states is not None:
-                kw["reset_states"] = tuple(s[layer * D : (layer + 1) * D] for s in reset_states)
-            if f"hidden_l{layer}" in masks:
-                kw["hidden_mask"] = masks[f"hidden_l{layer}"]
-            if f"zoneout_l{layer}" in masks:
-                kw["zoneout"] = masks[f"zoneout_l{layer}"]
+            step_masks = StepMasks(masks.get(f"hidden_l{layer}"), masks.get(f"zoneout_l{layer}"))
             with jax.named_scope(f"layer{layer}"):
-                x, fin = layer_fn(
-                    rec, w, x, layer_states, mask, nonlinearity=nonlinearity, unroll=unroll, **kw
-                )
+                x, fin = row.fn(plan, w, x, layer_states, seg.layer(layer, D), step_masks)
             finals.append(fin)
             if f"output_l{layer}" in masks:
                 x = x * masks[f"output_l{layer}"][None].astype(x.dtype)
@@ -362,13 +394,36 @@ def run_stack(
     return x, rec.carry(out_states)
 
 
-def rnn(
-    params: Mapping[str, Any],
-    x: Any,
-    hx: Any = None,
-    lengths: Any = None,
-    **options: Unpack[StackOptions],
-) -> tuple[Array, Array]:
+def _features(remat: Any, chunk: Any, resets: Any, reset_hx: Any) -> tuple[tuple[str, bool], ...]:
+    """The features a call asks for through its arguments."""
+    return (
+        ("remat", remat is not None),
+        ("chunk", chunk is not None),
+        ("resets", resets is not None),
+        ("reset_hx", reset_hx is not None),
+    )
+
+
+def _named_stack(kind: str, doc: str) -> Callable[..., tuple[Array, Any]]:
+    """The stack of ``kind`` as a function of its own: ``f(params, x, hx=None,
+    lengths=None, **options)`` is ``run_stack(kind, params, x, hx, lengths, **options)``."""
+
+    def stack(
+        params: Mapping[str, Any],
+        x: Any,
+        hx: Any = None,
+        lengths: Any = None,
+        **options: Unpack[StackOptions],
+    ) -> tuple[Array, Any]:
+        return run_stack(kind, params, x, hx, lengths, **options)
+
+    stack.__name__ = stack.__qualname__ = kind
+    stack.__doc__ = doc
+    return stack
+
+
+rnn = _named_stack(
+    "rnn",
     """Multi-layer Elman RNN, as ``torch.nn.RNN``; equations in :mod:`jaxseq.recurrences.elman`.
 
     ``hx`` is h0 (L*D, N, H); ``options`` as :func:`run_stack`, with ``nonlinearity``
@@ -380,17 +435,10 @@ def rnn(
     >>> out, h_n = jaxseq.rnn(params, jnp.ones((7, 4, 3)), lengths=jnp.array([7, 3, 0, 5]))
     >>> out.shape, h_n.shape, float(abs(out[3:, 1]).max())
     ((7, 4, 5), (2, 4, 5), 0.0)
-    """
-    return run_stack("rnn", params, x, hx, lengths, **options)
-
-
-def lstm(
-    params: Mapping[str, Any],
-    x: Any,
-    hx: Any = None,
-    lengths: Any = None,
-    **options: Unpack[StackOptions],
-) -> tuple[Array, tuple[Array, Array]]:
+    """,
+)
+lstm = _named_stack(
+    "lstm",
     """Multi-layer LSTM, as ``torch.nn.LSTM`` (optional ``proj_size``); equations in
     :mod:`jaxseq.recurrences.lstm`.
 
@@ -403,17 +451,10 @@ def lstm(
     >>> out, (h_n, c_n) = jaxseq.lstm(params, jnp.ones((7, 4, 3)), lengths=[7, 3, 0, 5])
     >>> out.shape, h_n.shape, c_n.shape
     ((7, 4, 4), (2, 4, 2), (2, 4, 5))
-    """
-    return run_stack("lstm", params, x, hx, lengths, **options)
-
-
-def gru(
-    params: Mapping[str, Any],
-    x: Any,
-    hx: Any = None,
-    lengths: Any = None,
-    **options: Unpack[StackOptions],
-) -> tuple[Array, Array]:
+    """,
+)
+gru = _named_stack(
+    "gru",
     """Multi-layer GRU, as ``torch.nn.GRU``; equations in :mod:`jaxseq.recurrences.gru`.
 
     ``hx`` is h0 (L*D, N, H); ``options`` as :func:`run_stack`. Returns
@@ -424,17 +465,10 @@ def gru(
     >>> out, h_n = jaxseq.gru(params, jnp.ones((4, 7, 3)), batch_first=True)
     >>> out.shape, h_n.shape
     ((4, 7, 5), (2, 4, 5))
-    """
-    return run_stack("gru", params, x, hx, lengths, **options)
-
-
-def min_gru(
-    params: Mapping[str, Any],
-    x: Any,
-    hx: Any = None,
-    lengths: Any = None,
-    **options: Unpack[StackOptions],
-) -> tuple[Array, Array]:
+    """,
+)
+min_gru = _named_stack(
+    "min_gru",
     """Multi-layer minGRU (Feng et al. 2024), a GRU whose gates read the input only;
     equations in :mod:`jaxseq.recurrences.minimal`.
 
@@ -449,17 +483,10 @@ def min_gru(
     >>> ref, h_ref = jaxseq.min_gru(params, x, lengths=[7, 3, 0, 5], impl="reference")
     >>> out.shape, h_n.shape, bool(jnp.allclose(out, ref, atol=1e-6)), float(abs(out[3:, 1]).max())
     ((7, 4, 10), (2, 4, 5), True, 0.0)
-    """
-    return run_stack("min_gru", params, x, hx, lengths, **options)
-
-
-def min_lstm(
-    params: Mapping[str, Any],
-    x: Any,
-    hx: Any = None,
-    lengths: Any = None,
-    **options: Unpack[StackOptions],
-) -> tuple[Array, Array]:
+    """,
+)
+min_lstm = _named_stack(
+    "min_lstm",
     """Multi-layer minLSTM (Feng et al. 2024): normalised forget and input gates of x only;
     equations in :mod:`jaxseq.recurrences.minimal`.
 
@@ -471,5 +498,38 @@ def min_lstm(
     >>> out, h_n = jaxseq.min_lstm(params, jnp.ones((4, 7, 3)), batch_first=True)
     >>> out.shape, h_n.shape
     ((4, 7, 5), (2, 4, 5))
-    """
-    return run_stack("min_lstm", params, x, hx, lengths, **options)
+    """,
+)
+layernorm_lstm = _named_stack(
+    "layernorm_lstm",
+    """Multi-layer layer-normalised LSTM (Ba et al. 2016); equations in
+    :mod:`jaxseq.recurrences.layernorm`.
+
+    ``params``: the LSTM's (no ``proj_size``) plus ``ln_ih_weight``, ``ln_ih_bias``,
+    ``ln_hh_weight``, ``ln_hh_bias`` (4H,) and ``ln_c_weight``, ``ln_c_bias`` (H,) per
+    layer and direction (see :func:`jaxseq.init_layernorm_lstm`); ``hx`` is ``(h0, c0)``;
+    ``options`` as :func:`run_stack`. Returns ``(output, (h_n, c_n))``.
+
+    >>> import jax, jax.numpy as jnp, jaxseq
+    >>> params = jaxseq.init_layernorm_lstm(jax.random.key(0), 3, 5)
+    >>> out, (h_n, c_n) = jaxseq.layernorm_lstm(params, jnp.ones((7, 4, 3)), lengths=[7, 3, 0, 5])
+    >>> out.shape, h_n.shape, float(abs(out[3:, 1]).max())
+    ((7, 4, 5), (1, 4, 5), 0.0)
+    """,
+)
+layernorm_gru = _named_stack(
+    "layernorm_gru",
+    """Multi-layer layer-normalised GRU (Ba et al. 2016); equations in
+    :mod:`jaxseq.recurrences.layernorm`.
+
+    ``params``: the GRU's plus ``ln_ih_weight``, ``ln_ih_bias``, ``ln_hh_weight``,
+    ``ln_hh_bias`` (3H,) per layer and direction (see :func:`jaxseq.init_layernorm_gru`);
+    ``hx`` is h0; ``options`` as :func:`run_stack`. Returns ``(output, h_n)``.
+
+    >>> import jax, jax.numpy as jnp, jaxseq
+    >>> params = jaxseq.init_layernorm_gru(jax.random.key(0), 3, 5, bidirectional=True)
+    >>> out, h_n = jaxseq.layernorm_gru(params, jnp.ones((4, 7, 3)), batch_first=True)
+    >>> out.shape, h_n.shape
+    ((4, 7, 10), (2, 4, 5))
+    """,
+)

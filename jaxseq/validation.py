@@ -8,7 +8,7 @@ opt-in checks that also work under ``jit``) uses the same lengths message.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,22 +18,6 @@ from flax import nnx
 from jaxseq.recurrences import Recurrence, get
 
 Array = jax.Array
-
-#: The layer implementations (see :mod:`jaxseq.impls`): every kind takes ``"fused"``,
-#: ``"unfused"`` and ``"reference"``; gated kinds also ``"fused_loop"`` and
-#: ``"fused_hoisted"`` (and the LSTM ``"cudnn"`` on a GPU), linear kinds ``"fused_scan"``,
-#: ``"fused_parallel"`` and ``"fused_chunked"``.
-Impl = Literal[
-    "fused",
-    "fused_loop",
-    "fused_hoisted",
-    "fused_scan",
-    "fused_parallel",
-    "fused_chunked",
-    "unfused",
-    "reference",
-    "cudnn",
-]
 
 #: The message for lengths outside [0, T]; ``jaxseq.checks`` formats it under jit too.
 LENGTHS_RANGE = "lengths must lie in [0, T] = [0, {T}], got min {lo} and max {hi}"
@@ -127,31 +111,17 @@ def check_dropout(dropout: Any) -> float:
     return float(dropout)
 
 
-def check_impl(
-    name: str,
-    impl: Any,
-    known: Sequence[str],
-    remat: Any = None,
-    remat_impls: Sequence[str] = (),
-    chunk: Any = None,
-    chunk_impls: Sequence[str] = (),
-) -> str:
-    """The ``impl`` name, one of ``known`` (those serving the kind ``name``); ``remat`` and
-    ``chunk`` checked against it."""
-    if not isinstance(impl, str) or impl not in known:
-        raise ValueError(f"{name}: Unknown impl {impl!r}; expected one of {sorted(known)}")
-    for label, value, allowed in (("remat", remat, remat_impls), ("chunk", chunk, chunk_impls)):
+def check_chunk_lengths(**values: Any) -> None:
+    """Each of ``values`` (``remat``, ``chunk``) None or a positive integer chunk length.
+    Which implementations take them is the capability table's to say
+    (:func:`jaxseq.layer.check`)."""
+    for label, value in values.items():
         if value is None:
             continue
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValueError(
                 f"{label} must be None or a positive integer chunk length, got {value!r}"
             )
-        if impl not in allowed:
-            raise ValueError(
-                f"{name}: {label} is supported by impl in {list(allowed)}, got impl={impl!r}"
-            )
-    return impl
 
 
 def check_unroll(unroll: Any) -> None:

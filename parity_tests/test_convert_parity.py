@@ -235,3 +235,65 @@ def test_converted_module_does_not_share_memory_with_torch():
         lin.bias.add_(1.0)
     np.testing.assert_array_equal(jm.weight_hh_l0[...], before[0])
     np.testing.assert_array_equal(jl.bias[...], before[1])
+
+
+# --------------------------------------------------------------------------- layer options
+
+#: Every :class:`jaxseq.options.LayerOptions` field with a non-default value: the ones that
+#: only say how the layer runs convert (and must compute the same function), the
+#: regularisers are refused by name.
+OPTION_VALUES = {
+    "impl": "reference",
+    "unroll": 2,
+    "remat": 2,
+    "chunk": None,  # linear kinds only: covered by the MinGRU case below
+    "carry_dtype": jnp.float64,
+    "input_dropout": 0.25,
+    "output_dropout": 0.25,
+    "recurrent_dropout": 0.25,
+    "weight_dropout": 0.25,
+    "zoneout": 0.25,
+}
+
+
+@pytest.mark.parametrize("option", sorted(OPTION_VALUES))
+def test_every_layer_option_converts_or_is_refused_by_name(option):
+    from jaxseq.options import LayerOptions
+    from jaxseq.regularizers import RATES
+
+    assert set(OPTION_VALUES) == {f for f in LayerOptions().kwargs()}  # no option untested
+    value = OPTION_VALUES[option]
+    cls, kind_opts = jaxseq.nn.LSTM, {option: value}
+    if option == "chunk":
+        cls, kind_opts = jaxseq.nn.MinGRU, {"impl": "fused_chunked", "chunk": 2}
+    m = cls(3, 4, num_layers=2, param_dtype=jnp.float64, rngs=nnx.Rngs(0), **kind_opts)
+    if option in RATES:
+        with pytest.raises(ValueError, match=rf"cannot carry the recurrent regularisers {option}="):
+            to_torch(m)
+        model = jaxseq.models.CharLM(
+            7,
+            3,
+            4,
+            rnn_options=LayerOptions(**{option: value}),
+            param_dtype=jnp.float64,
+            rngs=nnx.Rngs(0),
+        )
+        with pytest.raises(ValueError, match=rf"{option}={value} \(rnn\)"):  # the path is named
+            to_torch(model)
+        return
+    x = _x((T, N, 3))
+    lengths = _lengths()
+    for mode in ("train", "eval"):  # no dropout: both modes are deterministic
+        getattr(m, mode)()
+        t = to_torch(m)
+        assert t.training == (mode == "train")
+        if isinstance(t, torch.nn.LSTM):
+            packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+            want, _ = torch.nn.utils.rnn.pad_packed_sequence(t(packed)[0], total_length=T)
+        else:  # torchseq's MinGRU takes lengths
+            want, _ = t(x, lengths=lengths)
+        got, _ = m(jnp.asarray(x.numpy()), lengths=jnp.asarray(lengths.numpy()))
+        np.testing.assert_allclose(np.asarray(got), want.detach().numpy(), rtol=0, atol=1e-12)
+        back = from_torch(t)
+        again, _ = back(jnp.asarray(x.numpy()), lengths=jnp.asarray(lengths.numpy()))
+        np.testing.assert_allclose(np.asarray(again), np.asarray(got), rtol=0, atol=1e-12)

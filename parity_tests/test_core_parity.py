@@ -32,11 +32,12 @@ import pytest
 from _torch_ref import KINDS, Structure, random_params, run_torch
 
 import jaxseq
-from jaxseq.impls import LAYER_IMPLS
+from jaxseq.impls import impls_for
+from jaxseq.recurrences import get
 
 TOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
 IMPLS = ("reference", "fused")
-assert all(i in LAYER_IMPLS for i in IMPLS)
+assert all(i in impls_for(get("lstm")) for i in IMPLS)
 
 FACTORS: dict[str, tuple[Any, ...]] = {
     "kind": tuple(KINDS),

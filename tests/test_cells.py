@@ -135,7 +135,7 @@ def test_cell_is_projection_plus_step(kind):
     h = jnp.asarray(rng.standard_normal((N, H)))
     carry = (h, jnp.asarray(rng.standard_normal((N, H)))) if kind == "lstm" else h
     a = get_kind(kind).cell()(p, carry, x)
-    b = get_kind(kind).step_fn()(p, carry, jaxseq.recurrences.input_projection(p, x))
+    b = get_kind(kind).step(p, carry, jaxseq.recurrences.input_projection(p, x))
     for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(u, v)
 
@@ -163,7 +163,7 @@ def test_get_cell_unknown_kind():
     with pytest.raises(ValueError, match="Unknown RNN kind 'lstmx'"):
         get_kind("lstmx").cell()
     with pytest.raises(ValueError, match="Unknown RNN kind 'lstmx'"):
-        get_kind("lstmx").step_fn()
+        _ = get_kind("lstmx").step
 
 
 def test_relu_cell_differs_from_tanh():

@@ -11,7 +11,6 @@ reference implementation in float64, values and gradients.
 from __future__ import annotations
 
 import functools
-import importlib
 from typing import Any
 
 import jax
@@ -30,6 +29,7 @@ from jaxseq.cudnn import (
     reference_lstm,
     unpack_lstm_weights,
 )
+from jaxseq.layer import Plan, Segments, StepMasks
 from jaxseq.recurrences import get
 
 F64 = jnp.float64
@@ -188,7 +188,7 @@ def test_backend_sees_lengths_in_1_T_and_its_padding_is_ignored() -> None:
     states = (_normal(2, (2, N, H)), _normal(3, (2, N, H)))
     mask = jnp.arange(T).reshape(T, 1) < jnp.asarray(RAGGED).reshape(1, N)
     out, (h_n, c_n) = cudnn_layer(
-        rec, w, x, states, mask, nonlinearity="tanh", unroll=1, lstm_fn=untidy_backend
+        Plan(rec), w, x, states, Segments(mask), StepMasks(), lstm_fn=untidy_backend
     )
     np.testing.assert_array_equal(seen[0], np.maximum(np.asarray(RAGGED), 1))
     valid = np.asarray(mask)
@@ -200,24 +200,11 @@ def test_backend_sees_lengths_in_1_T_and_its_padding_is_ignored() -> None:
 
 
 def test_registered_in_the_stack() -> None:
-    """``LAYER_IMPLS["cudnn"] = cudnn_layer`` is the whole registration: here with the
-    ``lstm_ref`` stand-in, registered for the duration of the test."""
-    impls = None
-    for name in ("jaxseq.impls", "jaxseq._src.impls"):
-        try:
-            impls = importlib.import_module(name)
-            break
-        except ImportError:
-            continue
-    if impls is None or not hasattr(impls, "LAYER_IMPLS"):
-        pytest.skip("no LAYER_IMPLS registry to register in")
+    """The ``"cudnn"`` row of ``jaxseq.impls.IMPLS`` is the whole registration: here with
+    the ``lstm_ref`` stand-in in it for the duration of the test."""
     p = _params(2, True)
     x = _normal(1, (T, N, I))
-    mp = pytest.MonkeyPatch()
-    with mp.context() as m:
-        m.setitem(
-            impls.LAYER_IMPLS, "cudnn", functools.partial(cudnn_layer, lstm_fn=reference_lstm)
-        )
+    with stand_in_cudnn(reference_lstm):
         got = jaxseq.lstm(p, x, lengths=RAGGED, impl="cudnn")
         with pytest.raises(ValueError, match=r"LSTM only, not GRU; use impl='fused'"):
             jaxseq.gru(jaxseq.init_gru(jax.random.key(0), I, H), x, impl="cudnn")
@@ -232,7 +219,9 @@ def _call(rec_name: str, w: Any, x: Any, **kw: Any) -> Any:
     D = w["weight_ih"].shape[0]
     Hw = w["weight_hh"].shape[-1]
     states = (jnp.zeros((D, N, Hw), x.dtype), jnp.zeros((D, N, H), x.dtype))
-    return cudnn_layer(get(rec_name), w, x, states, None, nonlinearity="tanh", unroll=1, **kw)
+    remat = kw.pop("remat", None)
+    plan = Plan(get(rec_name), "cudnn", remat=remat)
+    return cudnn_layer(plan, w, x, states, Segments(), StepMasks(), **kw)
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float64])
@@ -258,8 +247,11 @@ def test_rejects_other_kinds() -> None:
 
 def test_rejects_remat() -> None:
     w = _stacked(_params(1, False, jnp.float32), 0, False)
-    with pytest.raises(ValueError, match=r"remat=4 .* use impl='fused' with remat"):
+    msg = r"impl='cudnn' does not take remat .* use impl='fused' with remat"
+    with pytest.raises(ValueError, match=msg):
         _call("lstm", w, jnp.zeros((T, N, I), jnp.float32), remat=4, lstm_fn=reference_lstm)
+    with pytest.raises(ValueError, match=msg):  # the same message from the stack's check
+        jaxseq.lstm(_params(1, False), _normal(1, (T, N, I)), impl="cudnn", remat=4)
 
 
 @pytest.mark.skipif(jax.default_backend() == "gpu", reason="checks the non-GPU message")
@@ -270,5 +262,4 @@ def test_real_path_needs_a_gpu() -> None:
         _call("lstm", w, x)
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
         jax.jit(lambda x: _call("lstm", w, x))(x)  # raised while tracing, not by XLA
-    rec = get("lstm")
-    check_cudnn(rec, w, x, real=False)  # the stand-in path has no backend requirement
+    check_cudnn(w, x, real=False)  # the stand-in path has no backend requirement

@@ -118,7 +118,7 @@ def test_classify_two_devices_matches_one(tmp_path):
     up to float32 rounding. The models have no dropout, so no masks differ.
 
     Both runs also ``--export`` their trained models (``jaxseq.export``): the files load
-    with ``jax.export.deserialize`` and serve any batch size, the two runs' models alike."""
+    with ``jaxseq.export.load`` (sha256 verified) and serve any batch size, the two runs' models alike."""
     res = {}
     for d in (1, 2):
         out = tmp_path / f"out{d}"
@@ -144,14 +144,14 @@ def test_classify_two_devices_matches_one(tmp_path):
 def check_exported(one: dict, two: dict, tmp_path: Path) -> None:
     """The ``--export`` files of two runs: one per model, symbolic batch (and time for the
     GRU), finite logits (N, 9) for N = 1 and 3, equal between the runs up to rounding."""
-    import jax
+    import jaxseq.export
 
     names = [Path(p).name for p in one["paths"]]
     assert names == ["model-gru-seed0.jax", "model-ff-seed0.jax"]
     assert len(one["mean"]) == len(one["std"]) == 12  # the standardization a server needs
     rng = np.random.default_rng(0)
     for p1, p2 in zip(one["paths"], two["paths"], strict=True):
-        e1, e2 = (jax.export.deserialize(bytearray(Path(p).read_bytes())) for p in (p1, p2))
+        e1, e2 = (jaxseq.export.load(p) for p in (p1, p2))
         x_aval = e1.in_avals[0]
         assert str(x_aval.shape[0]) == "b" and x_aval.shape[2] == 12
         # The feedforward model reads a fixed T (max_len), the GRU any T.

@@ -45,7 +45,7 @@ RESETS = _resets()
 def _loop_reference(kind, p, x, hx, reset_hx, lengths, resets):
     """Unidirectional stack, one row and one step at a time with the kind's cell."""
     rec = get(kind)
-    cell = rec.cell("tanh")
+    cell = rec.cell()
     num_layers = spec_from_params(kind, p).num_layers
     finals = []
     inp = x

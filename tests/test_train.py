@@ -1,6 +1,6 @@
-"""jaxseq.train, torchseq.train and jaxseq.plotting on their own: torch-exact clipping,
-cross-entropy, no recompilation when lengths change, bounded compiles with buckets, the
-loops, evaluation, and the curves figure."""
+"""jaxseq.train and torchseq.train on their own: torch-exact clipping, cross-entropy, no
+recompilation when lengths change, bounded compiles with buckets, the loops and
+evaluation."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import torchseq.data
 import torchseq.train
 from jaxseq import models as jm
 from jaxseq import train as jt
-from jaxseq.plotting import plot_curves
 from torchseq import models as tm
 
 RNG = np.random.default_rng(0)
@@ -128,24 +127,3 @@ def test_fit_and_evaluate_torch_against_numpy():
     logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
     np.testing.assert_allclose(result["loss"], -logp[np.arange(12), y].mean(), rtol=1e-12)
     assert result["accuracy"] == np.mean(logits.argmax(1) == y)
-
-
-def test_plot_curves_writes_png(tmp_path):
-    pytest.importorskip("matplotlib")  # an "examples" extra
-    import matplotlib
-    import matplotlib.image
-
-    a = np.exp(-np.arange(50) / 10.0)
-    path = plot_curves(
-        {"torch": a, "jax": a + 1e-12}, tmp_path / "sub" / "curves.png", figsize=(4, 3), dpi=50
-    )
-    assert matplotlib.get_backend().lower() == "agg"  # no display needed
-    img = matplotlib.image.imread(path)
-    assert img.shape[:2] == (150, 200)  # figsize * dpi
-    assert np.ptp(img[..., :3]) > 0.5  # something was drawn
-    single = plot_curves({"torch": a}, tmp_path / "one.png", figsize=(4, 3), dpi=50, logy=True)
-    assert not np.array_equal(matplotlib.image.imread(single), img)
-    with open(path, "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(ValueError, match="same length"):
-        plot_curves({"a": a, "b": a[:3]}, tmp_path / "x.png", show_difference=True)

@@ -22,6 +22,7 @@ API_MODULES: tuple[str, ...] = (
     "jaxseq",
     "jaxseq.nn",
     "jaxseq.linen",
+    "jaxseq.options",
     "jaxseq.interop",
     "jaxseq.data",
     "jaxseq.train",

@@ -37,7 +37,7 @@ import numpy as np
 from flax import nnx
 
 from jaxseq.interop.state_dict import load_torch_state_dict, to_torch_state_dict
-from jaxseq.nn import RNNBase, RNNCellBase
+from jaxseq.nn import RNNBase, module_class
 from jaxseq.recurrences import Recurrence, get, registered
 from jaxseq.validation import check_rngs
 
@@ -53,8 +53,11 @@ def _twins(rec: Recurrence) -> list[tuple[str, str, bool]]:
     """``(torch path, jaxseq path, is_cell)`` of a kind's layer and cell modules."""
     out = []
     for cell in (False, True):
-        cls = (RNNCellBase if cell else RNNBase)._classes.get(rec.name)
-        if rec.torch_twin and cls is not None:
+        try:
+            cls = module_class(rec, cell=cell)
+        except ValueError:  # no module of that kind (module_class says so)
+            continue
+        if rec.torch_twin:
             out.append(
                 (rec.torch_twin + ("Cell" if cell else ""), f"jaxseq.nn:{cls.__name__}", cell)
             )
@@ -319,6 +322,24 @@ def from_torch(module: Any, *, rngs: nnx.Rngs | None = None) -> nnx.Module:
     return new
 
 
+def _refuse_uncarried(module: nnx.Module) -> None:
+    """Raise ValueError naming every recurrent regulariser in ``module``: torch's twins
+    cannot carry them, and converting without them would silently change the model."""
+    found = []
+    for path, node in nnx.iter_graph(module):
+        if isinstance(node, RNNBase):
+            where = f" ({'.'.join(str(p) for p in path)})" if path else ""
+            found += [f"{k}={v}{where}" for k, v in node.options.rates().items() if v > 0]
+    if found:
+        raise ValueError(
+            "to_torch: the torch twin cannot carry the recurrent regularisers "
+            f"{', '.join(found)} (they change what the layer computes; zoneout in eval mode "
+            "too). Convert a copy built with them at 0 (the same weights load into it), and "
+            "for the regularised torch forward use torchseq.run_regularized with masks from "
+            "jaxseq.regularizers.draw_masks"
+        )
+
+
 def _in_eval_mode(module: nnx.Module) -> bool:
     return any(
         getattr(node, "deterministic", False) is True
@@ -334,8 +355,16 @@ def to_torch(module: nnx.Module) -> Any:
     The reverse of :func:`from_torch`. Building the torch module does not advance torch's
     global random generator (its discarded initial values are drawn in a forked one).
 
+    What only says how a jaxseq layer runs (``impl``, ``unroll``, ``remat``, ``chunk``,
+    ``carry_dtype``: :class:`jaxseq.options.LayerOptions`) is not carried: the torch module
+    computes the same function in its parameters' dtype. A recurrent regulariser changes
+    the function (zoneout even in eval mode) and ``torch.nn``'s layers have none, so a
+    module with one is refused, naming each.
+
     Raises:
       TypeError: for an unsupported class, naming it and listing the supported ones.
+      ValueError: for a module whose recurrent layers have regularisers (each named, with
+        what to do instead).
     """
     try:
         import torch
@@ -346,6 +375,7 @@ def to_torch(module: nnx.Module) -> Any:
     pair = _find(module, side=1)
     if pair is None:
         raise _unsupported(module, "to_torch", side=1)
+    _refuse_uncarried(module)
     state = to_torch_state_dict(module)
     dtypes = {str(v.dtype) for v in state.values()}
     if len(dtypes) > 1:

@@ -3,7 +3,7 @@
 :class:`Recurrence` (in :mod:`jaxseq.recurrences.base`) holds everything that differs
 between kinds; ``elman.py``, ``lstm.py`` and ``gru.py`` each define and register one gated kind;
 ``minimal.py`` registers minGRU and minLSTM, built with :func:`linear_kind`;
-``layernorm.py`` the layer-normalised LSTM and GRU (extra parameters, no fused path yet).
+``layernorm.py`` the layer-normalised LSTM and GRU (extra parameters and fused pieces).
 A new kind is one more such definition and a call to :func:`register`; see
 ``tests/test_extensibility.py`` for a leaky Elman RNN defined entirely in a test file.
 
@@ -13,7 +13,9 @@ A new kind is one more such definition and a call to :func:`register`; see
 """
 
 from jaxseq.recurrences.base import (
+    Fused,
     Kind,
+    Linear,
     Recurrence,
     get,
     input_projection,
@@ -33,6 +35,8 @@ from jaxseq.recurrences.minimal import MIN_GRU, MIN_LSTM
 __all__ = [
     "Kind",
     "Recurrence",
+    "Fused",
+    "Linear",
     "register",
     "get",
     "registered",

@@ -22,11 +22,17 @@ Conventions every definition follows (written once, here):
 * **Carry**: ``h`` (N, H_out) for kinds with one state; ``(h, c)`` with c (N, H) for kinds
   with ``cell_state=True``. The output y of a step is the new ``h``.
 * **Gate order** is the kind's torch order (LSTM i, f, g, o; GRU r, z, n).
-* **Reference step**: ``step(params, carry, gx, nonlinearity) -> (carry, y)`` where
+* **Reference step**: ``step(params, carry, gx) -> (carry, y)`` where
   ``gx = x W_ih^T + b_ih`` (N, G*H) is the input projection (:func:`input_projection`).
-* **Fused pieces** (shapes with a leading direction axis D, see :mod:`jaxseq.fused`)::
+  A kind with several nonlinearities (the Elman RNN's tanh and relu) binds one into its
+  step and fused pieces (:meth:`Recurrence.bind`), as torch's ``RNN_TANH`` / ``RNN_RELU``.
+* **The family** is the type of :attr:`Recurrence.fast`: :class:`Fused` (gated kinds with
+  the pieces below), :class:`Linear` (``h_t = a_t h_{t-1} + b_t``), or None (a kind with
+  only its reference step, served by the plain scans).
+* **Fused pieces** (:class:`Fused`; shapes with a leading direction axis D, see
+  :mod:`jaxseq.fused`)::
 
-      forward(w, carry, gx, gh, valid, nonlinearity) -> (carry', y, (scan_res, post_res))
+      forward(w, carry, gx, gh, valid) -> (carry', y, (scan_res, post_res))
           gx (D, N, G*H) input part (b_ih included); gh (D, N, G*H) = h W_hh^T + b_hh, or
           None when ``additive`` and the fused path already added it into gx (one
           [x, h] matmul per step); valid (D, N, 1) bool. Must freeze the carry and zero y
@@ -36,11 +42,12 @@ Conventions every definition follows (written once, here):
           ``post_res`` holds what only :attr:`gate_grads` needs.
       backward(w, dcarry, dy, scan_res, hmat) -> (dcarry_prev, emitted)
           dcarry like the carry; dy (D, N, H_out); hmat(dG) = dG W_hh, (D, N, G*H) ->
-          (D, N, H_out), called once per step (with ``dgh_slot`` set, after the step's
-          last read of ``scan_res[dgh_slot]``).
+          (D, N, H_out), called once per step (with ``dgh_field`` set, after the
+          step's last read of that field of ``scan_res``).
       gate_grads(emitted, scan_res, post_res, w) -> (dgx, dgh, extra)
-          all stacked over steps (T, D, N, ...), with ``scan_res[dgh_slot]`` (when the
-          kind sets :attr:`Recurrence.dgh_slot`) holding the stacked ``hmat``
+          all stacked over steps (T, D, N, ...), with the field
+          :attr:`Fused.dgh_field` of ``scan_res`` (when the kind sets it) holding the
+          stacked ``hmat``
           arguments instead of the coefficients; dgx / dgh (T, D, N, G*H) the gradients
           of the input projection and of h W_hh^T + b_hh (the same array when they
           coincide); extra: gradients of other fused weights (e.g. ``w_hr``, or the
@@ -54,6 +61,7 @@ Conventions every definition follows (written once, here):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -70,6 +78,8 @@ Kind = Literal["rnn", "lstm", "gru", "min_gru", "min_lstm", "layernorm_lstm", "l
 __all__ = [
     "Kind",
     "Recurrence",
+    "Fused",
+    "Linear",
     "linear_kind",
     "register",
     "get",
@@ -151,10 +161,52 @@ def torch_uniform_init(key: Array, shape: tuple[int, ...], dtype: Any, hidden_si
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
-StepFn = Callable[[Params, Any, Array, str], tuple[Any, Array]]
+StepFn = Callable[[Params, Any, Array], tuple[Any, Array]]
 #: ``extra_params(hidden_size) -> {base name: (shape, init)}``, init ``"ones"`` or ``"zeros"``.
 ExtraParams = Callable[[int], Mapping[str, tuple[tuple[int, ...], str]]]
 _CONSTANT_INITS = {"ones": jnp.ones, "zeros": jnp.zeros}
+
+
+@dataclasses.dataclass(frozen=True)
+class Fused:
+    """The gated fast path's pieces of a kind (module docstring); read by :mod:`jaxseq.fused`.
+
+    Attributes:
+      forward: ``forward(w, carry, gx, gh, valid) -> (carry', y, (scan_res, post_res))``.
+      backward: ``backward(w, dcarry, dy, scan_res, hmat) -> (dcarry_prev, emitted)``.
+      gate_grads: ``gate_grads(emitted, scan_res, post_res, w) -> (dgx, dgh, extra)``.
+      additive: the gates see the input and hidden parts only through their sum
+        ``gx + gh``, so the fused path may compute both with one ``[x, h]`` matmul.
+      dgh_field: the field of ``scan_res`` (a NamedTuple) holding an array of the gate
+        gradient's shape that the fused backward scan overwrites, slot t after step t has
+        read it, with the argument of that step's ``hmat`` call: ``gate_grads`` then finds
+        the stacked ``hmat`` arguments, the gradient of ``h W_hh^T + b_hh``, in that field
+        and no (T, D, N, G*H) buffer of their own is needed. None: nothing is overwritten
+        (``scan_res`` may then be any tuple).
+      cpu_projection: where the fused path computes the input projection on XLA's CPU
+        backend by default (:func:`jaxseq.fused.default_projection`): ``"hoisted"``
+        (one matmul before the scan) or ``"loop"`` (in the per-step matmul).
+    """
+
+    forward: Callable[..., tuple[Any, Array, tuple[Any, Any]]]
+    backward: Callable[..., tuple[Any, Any]]
+    gate_grads: Callable[..., tuple[Array, Array, dict[str, Array]]]
+    additive: bool = True
+    dgh_field: str | None = None
+    cpu_projection: Literal["loop", "hoisted"] = "hoisted"
+
+
+@dataclasses.dataclass(frozen=True)
+class Linear:
+    """The linear fast path of a kind (:func:`linear_kind`): ``coefficients(gx) -> (a, b)``,
+    each (..., H), of ``h_t = a_t * h_{t-1} + b_t``; read by :func:`jaxseq.impls.linear_layer`."""
+
+    coefficients: Callable[[Array], tuple[Array, Array]]
+
+
+#: ``variants(nonlinearity) -> (step, fast)``: a kind's step and fast path for each of its
+#: nonlinearities (:meth:`Recurrence.bind`).
+Variants = Callable[[str], tuple[StepFn, "Fused | Linear | None"]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,24 +217,17 @@ class Recurrence:
       name: the registry key and the ``kind`` string (``"lstm"``).
       display_name: the class name used in messages, as torch's (``"LSTM"``).
       num_gates: G; ``weight_ih`` / ``weight_hh`` have G*H rows.
-      step: the reference step ``step(params, carry, gx, nonlinearity) -> (carry, y)``.
-      forward, backward, gate_grads: the fused path's pieces (module docstring); None for
-        linear kinds.
-      coefficients: linear kinds only (see :func:`linear_kind`): ``coefficients(gx) ->
-        (a, b)``, each (..., H), of the recurrence ``h_t = a_t * h_{t-1} + b_t``.
+      step: the reference step ``step(params, carry, gx) -> (carry, y)``.
+      fast: the family and its fast path: :class:`Fused` pieces (gated kinds),
+        :class:`Linear` coefficients (``h_t = a_t * h_{t-1} + b_t``, no ``weight_hh``),
+        or None (served by the plain scans only).
       cell_state: the carry is ``(h, c)`` (LSTM) rather than ``h``.
       projection: the kind supports ``proj_size`` (``weight_hr``).
       nonlinearities: the accepted ``nonlinearity`` values, the first the default.
-      additive: the gates see the input and hidden parts only through their sum
-        ``gx + gh``, so the fused path may compute both with one ``[x, h]`` matmul.
-      dgh_slot: the index of the ``scan_res`` array (of the gate gradient's shape) that
-        the fused backward scan overwrites, slot t after step t has read it, with the
-        argument of that step's ``hmat`` call: ``gate_grads`` then finds the stacked
-        ``hmat`` arguments, the gradient of ``h W_hh^T + b_hh``, in ``scan_res[dgh_slot]``
-        and no (T, D, N, G*H) buffer of their own is needed. None: nothing is overwritten.
-      cpu_projection: where the fused path computes the input projection on XLA's CPU
-        backend by default (:func:`jaxseq.fused.default_projection`): ``"hoisted"``
-        (one matmul before the scan) or ``"loop"`` (in the per-step matmul).
+      variants: for kinds with several nonlinearities, ``variants(nl) -> (step, fast)``;
+        :meth:`bind` uses it. ``step`` and ``fast`` compute ``nonlinearity``.
+      nonlinearity: the nonlinearity ``step`` and ``fast`` compute (None: the first of
+        ``nonlinearities``).
       init: ``init(key, shape, dtype, hidden_size) -> array`` for every parameter.
       torch_twin: the PyTorch layer class of the kind, as ``"module:name"`` (e.g.
         ``"torch.nn:LSTM"``), for :func:`jaxseq.interop.from_torch` / ``to_torch``; its
@@ -198,16 +243,12 @@ class Recurrence:
     display_name: str
     num_gates: int
     step: StepFn
-    forward: Callable[..., tuple[Any, Array, tuple[Array, ...]]] | None = None
-    backward: Callable[..., tuple[Any, Any]] | None = None
-    gate_grads: Callable[..., tuple[Array, Array, dict[str, Array]]] | None = None
-    coefficients: Callable[[Array], tuple[Array, Array]] | None = None
+    fast: Fused | Linear | None = None
     cell_state: bool = False
     projection: bool = False
     nonlinearities: tuple[str, ...] = ("tanh",)
-    additive: bool = True
-    dgh_slot: int | None = None
-    cpu_projection: Literal["loop", "hoisted"] = "hoisted"
+    variants: Variants | None = None
+    nonlinearity: str | None = None
     init: Callable[[Array, tuple[int, ...], Any, int], Array] = torch_uniform_init
     torch_twin: str | None = None
     extra_params: ExtraParams | None = None
@@ -216,9 +257,33 @@ class Recurrence:
 
     @property
     def is_linear(self) -> bool:
-        """A linear kind: gates of the input only, ``h_t = a_t * h_{t-1} + b_t``, no
-        ``weight_hh`` (minGRU, minLSTM; see :func:`linear_kind`)."""
-        return self.coefficients is not None
+        """A linear kind (``fast`` is :class:`Linear`): gates of the input only,
+        ``h_t = a_t * h_{t-1} + b_t``, no ``weight_hh`` (minGRU, minLSTM)."""
+        return isinstance(self.fast, Linear)
+
+    @property
+    def fused(self) -> Fused | None:
+        """The gated fast path's pieces, or None for the other families."""
+        return self.fast if isinstance(self.fast, Fused) else None
+
+    def bind(self, nonlinearity: str | None = None) -> Recurrence:
+        """The kind with ``nonlinearity`` bound into its step and fast path, as torch's
+        ``RNN_TANH`` / ``RNN_RELU``; itself when it computes that one already (every kind
+        with a single nonlinearity). Memoised, so equal calls give the same value and jit
+        caches keyed on it hold.
+
+        >>> relu = get("rnn").bind("relu")
+        >>> relu.nonlinearity, relu is get("rnn").bind("relu"), get("gru").bind() is get("gru")
+        ('relu', True, True)
+        """
+        nl = self.nonlinearities[0] if nonlinearity is None else nonlinearity
+        if nl == (self.nonlinearity or self.nonlinearities[0]):
+            return self
+        if nl not in self.nonlinearities or self.variants is None:
+            raise ValueError(
+                f"{self.display_name} takes nonlinearity in {list(self.nonlinearities)}, got {nl!r}"
+            )
+        return _bound(self, nl)
 
     # ----------------------------------------------------------------- carry structure
 
@@ -289,20 +354,18 @@ class Recurrence:
             return _CONSTANT_INITS[how](shape, dtype)
         return self.init(key, shape, dtype, hidden_size)
 
-    def cell(
-        self, nonlinearity: str | None = None, out_dtype: Any = None
-    ) -> Callable[[Params, Any, Array], tuple[Any, Array]]:
-        """The whole reference cell ``cell(params, carry, x) -> (carry, y)``; the input
-        projection accumulated in ``out_dtype`` (see :func:`input_projection`)."""
-        nl = self.nonlinearities[0] if nonlinearity is None else nonlinearity
-        return lambda p, carry, x: self.step(p, carry, input_projection(p, x, out_dtype), nl)
+    def cell(self, out_dtype: Any = None) -> Callable[[Params, Any, Array], tuple[Any, Array]]:
+        """The whole reference cell ``cell(params, carry, x) -> (carry, y)`` of the bound
+        kind (:meth:`bind`); the input projection accumulated in ``out_dtype`` (see
+        :func:`input_projection`)."""
+        return lambda p, carry, x: self.step(p, carry, input_projection(p, x, out_dtype))
 
-    def step_fn(
-        self, nonlinearity: str | None = None
-    ) -> Callable[[Params, Any, Array], tuple[Any, Array]]:
-        """The reference step with the nonlinearity bound: ``step(params, carry, gx)``."""
-        nl = self.nonlinearities[0] if nonlinearity is None else nonlinearity
-        return lambda p, carry, gx: self.step(p, carry, gx, nl)
+
+@functools.cache
+def _bound(rec: Recurrence, nonlinearity: str) -> Recurrence:
+    assert rec.variants is not None
+    step, fast = rec.variants(nonlinearity)
+    return dataclasses.replace(rec, step=step, fast=fast, nonlinearity=nonlinearity)
 
 
 def linear_kind(
@@ -326,17 +389,17 @@ def linear_kind(
     >>> leaky = linear_kind("leaky", "Leaky", 1, lambda gx: (jnp.full_like(gx, 0.5), gx))
     >>> leaky.is_linear, list(leaky.layer_shapes(3, 4))
     (True, ['weight_ih', 'bias_ih'])
-    >>> leaky.step({}, jnp.ones((1, 4)), jnp.full((1, 4), 2.0), "tanh")[0].tolist()
+    >>> leaky.step({}, jnp.ones((1, 4)), jnp.full((1, 4), 2.0))[0].tolist()
     [[2.5, 2.5, 2.5, 2.5]]
     """
 
-    def step(params: Params, h: Array, gx: Array, nonlinearity: str) -> tuple[Array, Array]:
+    def step(params: Params, h: Array, gx: Array) -> tuple[Array, Array]:
         a, b = coefficients(gx)
         h = a * h + b
         return h, h
 
     return Recurrence(
-        name, display_name, num_gates, step, coefficients=coefficients, torch_twin=torch_twin
+        name, display_name, num_gates, step, fast=Linear(coefficients), torch_twin=torch_twin
     )
 
 

@@ -5,13 +5,23 @@ act is tanh or relu (``nonlinearity``). One gate (G = 1); the carry is h (N, H).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxseq.fused_ops import zero_invalid
-from jaxseq.recurrences.base import Params, Recurrence, input_projection, linear, register
+from jaxseq.recurrences.base import (
+    Fused,
+    Params,
+    Recurrence,
+    StepFn,
+    input_projection,
+    linear,
+    register,
+)
 
 Array = jax.Array
 
@@ -75,13 +85,21 @@ def rnn_cell(params: Params, h: Array, x: Array, nonlinearity: str = "tanh") -> 
 # dh_prev = dpre W_hh; on invalid steps P = 0 and dh passes through (keep = 1).
 
 
-def _forward(w, h, gx, gh, valid, nonlinearity):
+class Res(NamedTuple):
+    """The backward step's coefficients: ``p`` = act'(pre) (0 where invalid), ``keep`` =
+    1 where invalid (the carried gradient passes)."""
+
+    p: Array
+    keep: Array
+
+
+def _forward(w, h, gx, gh, valid, act):
     pre = gx if gh is None else gx + gh
-    h_new = _ACT[nonlinearity](pre)
-    P = 1.0 - h_new * h_new if nonlinearity == "tanh" else (pre > 0).astype(pre.dtype)
+    h_new = _ACT[act](pre)
+    P = 1.0 - h_new * h_new if act == "tanh" else (pre > 0).astype(pre.dtype)
     keep = jnp.logical_not(valid).astype(pre.dtype)
     new = jnp.where(valid, h_new, h)
-    return new, zero_invalid(valid, h_new), ((zero_invalid(valid, P), keep), ())
+    return new, zero_invalid(valid, h_new), (Res(zero_invalid(valid, P), keep), ())
 
 
 def _backward(w, dh, dy, scan_res, hmat):
@@ -92,9 +110,22 @@ def _backward(w, dh, dy, scan_res, hmat):
 
 
 def _gate_grads(emitted, scan_res, post_res, w):
-    dpre = scan_res[0]  # written over P by the backward scan (dgh_slot=0)
+    dpre = scan_res.p  # written over P by the backward scan (dgh_field="p")
     return dpre, dpre, {}
 
+
+def _variant(nonlinearity: str) -> tuple[StepFn, Fused]:
+    """The step and fused pieces computing ``nonlinearity`` (torch's RNN_TANH / RNN_RELU)."""
+    return _VARIANTS[nonlinearity]
+
+
+_VARIANTS: dict[str, tuple[StepFn, Fused]] = {
+    act: (
+        functools.partial(rnn_step, nonlinearity=act),
+        Fused(functools.partial(_forward, act=act), _backward, _gate_grads, dgh_field="p"),
+    )
+    for act in _ACT
+}
 
 RNN_TANH_RELU = register(
     Recurrence(
@@ -102,11 +133,9 @@ RNN_TANH_RELU = register(
         display_name="RNN",
         torch_twin="torch.nn:RNN",
         num_gates=1,
-        step=rnn_step,
-        forward=_forward,
-        backward=_backward,
-        gate_grads=_gate_grads,
+        step=_VARIANTS["tanh"][0],
+        fast=_VARIANTS["tanh"][1],
         nonlinearities=("tanh", "relu"),
-        dgh_slot=0,
+        variants=_variant,
     )
 )

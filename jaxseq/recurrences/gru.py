@@ -2,42 +2,37 @@
 
 PyTorch's GRU applies the reset gate *after* the hidden matmul and its bias; the
 equations are in :func:`gru_cell`'s docstring (``help(jaxseq.gru_cell)``).
-Flax's ``GRUCell`` has no ``b_hn`` and Haiku applies ``r`` before the matmul; neither
-matches PyTorch when ``b_hn != 0``. This one does. G = 3; the carry is h (N, H).
+Flax NNX's ``GRUCell`` has no recurrent bias at all (no ``b_hn``), Flax linen's has
+``b_hn`` but no ``b_hr``, ``b_hz`` (torch's GRU with those two at zero; see
+:mod:`jaxseq.interop.flax`), and Haiku applies ``r`` before the matmul. This one is
+PyTorch's. G = 3; the carry is h (N, H).
 Because ``r`` multiplies the hidden part of n alone, the gates are not a function of
 ``gx + gh`` (``additive=False``): the fused path keeps the two matmuls apart.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
 from jaxseq.fused_ops import one_invalid, tile, zero_invalid
-from jaxseq.recurrences.base import Params, Recurrence, input_projection, linear, register
+from jaxseq.recurrences.base import Fused, Params, Recurrence, input_projection, linear, register
 
 Array = jax.Array
 
 __all__ = ["GRU", "gru_step", "gru_cell"]
 
 
-def gru_step(
-    params: Params, h: Array, gx: Array, nonlinearity: str = "tanh"
-) -> tuple[Array, Array]:
-    """GRU step on a projected input ``gx = x W_ih^T + b_ih`` (gate order r, z, n).
-
-    PyTorch's GRU applies the reset gate *after* the hidden matmul and its bias::
-
-        r  = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
-        z  = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
-        n  = tanh(W_in x + b_in + r * (W_hn h + b_hn))
-        h' = (1 - z) * n + z * h
+def gru_step(params: Params, h: Array, gx: Array) -> tuple[Array, Array]:
+    """GRU step (:func:`gru_cell`'s equations) on a projected input ``gx = x W_ih^T + b_ih``
+    (gate order r, z, n).
 
     Args:
       params: ``weight_hh`` (3H, H) and optional ``bias_hh`` (3H,).
       h: (N, H) previous hidden state.
       gx: (N, 3H) projected input ``[W_ir x + b_ir, W_iz x + b_iz, W_in x + b_in]``.
-      nonlinearity: unused (the GRU's are fixed); there for the common step signature.
 
     Returns:
       ``(h', h')``, both (N, H).
@@ -93,7 +88,15 @@ def gru_cell(params: Params, h: Array, x: Array) -> tuple[Array, Array]:
 # (1 where invalid, where Qx = Qh = 0).
 
 
-def _forward(w, h, gx, gh, valid, nonlinearity):
+class Res(NamedTuple):
+    """The backward step's coefficients: ``qh`` the hidden part's (0 where invalid),
+    ``z`` the update gate (1 where invalid)."""
+
+    qh: Array
+    z: Array
+
+
+def _forward(w, h, gx, gh, valid):
     H = h.shape[-1]
     x_rz, x_n = jnp.split(gx, [2 * H], axis=-1)
     h_rz, h_n = jnp.split(gh, [2 * H], axis=-1)
@@ -106,7 +109,7 @@ def _forward(w, h, gx, gh, valid, nonlinearity):
     pr = pn * h_n * r * (1.0 - r)
     Qh = zero_invalid(valid, jnp.concatenate([pr, pz, pn * r], axis=-1))
     # Qx differs from Qh only in its n block, so only that block (pn) is kept for it.
-    res = ((Qh, one_invalid(valid, z)), (zero_invalid(valid, pn),))
+    res = (Res(Qh, one_invalid(valid, z)), (zero_invalid(valid, pn),))
     return jnp.where(valid, h_new, h), zero_invalid(valid, h_new), res
 
 
@@ -117,10 +120,10 @@ def _backward(w, dh, dy, scan_res, hmat):
 
 
 def _gate_grads(dh_all, scan_res, post_res, w):
-    # scan_res[0]: the stacked hmat inputs tile(dh', 3) * Qh, written over Qh by the
-    # backward scan (dgh_slot=0), which is the gradient of h W_hh^T + b_hh. The input
+    # scan_res.qh: the stacked hmat inputs tile(dh', 3) * Qh, written over Qh by the
+    # backward scan (dgh_field="qh"), which is the gradient of h W_hh^T + b_hh. The input
     # part shares its r and z blocks; its n block is dh' * pn.
-    (dgh, _), (pn,) = scan_res, post_res
+    dgh, (pn,) = scan_res.qh, post_res
     H = dh_all.shape[-1]
     return jnp.concatenate([dgh[..., : 2 * H], dh_all * pn], axis=-1), dgh, {}
 
@@ -132,12 +135,14 @@ GRU = register(
         torch_twin="torch.nn:GRU",
         num_gates=3,
         step=gru_step,
-        forward=_forward,
-        backward=_backward,
-        gate_grads=_gate_grads,
-        additive=False,
-        dgh_slot=0,
-        # Chosen by measurement (impl="fused_loop" against "fused_hoisted"; docs/speed.md).
-        cpu_projection="loop",
+        fast=Fused(
+            _forward,
+            _backward,
+            _gate_grads,
+            additive=False,
+            dgh_field="qh",
+            # Chosen by measurement (impl="fused_loop" against "fused_hoisted"; docs/speed.md).
+            cpu_projection="loop",
+        ),
     )
 )

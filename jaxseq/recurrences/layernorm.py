@@ -41,13 +41,16 @@ steps, one layer, T = 100, N = 64, H = 128). The PyTorch twins are
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxseq.fused_ops import one_invalid, sigmoid_consts, tile, zero_invalid
-from jaxseq.recurrences.base import ExtraParams, Params, Recurrence, linear, register
+from jaxseq.recurrences.base import ExtraParams, Fused, Params, Recurrence, linear, register
 from jaxseq.recurrences.gru import GRU
+from jaxseq.recurrences.gru import Res as GRU_RES
 
 Array = jax.Array
 
@@ -59,6 +62,9 @@ __all__ = [
     "layernorm_lstm_step",
     "layernorm_gru_step",
 ]
+
+_GRU = GRU.fast
+assert isinstance(_GRU, Fused)
 
 #: The layer norm's epsilon (``torch.nn.LayerNorm``'s default).
 EPS = 1e-5
@@ -93,10 +99,9 @@ def block_layer_norm(v: Array, weight: Array, bias: Array, groups: int) -> Array
 def _block_mean(v: Array, groups: int) -> Array:
     """(..., G*H) -> (..., G): the mean of each block of H, as one matmul with a constant
     (G*H, G) averaging matrix, for the fused backward: there, on XLA's CPU backend, the
-    reshape-and-mean (a reduction over the minor axis) ran 2.5 to 4 times slower on the
-    stacked (T, D, N, G*H) arrays and made the whole training step about 10% slower. The
-    forward (:func:`_normalise`) keeps the reshape: the matmul form measured 2-3% slower
-    there."""
+    reshape-and-mean (a reduction over the minor axis) was slower on the stacked
+    (T, D, N, G*H) arrays. The forward (:func:`_normalise`) keeps the reshape, which
+    measured faster there (docs/speed.md has the measurements)."""
     size = v.shape[-1] // groups
     avg = np.kron(np.eye(groups), np.full((size, 1), 1.0 / size))
     return jnp.matmul(v, jnp.asarray(avg, v.dtype), precision=jax.lax.Precision.HIGHEST)
@@ -135,7 +140,7 @@ def _gate_terms(params: Params, h: Array, gx: Array, groups: int) -> tuple[Array
 
 
 def layernorm_lstm_step(
-    params: Params, carry: tuple[Array, Array], gx: Array, nonlinearity: str = "tanh"
+    params: Params, carry: tuple[Array, Array], gx: Array
 ) -> tuple[tuple[Array, Array], Array]:
     """LN-LSTM step (module docstring) on a projected input ``gx = x W_ih^T + b_ih``.
 
@@ -145,7 +150,6 @@ def layernorm_lstm_step(
         ``ln_c_bias`` (H,).
       carry: ``(h, c)``, each (N, H).
       gx: (N, 4H) projected input (layer-normalised here).
-      nonlinearity: unused; there for the common step signature.
 
     Returns:
       ``((h', c'), h')``; c' is the un-normalised cell state.
@@ -168,9 +172,7 @@ def layernorm_lstm_step(
     return (h_new, c_new), h_new
 
 
-def layernorm_gru_step(
-    params: Params, h: Array, gx: Array, nonlinearity: str = "tanh"
-) -> tuple[Array, Array]:
+def layernorm_gru_step(params: Params, h: Array, gx: Array) -> tuple[Array, Array]:
     """LN-GRU step (module docstring) on a projected input ``gx = x W_ih^T + b_ih``.
 
     Args:
@@ -178,7 +180,6 @@ def layernorm_gru_step(
         ``ln_ih_bias``, ``ln_hh_weight``, ``ln_hh_bias`` (3H,).
       h: (N, H) previous hidden state.
       gx: (N, 3H) projected input (layer-normalised here).
-      nonlinearity: unused; there for the common step signature.
 
     Returns:
       ``(h', h')``, both (N, H).
@@ -228,7 +229,32 @@ def _sum_steps(a: Array) -> Array:
     return jnp.sum(a, axis=(0, 2))
 
 
-def _lstm_forward(w, carry, gx, gh, valid, nonlinearity):
+class LSTMRes(NamedTuple):
+    """The LN-LSTM backward step's coefficients: the LSTM's (``p``, ``q``, ``f``,
+    ``keep``) and the normalised values and reciprocal deviations of the cell state
+    (``xc``, ``rc``) and of the recurrent term (``xh``, ``rh``)."""
+
+    p: Array
+    q: Array
+    f: Array
+    keep: Array
+    xc: Array
+    rc: Array
+    xh: Array
+    rh: Array
+
+
+class GRURes(NamedTuple):
+    """The LN-GRU backward step's coefficients: the GRU's (``qh``, ``z``) and the
+    recurrent term's normalised values and reciprocal deviations (``xh``, ``rh``)."""
+
+    qh: Array
+    z: Array
+    xh: Array
+    rh: Array
+
+
+def _lstm_forward(w, carry, gx, gh, valid):
     h, c = carry
     xi, ri = _normalise(gx, 4)
     xh, rh = _normalise(gh, 4)
@@ -247,13 +273,13 @@ def _lstm_forward(w, carry, gx, gh, valid, nonlinearity):
         [g * i * (1.0 - i), c * f * (1.0 - f), i * (1.0 - g * g), tc * o * (1.0 - o)], axis=-1
     )
     keep = jnp.logical_not(valid).astype(pre.dtype)
-    scan_res = (P, zero_invalid(valid, Q), one_invalid(valid, f), keep, xc, rc, xh, rh)
+    scan_res = LSTMRes(P, zero_invalid(valid, Q), one_invalid(valid, f), keep, xc, rc, xh, rh)
     return new, zero_invalid(valid, h_new), (scan_res, (xi, ri))
 
 
 def _lstm_backward(w, dcarry, dy, scan_res, hmat):
     dh, dc = dcarry
-    p, q, fk, keep, xc, rc, xh, rh = scan_res
+    p, q, fk, keep, xc, rc, xh, rh = scan_res  # LSTMRes
     dh_new = dh + dy
     du = dh_new * p
     dc_tot = dc + _normalise_vjp(du * _gain(w, "ln_c_weight", 3), xc, rc, 1)
@@ -268,11 +294,11 @@ def _lstm_dA(dc_tot: Array, dh_new: Array, q: Array) -> Array:
 
 
 def _lstm_gate_grads(emitted, scan_res, post_res, w):
-    # No dgh_slot: writing dgh over a saved array made XLA copy that whole array at every
+    # No dgh_field: writing dgh over a saved array made XLA copy that whole array at every
     # step of the backward scan, so dgh is emitted, with dc_tot and dh' (H wide each), from
     # which dA (4H) is rebuilt here rather than stacked.
     dgh, dc_tot, dh_all = emitted
-    p, q, xc, xh = scan_res[0], scan_res[1], scan_res[4], scan_res[6]
+    p, q, xc, xh = scan_res.p, scan_res.q, scan_res.xc, scan_res.xh
     xi, ri = post_res
     dA = _lstm_dA(dc_tot, dh_all, q)
     du = dh_all * p
@@ -289,34 +315,32 @@ def _lstm_gate_grads(emitted, scan_res, post_res, w):
     return dgx, dgh, extra
 
 
-def _gru_forward(w, h, gx, gh, valid, nonlinearity):
+def _gru_forward(w, h, gx, gh, valid):
     xi, ri = _normalise(gx, 3)
     xh, rh = _normalise(gh, 3)
     a_ih = xi * _gain(w, "ln_ih_weight", 3) + _gain(w, "ln_ih_bias", 3)
     a_hh = xh * _gain(w, "ln_hh_weight", 3) + _gain(w, "ln_hh_bias", 3)
-    assert GRU.forward is not None
-    new, y, ((qh, zk), (pn,)) = GRU.forward(w, h, a_ih, a_hh, valid, nonlinearity)
-    return new, y, ((qh, zk, xh, rh), (pn, xi, ri))
+    new, y, (gru_res, (pn,)) = _GRU.forward(w, h, a_ih, a_hh, valid)
+    return new, y, (GRURes(gru_res.qh, gru_res.z, xh, rh), (pn, xi, ri))
 
 
 def _gru_backward(w, dh, dy, scan_res, hmat):
-    qh, zk, xh, rh = scan_res
+    qh, zk, xh, rh = scan_res  # GRURes
     box = {}
 
     def ln_hmat(dA_hh: Array) -> Array:  # the LN_hh vjp, then the recurrent matmul
         box["dgh"] = _normalise_vjp(dA_hh * _gain(w, "ln_hh_weight", 3), xh, rh, 3)
         return hmat(box["dgh"])
 
-    assert GRU.backward is not None
-    dh_prev, dh_new = GRU.backward(w, dh, dy, (qh, zk), ln_hmat)
+    dh_prev, dh_new = _GRU.backward(w, dh, dy, GRU_RES(qh, zk), ln_hmat)
     return dh_prev, (box["dgh"], dh_new)
 
 
 def _gru_gate_grads(emitted, scan_res, post_res, w):
-    # dgh emitted, no dgh_slot (as the LN-LSTM's); dA_hh rebuilt from dh' and Qh. dA_ih
+    # dgh emitted, no dgh_field (as the LN-LSTM's); dA_hh rebuilt from dh' and Qh. dA_ih
     # shares dA_hh's r and z blocks; its n block is dh' * pn.
     dgh, dh_all = emitted
-    qh, xh = scan_res[0], scan_res[2]
+    qh, xh = scan_res.qh, scan_res.xh
     pn, xi, ri = post_res
     H = dh_all.shape[-1]
     dA_hh = tile(dh_all, 3) * qh
@@ -357,11 +381,9 @@ LAYERNORM_LSTM = register(
         torch_twin="torchseq.layernorm:LayerNormLSTM",
         num_gates=4,
         step=layernorm_lstm_step,
-        forward=_lstm_forward,
-        backward=_lstm_backward,
-        gate_grads=_lstm_gate_grads,
+        # additive=False: the input and recurrent terms are normalised apart
+        fast=Fused(_lstm_forward, _lstm_backward, _lstm_gate_grads, additive=False),
         cell_state=True,
-        additive=False,  # the input and recurrent terms are normalised apart
         extra_params=_ln_params(4, state=True),
     )
 )
@@ -373,10 +395,7 @@ LAYERNORM_GRU = register(
         torch_twin="torchseq.layernorm:LayerNormGRU",
         num_gates=3,
         step=layernorm_gru_step,
-        forward=_gru_forward,
-        backward=_gru_backward,
-        gate_grads=_gru_gate_grads,
-        additive=False,
+        fast=Fused(_gru_forward, _gru_backward, _gru_gate_grads, additive=False),
         extra_params=_ln_params(3, state=False),
     )
 )

@@ -6,11 +6,13 @@ G = 4; the carry is ``(h, c)`` with h (N, H_out), c (N, H) — torch's order.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
 from jaxseq.fused_ops import bmm, contract_tn, one_invalid, sigmoid_consts, zero_invalid
-from jaxseq.recurrences.base import Params, Recurrence, input_projection, linear, register
+from jaxseq.recurrences.base import Fused, Params, Recurrence, input_projection, linear, register
 
 Array = jax.Array
 
@@ -18,7 +20,7 @@ __all__ = ["LSTM", "lstm_step", "lstm_cell"]
 
 
 def lstm_step(
-    params: Params, carry: tuple[Array, Array], gx: Array, nonlinearity: str = "tanh"
+    params: Params, carry: tuple[Array, Array], gx: Array
 ) -> tuple[tuple[Array, Array], Array]:
     """LSTM step (:func:`lstm_cell`'s equations) on a projected input ``gx = x W_ih^T + b_ih``.
 
@@ -27,7 +29,6 @@ def lstm_step(
         ``weight_hr`` (H_out, H).
       carry: ``(h, c)`` with h (N, H_out), c (N, H).
       gx: (N, 4H) projected input, from :func:`input_projection`.
-      nonlinearity: unused (the LSTM's are fixed); there for the common step signature.
 
     Returns:
       ``((h', c'), h')``. ``lstm_step(p, carry, input_projection(p, x))`` is
@@ -88,7 +89,18 @@ def lstm_cell(
 #   dh_prev = dG W_hh (+ dh' where invalid),  dc_prev = dc_tot * F,  F = f (1 where invalid).
 
 
-def _forward(w, carry, gx, gh, valid, nonlinearity):
+class Res(NamedTuple):
+    """The backward step's coefficients (mask folded in): ``p`` = o (1 - tanh(c')^2),
+    ``q`` the gates' derivative block, ``f`` the forget gate (1 where invalid), ``keep``
+    1 where invalid."""
+
+    p: Array
+    q: Array
+    f: Array
+    keep: Array
+
+
+def _forward(w, carry, gx, gh, valid):
     h, c = carry
     gates = gx if gh is None else gx + gh
     # sigmoid(v) = 0.5 * tanh(v / 2) + 0.5, so all four gates are one tanh over the
@@ -112,8 +124,8 @@ def _forward(w, carry, gx, gh, valid, nonlinearity):
     Q = jnp.concatenate(
         [g * i * (1.0 - i), c * f * (1.0 - f), i * (1.0 - g * g), tc * o * (1.0 - o)], axis=-1
     )
-    scan_res = (P, zero_invalid(valid, Q), one_invalid(valid, f))
-    scan_res += (jnp.logical_not(valid).astype(gates.dtype),)
+    keep = jnp.logical_not(valid).astype(gates.dtype)
+    scan_res = Res(P, zero_invalid(valid, Q), one_invalid(valid, f), keep)
     post_res = () if w["w_hr"] is None else (zero_invalid(valid, m),)
     return new, zero_invalid(valid, h_new), (scan_res, post_res)
 
@@ -125,14 +137,14 @@ def _backward(w, dcarry, dy, scan_res, hmat):
     dm = dh_new if w["w_hr"] is None else bmm(dh_new, w["w_hr"].astype(dh_new.dtype))
     dc_tot = dc + dm * p
     dG = jnp.concatenate([dc_tot, dc_tot, dc_tot, dm], axis=-1) * q
-    # dG itself is stored by hmat over Q's slot (dgh_slot=1); only the projection's
+    # dG itself is stored by hmat over Q's slot (dgh_field="q"); only the projection's
     # gradient needs dh' as well.
     emit = () if w["w_hr"] is None else dh_new
     return (hmat(dG) + keep * dh_new, dc_tot * fk), emit
 
 
 def _gate_grads(emitted, scan_res, post_res, w):
-    dG = scan_res[1]  # the stacked gate gradients, written over Q by the backward scan
+    dG = scan_res.q  # the stacked gate gradients, written over Q by the backward scan
     if w["w_hr"] is None:
         return dG, dG, {}
     (m,) = post_res
@@ -146,14 +158,16 @@ LSTM = register(
         torch_twin="torch.nn:LSTM",
         num_gates=4,
         step=lstm_step,
-        forward=_forward,
-        backward=_backward,
-        gate_grads=_gate_grads,
+        fast=Fused(
+            _forward,
+            _backward,
+            _gate_grads,
+            dgh_field="q",
+            # The projection in the loop avoids writing the (T, N, 4H) array, the largest
+            # of the kinds' (measurements: docs/speed.md).
+            cpu_projection="loop",
+        ),
         cell_state=True,
         projection=True,
-        dgh_slot=1,
-        # The projection in the loop avoids writing the (T, N, 4H) array, the largest of
-        # the kinds' (measurements: docs/speed.md).
-        cpu_projection="loop",
     )
 )

@@ -18,7 +18,7 @@ Parameters per layer k and direction keep torch's names: ``weight_ih_l{k}{_rever
 ``bias``. There is no ``weight_hh``: nothing multiplies the state.
 
 >>> import jax.numpy as jnp
->>> a, b = MIN_GRU.coefficients(jnp.array([[0.0, 4.0]]))   # z = 0.5, h~ = 4
+>>> a, b = MIN_GRU.fast.coefficients(jnp.array([[0.0, 4.0]]))   # z = 0.5, h~ = 4
 >>> a.tolist(), b.tolist()
 ([[0.5]], [[2.0]])
 """
