@@ -151,14 +151,18 @@ def language_model_loss(
     return _weighted_mean(optax.softmax_cross_entropy_with_integer_labels(logits, y), weights)
 
 
-def language_model_stream_loss(model: nnx.Module, x: Array, y: Array, *, state: Any = None):
+def language_model_stream_loss(
+    model: nnx.Module, x: Array, y: Array, *, state: Any = None, weights: Array | None = None
+):
     """:func:`language_model_loss` for a text read as a stream (truncated backpropagation
     through time): ``model(x, state)`` continues from the previous chunk's final state
     (None: from zeros), and the new state is returned for the next chunk. Returns
     ``(loss, state)``; for a :class:`TrainStep` made with ``carry_state=True``, which
-    carries the state from call to call (no gradient flows into it)."""
+    carries the state from call to call (no gradient flows into it). With ``weights``
+    (N,), the rows' weighted mean (the padding rows of a data-parallel step weigh 0)."""
     logits, state = model(x, state)  # (N, T, V)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), state
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    return _weighted_mean(losses, weights), state
 
 
 class ClipByGlobalNormTorchState(NamedTuple):
@@ -211,17 +215,299 @@ def _pad_rows(a: np.ndarray, pad: int) -> np.ndarray:
     return np.repeat(first, pad, axis=0)
 
 
-def _accepts_weights(loss_fn: Callable[..., Any]) -> bool:
-    """Whether ``loss_fn`` takes a ``weights`` keyword (or ``**kwargs``)."""
+def _accepts_keyword(fn: Callable[..., Any], name: str) -> bool | None:
+    """Whether ``fn`` takes a keyword ``name`` (or ``**kwargs``); None when its signature
+    cannot be read."""
     try:
-        sig = inspect.signature(loss_fn)
+        sig = inspect.signature(fn)
     except (TypeError, ValueError):  # pragma: no cover - builtins, C callables
-        return False
+        return None
     return any(
-        (p.name == "weights" and p.kind is not inspect.Parameter.POSITIONAL_ONLY)
+        (p.name == name and p.kind is not inspect.Parameter.POSITIONAL_ONLY)
         or p.kind is inspect.Parameter.VAR_KEYWORD
         for p in sig.parameters.values()
     )
+
+
+def _accepts_weights(loss_fn: Callable[..., Any]) -> bool:
+    """Whether ``loss_fn`` takes a ``weights`` keyword (or ``**kwargs``)."""
+    return bool(_accepts_keyword(loss_fn, "weights"))
+
+
+def _name(fn: Any) -> str:
+    return getattr(fn, "__name__", None) or repr(fn)
+
+
+def _describe(value: Any) -> str:
+    """What a loss function returned, in words."""
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return f"an array of shape {tuple(shape)}"
+    return f"a {type(value).__name__}"
+
+
+# ------------------------------------------------------------- the pieces of a TrainStep
+#
+# A train step composes three independent pieces: a loss in one form,
+# ``loss(model, batch, weights, state) -> (loss, new_state)`` (:func:`_plain_loss` for
+# ``loss_fn(model, *batch)``, :func:`_carried_loss` for the carried state), the pure step
+# built on it (:func:`_make_step_fn`), and, for data parallelism, a :class:`_DataParallel`
+# that shards the batch and the carried state, reduces the loss and wraps the gradient in
+# ``shard_map``. Neither piece knows of the others' options.
+
+_Loss = Callable[[nnx.Module, tuple, Any, Any], tuple[Array, Any]]
+
+
+def _plain_loss(loss_fn: Callable[..., Array]) -> _Loss:
+    """``loss_fn(model, *batch[, weights=w]) -> loss`` in the step's form (no state)."""
+
+    def loss(model: nnx.Module, batch: tuple, weights: Any, state: Any) -> tuple[Array, Any]:
+        del state
+        value = loss_fn(model, *batch, **({} if weights is None else {"weights": weights}))
+        if isinstance(value, (tuple, list)):
+            raise TypeError(
+                f"the loss function {_name(loss_fn)!r} returned {_describe(value)}; a train "
+                "step needs the scalar loss. A loss that returns `(loss, new_state)`, to "
+                "carry a state from batch to batch, needs `carry_state=True`"
+            )
+        return value, None
+
+    return loss
+
+
+def _carried_loss(loss_fn: Callable[..., Any]) -> _Loss:
+    """The carried state (truncated backpropagation through time) as a loss:
+    ``loss_fn(model, *batch, state=s[, weights=w]) -> (loss, new_state)``, the gradient
+    stopped at ``new_state`` (it is carried to the next call as a value)."""
+    form = (
+        f"`def {_name(loss_fn)}(model, *batch, state=None): ...; return loss, new_state` "
+        "(state is None on the first call and after `step.reset_state()`)"
+    )
+    if _accepts_keyword(loss_fn, "state") is False:
+        raise TypeError(
+            f"carry_state=True calls the loss function with `state=`, and "
+            f"{_name(loss_fn)!r} takes no 'state' keyword; expected {form}"
+        )
+
+    def loss(model: nnx.Module, batch: tuple, weights: Any, state: Any) -> tuple[Array, Any]:
+        kw = {} if weights is None else {"weights": weights}
+        out = loss_fn(model, *batch, state=state, **kw)
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise TypeError(
+                f"carry_state=True: the loss function {_name(loss_fn)!r} must return the "
+                f"pair `(loss, new_state)`, got {_describe(out)}; expected {form}"
+            )
+        value, new_state = out
+        return value, jax.tree.map(jax.lax.stop_gradient, new_state)
+
+    return loss
+
+
+def _model_loss(graphdef: Any, loss: _Loss, reduce: Callable[[Array, Any], Array] | None = None):
+    """``f(params, rest, batch, weights, state) -> (loss, (rest, new_state))``: the loss of
+    the model merged from its state; ``reduce(loss, weights)`` (inside ``shard_map``) makes
+    it the whole batch's."""
+
+    def f(params: Any, rest: Any, batch: tuple, weights: Any, state: Any):
+        # Fresh Variables at this trace level, so that dropout may advance its RNG counters
+        # here (nnx refuses to mutate Variables of an outer trace).
+        rest = jax.tree.map(lambda a: a, rest)
+        model = nnx.merge(graphdef, params, rest)
+        value, new_state = loss(model, batch, weights, state)
+        if reduce is not None:
+            value = reduce(value, weights)
+        return value, (_split_params(model)[2], new_state)
+
+    return f
+
+
+def _make_step_fn(
+    graphdef: Any,
+    tx: optax.GradientTransformation,
+    loss: _Loss,
+    *,
+    parallel: _DataParallel | None = None,
+    on_trace: Callable[[], Any] | None = None,
+):
+    """The pure train step ``step(params, rest, opt_state, batch, weights=None,
+    state=None, state_specs=None) -> (params, rest, opt_state, loss, new_state)``: the
+    loss's gradient with respect to the parameters, then the optax update. With
+    ``parallel``, the gradient runs under its ``shard_map`` (``state_specs``: the carried
+    state's sharding, see :meth:`_DataParallel.state_specs`). ``on_trace()`` runs when it
+    is traced."""
+    reduce = None if parallel is None else parallel.reduce
+    grad_fn = jax.value_and_grad(_model_loss(graphdef, loss, reduce), has_aux=True)
+
+    def step(params, rest, opt_state, batch, weights=None, state=None, state_specs=None):
+        if on_trace is not None:
+            on_trace()
+        fn = grad_fn if parallel is None else parallel.shard(grad_fn, state, state_specs)
+        (value, (rest, state)), grads = fn(params, rest, batch, weights, state)
+        # optax's Adam computes ``b1 ** count`` with an int32 count, which strict dtype
+        # promotion rejects; the optimizer update alone runs under standard promotion.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        if parallel is not None:  # the state stays sharded along the batch
+            params, rest, opt_state, value = jax.lax.with_sharding_constraint(
+                (params, rest, opt_state, value), parallel.replicated
+            )
+        return params, rest, opt_state, value, state
+
+    return step
+
+
+def _abstract(a: Any) -> jax.ShapeDtypeStruct:
+    """The shape and dtype of a batch array, as ``jax.jit`` sees it."""
+    dtype = a.dtype if isinstance(a, jax.Array) else np.result_type(a)
+    return jax.ShapeDtypeStruct(np.shape(a), jax.dtypes.canonicalize_dtype(dtype))
+
+
+def _state_shapes(model_loss: Callable[..., Any], params, rest, batch, weights, rows: int):
+    """The shapes of the new state ``loss`` makes from ``state=None`` for ``batch`` with
+    ``rows`` rows (the other axes as they are)."""
+    b = tuple(jax.ShapeDtypeStruct((rows,) + tuple(a.shape[1:]), a.dtype) for a in batch)
+    w = None if weights is None else jax.ShapeDtypeStruct((rows,), weights.dtype)
+    return jax.eval_shape(lambda p, r, b, w: model_loss(p, r, b, w, None)[1][1], params, rest, b, w)
+
+
+class _DataParallel:
+    """Data parallelism over the axis ``"batch"`` of a mesh (see :class:`TrainStep`): every
+    batch array and the carried state sharded along their rows, everything else
+    replicated, the loss (and so its gradient) reduced over the devices."""
+
+    def __init__(self, mesh: jax.sharding.Mesh):
+        if "batch" not in mesh.axis_names:
+            raise ValueError(f"mesh needs an axis named 'batch', got {mesh.axis_names}")
+        P = jax.sharding.PartitionSpec
+        self.mesh = mesh
+        self.replicated = jax.sharding.NamedSharding(mesh, P())
+        self.rows = jax.sharding.NamedSharding(mesh, P("batch"))
+        self.shards = int(mesh.shape["batch"])
+        # The distinct batch shards this process holds: its rows must split over them.
+        axis = mesh.axis_names.index("batch")
+        me = jax.process_index()
+        self.local_shards = len(
+            {idx[axis] for idx, d in np.ndenumerate(mesh.devices) if d.process_index == me}
+        )
+
+    def replicate(self, tree: Any) -> Any:
+        """``tree`` placed replicated over the mesh (every process passes the same values)."""
+        if jax.process_count() == 1:
+            return jax.device_put(tree, self.replicated)
+        # device_put cannot target other processes' devices: each process supplies its
+        # (identical) copy as the replicated global array.
+        return multihost_utils.host_local_array_to_global_array(
+            tree, self.mesh, jax.sharding.PartitionSpec()
+        )
+
+    def local(self, tree: Any) -> Any:
+        """This process's copy of a replicated ``tree`` (on its first local device)."""
+        return jax.tree.map(lambda a: a.addressable_data(0), tree)
+
+    def make_global(self, local: np.ndarray) -> Array:
+        """This process's rows as its part of a global array sharded along the rows."""
+        return jax.make_array_from_process_local_data(self.rows, local)
+
+    def shard_batch(self, batch: tuple, loss_fn: Callable[..., Any]):
+        """``(global_batch, weights)``: see :meth:`TrainStep.shard_batch`."""
+        arrays = [np.asarray(a) for a in batch]
+        if not arrays or any(a.ndim == 0 for a in arrays):
+            raise ValueError("every batch array needs its rows on axis 0 (no scalars)")
+        n = arrays[0].shape[0]
+        if any(a.shape[0] != n for a in arrays):
+            raise ValueError(
+                f"batch arrays disagree on their number of rows: {[a.shape[0] for a in arrays]}"
+            )
+        counts = [n]
+        if jax.process_count() > 1:  # agree on one padded size: every process's row count
+            counts = [int(c) for c in multihost_utils.process_allgather(np.array(n, np.int64))]
+        k = self.local_shards
+        rows = -(-max(counts) // k) * k  # rows per process after padding
+        needs_weights = rows != min(counts)  # some process pads: all pass weights
+        if rows != n:
+            arrays = [np.concatenate([a, _pad_rows(a, rows - n)]) for a in arrays]
+        weights = None
+        if needs_weights:
+            if not _accepts_weights(loss_fn):
+                raise TypeError(
+                    f"this batch of {n} rows is padded to {rows} to split over "
+                    f"{k} device(s) per process, and the loss function "
+                    f"{_name(loss_fn)!r} takes no "
+                    "'weights' keyword to ignore the padding rows: add "
+                    "`*, weights=None` (per-row weights (N,), a weighted mean) or pass "
+                    "batches whose rows split evenly"
+                )
+            w = np.zeros(rows, np.float32)
+            w[:n] = 1.0
+            weights = self.make_global(w)
+        return tuple(self.make_global(a) for a in arrays), weights
+
+    @staticmethod
+    def reduce(loss: Array, weights: Any) -> Array:
+        """Inside ``shard_map``: the whole batch's loss from each device's."""
+        if weights is None:  # equal slices: the mean of the means
+            return jax.lax.pmean(loss, "batch")
+        wsum = jnp.sum(weights).astype(loss.dtype)  # the weighted mean over every row
+        return jax.lax.psum(loss * wsum, "batch") / jax.lax.psum(wsum, "batch")
+
+    def shard(self, grad_fn: Callable[..., Any], state: Any, state_specs: Any):
+        """``grad_fn(params, rest, batch, weights, state)`` under ``shard_map``: each
+        device runs the single-device program on its rows (and its rows' carried state);
+        only the loss is reduced across devices, and its gradient is the whole batch's."""
+        P = jax.sharding.PartitionSpec
+        specs = P() if state_specs is None else jax.tree.unflatten(*state_specs)
+        return jax.shard_map(
+            grad_fn,
+            mesh=self.mesh,
+            in_specs=(P(), P(), P("batch"), P("batch"), P() if state is None else specs),
+            out_specs=((P(), (P(), specs)), P()),
+        )
+
+    def state_specs(self, model_loss: Callable[..., Any], params, rest, batch, weights):
+        """``(treedef, partition specs)`` of the carried state: each array sharded along
+        its batch axis, the axis whose size follows the number of rows (found from the
+        state's shapes for two row counts)."""
+        n = int(batch[0].shape[0])
+        one = _state_shapes(model_loss, params, rest, batch, weights, n)
+        two = _state_shapes(model_loss, params, rest, batch, weights, n + 1)
+        specs = []
+        for (path, a), b in zip(
+            jax.tree_util.tree_flatten_with_path(one)[0], jax.tree.leaves(two), strict=True
+        ):
+            axes = [i for i, (p, q) in enumerate(zip(a.shape, b.shape, strict=False)) if p != q]
+            if len(a.shape) != len(b.shape) or len(axes) != 1:
+                raise ValueError(
+                    "with mesh=, every array of the carried state needs one batch axis to "
+                    f"be sharded along: state{jax.tree_util.keystr(path)} has shape "
+                    f"{a.shape} for {n} rows and {b.shape} for {n + 1}"
+                )
+            specs.append(jax.sharding.PartitionSpec(*([None] * axes[0]), "batch"))
+        return jax.tree.structure(one), tuple(specs)
+
+    def place(self, state: Any, state_specs: Any) -> Any:
+        """The carried state as global arrays sharded by ``state_specs``; arrays already
+        placed so are kept, others (e.g. read from a checkpoint: the whole state on every
+        process) are cut into the shards."""
+        specs = jax.tree.unflatten(*state_specs)
+
+        def one(a: Any, spec: Any) -> Array:
+            sharding = jax.sharding.NamedSharding(self.mesh, spec)
+            if isinstance(a, jax.Array) and a.sharding.is_equivalent_to(sharding, a.ndim):
+                return a
+            whole = np.asarray(a)
+            return jax.make_array_from_callback(whole.shape, sharding, lambda idx: whole[idx])
+
+        return jax.tree.map(one, state, specs)
+
+    def gather(self, tree: Any) -> Any:
+        """The whole arrays of a sharded ``tree`` as NumPy arrays, on every process (each
+        process must call it)."""
+        if jax.process_count() == 1:
+            return jax.tree.map(np.asarray, tree)
+        return multihost_utils.process_allgather(tree, tiled=True)
 
 
 class TrainStep:
@@ -238,15 +524,20 @@ class TrainStep:
     The pure function is ``step.step_fn(params, rest, opt_state, *batch) -> (params, rest,
     opt_state, loss)`` (jitted), for your own loops or ``lax.scan``.
 
-    **Carried state** (``carry_state=True``: truncated backpropagation through time, RL
-    rollouts): the loss is ``loss_fn(model, *batch, state=s) -> (loss, new_state)`` and
-    the step keeps ``new_state`` in ``step.state`` for the next call, as a value (the
-    gradient stops at the batch boundary). The first call, and the first after
+    **Carried state** (``carry_state=True``, a bool: truncated backpropagation through
+    time, RL rollouts): the loss is ``loss_fn(model, *batch, state=s) -> (loss,
+    new_state)`` and the step keeps ``new_state`` in ``step.state`` for the next call, as a
+    value (the gradient stops at the batch boundary). The first call, and the first after
     :meth:`reset_state`, passes ``state=None``; :meth:`fit` resets it at every epoch. The
     pure function then takes ``state=`` and also returns the new state. Episode ends
     inside a batch are the model's ``resets=`` (with ``reset_hx`` for a fresh start).
-    One compile for ``state=None`` and one for the carried state. Not with ``mesh``,
-    and checkpoints do not hold the carried state (a resumed epoch starts from None).
+    One compile for ``state=None`` and one for the carried state. The first call checks
+    the loss's ``(loss, new_state)`` form (TypeError showing it otherwise); the state
+    holds one row per batch row, so a batch of another size than the carried state's
+    raises ValueError until :meth:`reset_state` is called. Checkpoints
+    (:mod:`jaxseq.train_state`) hold the carried state, so a resumed epoch continues the
+    stream; with ``mesh`` the state is sharded along the batch, as the batch is (with
+    padding it holds the padding rows too).
 
     >>> from jaxseq.models import CharLM
     >>> lm = CharLM(vocab_size=5, embed_dim=3, hidden_size=4, cell="gru", rngs=nnx.Rngs(0))
@@ -270,7 +561,9 @@ class TrainStep:
     the global step with batch-sharded ``NamedSharding`` inputs, is also exact, but XLA's
     partitioner gathered activations in the recurrent backward pass, which made that step
     slower than one device's; ``benchmarks/data_parallel.py`` measures both.) Dropout
-    draws the same mask pattern on every device's rows.
+    draws the same mask pattern on every device's rows. A carried state is sharded along
+    its batch axis (the axis whose size follows the number of rows, found from its
+    shapes), so each device carries its own rows' state.
 
     Each process passes *its own rows* of every global batch (with one process: the
     whole batch); they are assembled with :func:`jax.make_array_from_process_local_data`.
@@ -278,8 +571,9 @@ class TrainStep:
     numbers of rows), every process pads its rows (copies of its first row) up to a common
     multiple of its devices, and the step calls ``loss_fn(model, *batch, weights=w)`` with
     ``w`` (rows,) 1.0 for real rows and 0.0 for padding: :func:`classification_loss`,
-    :func:`regression_loss`, :func:`language_model_loss` take the weighted mean, so the
-    loss and the gradients equal the unpadded ones. A ``loss_fn`` without a ``weights``
+    :func:`regression_loss`, :func:`language_model_loss` and
+    :func:`language_model_stream_loss` take the weighted mean, so the loss and the
+    gradients equal the unpadded ones. A ``loss_fn`` without a ``weights``
     keyword raises TypeError, only when padding is needed. (With dropout, masks are drawn
     for the padded shape, so a padded batch's dropout differs from the unpadded one.)
     With more than one process, agreeing on the padded size costs one small all-gather
@@ -307,8 +601,12 @@ class TrainStep:
         mesh: jax.sharding.Mesh | None = None,
         carry_state: bool = False,
     ):
-        if carry_state and mesh is not None:
-            raise ValueError("carry_state=True does not support mesh= yet")
+        if not isinstance(carry_state, (bool, np.bool_)):
+            raise TypeError(
+                f"carry_state must be a bool (True or False), got {carry_state!r} of type "
+                f"{type(carry_state).__name__}"
+            )
+        carry_state = bool(carry_state)
         self.model = model
         self.tx = tx
         self.loss_fn = loss_fn
@@ -321,80 +619,28 @@ class TrainStep:
         self.params: Any  # the nnx.Param values
         self.rest: Any  # the rest of the state (RNG counters, ...)
         self.opt_state: Any
-        if mesh is not None:
-            if "batch" not in mesh.axis_names:
-                raise ValueError(f"mesh needs an axis named 'batch', got {mesh.axis_names}")
-            self._replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-            self._row_sharding = jax.sharding.NamedSharding(
-                mesh, jax.sharding.PartitionSpec("batch")
-            )
-            # The distinct batch shards this process holds: its rows must split over them.
-            axis = mesh.axis_names.index("batch")
-            me = jax.process_index()
-            self._local_shards = len(
-                {idx[axis] for idx, d in np.ndenumerate(mesh.devices) if d.process_index == me}
-            )
+        self._parallel = None if mesh is None else _DataParallel(mesh)
+        self._loss = (_carried_loss if carry_state else _plain_loss)(loss_fn)
+        self._state_info: dict[Any, tuple[Any, Any]] = {}  # batch shapes -> state shapes, specs
         self.reset()
-        graphdef = self._compiled_graphdef = self.graphdef
+        self._compiled_graphdef = self.graphdef
+        self._unreduced_loss = _model_loss(self.graphdef, self._loss)
+        pure = _make_step_fn(
+            self.graphdef, tx, self._loss, parallel=self._parallel, on_trace=self._traced
+        )
 
-        def loss_and_grads(params, rest, batch, weights, state=None):
-            def loss_of(p, r):
-                # Fresh Variables at this trace level, so that dropout may advance its RNG
-                # counters here (nnx refuses to mutate Variables of an outer trace).
-                r = jax.tree.map(lambda a: a, r)
-                m = nnx.merge(graphdef, p, r)
-                new_state = None
-                if carry_state:
-                    loss, new_state = loss_fn(m, *batch, state=state)
-                elif weights is None:
-                    loss = loss_fn(m, *batch)
-                else:
-                    loss = loss_fn(m, *batch, weights=weights)
-                if mesh is not None:  # inside shard_map: the whole batch's loss
-                    if weights is None:  # equal slices: the mean of the means
-                        loss = jax.lax.pmean(loss, "batch")
-                    else:  # the weighted mean over every device's rows
-                        wsum = jnp.sum(weights).astype(loss.dtype)
-                        loss = jax.lax.psum(loss * wsum, "batch") / jax.lax.psum(wsum, "batch")
-                rest_out = nnx.split(m, nnx.Param, ...)[2]
-                return loss, (rest_out, new_state) if carry_state else rest_out
+        def step_fn(params, rest, opt_state, *batch, weights=None, state=None, state_specs=None):
+            out = pure(params, rest, opt_state, batch, weights, state, state_specs)
+            return out if carry_state else out[:4]
 
-            return jax.value_and_grad(loss_of, has_aux=True)(params, rest)
+        self.step_fn = jax.jit(step_fn, static_argnames="state_specs")
 
-        if mesh is not None:
-            P = jax.sharding.PartitionSpec
-            # Each device runs the single-device program on its rows; only the loss is
-            # reduced across devices, and its gradient is the whole batch's.
-            loss_and_grads = jax.shard_map(
-                loss_and_grads,
-                mesh=mesh,
-                in_specs=(P(), P(), P("batch"), P("batch")),
-                out_specs=((P(), P()), P()),
-            )
-
-        def step_fn(params, rest, opt_state, *batch, weights=None, state=None):
-            self.compiles += 1  # runs at trace time only
-            args = (params, rest, batch, weights) + ((state,) if carry_state else ())
-            (loss, rest), grads = loss_and_grads(*args)
-            if carry_state:
-                rest, state = rest
-            # optax's Adam computes ``b1 ** count`` with an int32 count, which strict dtype
-            # promotion rejects; the optimizer update alone runs under standard promotion.
-            with jax.numpy_dtype_promotion("standard"):
-                updates, opt_state = tx.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            if carry_state:
-                return params, rest, opt_state, loss, state
-            return params, rest, opt_state, loss
-
-        if mesh is None:
-            self.step_fn = jax.jit(step_fn)
-        else:
-            self.step_fn = jax.jit(step_fn, out_shardings=self._replicated)
+    def _traced(self) -> None:
+        self.compiles += 1  # runs at trace time only
 
     def reset(self, model: nnx.Module | None = None) -> None:
         """Re-read the model's state (e.g. after loading a checkpoint into it) and
-        re-initialise the optimizer state. Compiled code is kept.
+        re-initialise the optimizer state and the carried state. Compiled code is kept.
 
         With ``model``, bind the step to that model instead: another instance of the same
         architecture (same graph: class, sizes and train/eval mode), e.g. a fresh
@@ -408,92 +654,85 @@ class TrainStep:
                 )
             self.model = model
         self.graphdef, self.params, self.rest = _split_params(self.model)
-        if self.mesh is not None:
-            self.params, self.rest = self.replicate((self.params, self.rest))
         self.opt_state = self.tx.init(self.params)
-        if self.mesh is not None:
-            self.opt_state = self.replicate(self.opt_state)
+        if self._parallel is not None:
+            self.params, self.rest, self.opt_state = self.replicate(
+                (self.params, self.rest, self.opt_state)
+            )
+        self.reset_state()
 
     def reset_state(self) -> None:
         """Forget the carried state (``carry_state=True``): the next call passes None."""
         self.state = None
 
+    def host_state(self) -> Any:
+        """The carried state (None, or a tree of arrays) with its arrays whole: with a
+        mesh, gathered from every device as NumPy arrays (every process must call it)."""
+        if self.state is None or self._parallel is None:
+            return self.state
+        return self._parallel.gather(self.state)
+
     def replicate(self, tree: Any) -> Any:
         """``tree`` placed replicated over the mesh (every process passes the same values)."""
-        if jax.process_count() == 1:
-            return jax.device_put(tree, self._replicated)
-        # device_put cannot target other processes' devices: each process supplies its
-        # (identical) copy as the replicated global array.
-        return multihost_utils.host_local_array_to_global_array(
-            tree, cast(jax.sharding.Mesh, self.mesh), jax.sharding.PartitionSpec()
-        )
+        return self._require_mesh("replicate").replicate(tree)
 
     def sync(self) -> None:
         """Write the current parameters (and RNG state) back into the model.
 
         With a mesh, this process's copy (on its first local device) is written back."""
-        if self.mesh is None:
+        if self._parallel is None:
             nnx.update(self.model, self.params, self.rest)
         else:
-            local = jax.tree.map(lambda a: a.addressable_data(0), (self.params, self.rest))
-            nnx.update(self.model, *local)
+            nnx.update(self.model, *self._parallel.local((self.params, self.rest)))
 
     def shard_batch(self, *batch: Any) -> tuple[tuple[Array, ...], Array | None]:
         """``(global_batch, weights)``: this process's rows of every batch array, padded if
         needed and assembled into global arrays sharded over the mesh axis ``"batch"``;
         ``weights`` is None without padding, else the global (rows,) 1.0/0.0 row weights.
         Requires a mesh."""
-        if self.mesh is None:
-            raise ValueError("shard_batch needs a TrainStep made with mesh=...")
-        arrays = [np.asarray(a) for a in batch]
-        if not arrays or any(a.ndim == 0 for a in arrays):
-            raise ValueError("every batch array needs its rows on axis 0 (no scalars)")
-        n = arrays[0].shape[0]
-        if any(a.shape[0] != n for a in arrays):
-            raise ValueError(
-                f"batch arrays disagree on their number of rows: {[a.shape[0] for a in arrays]}"
-            )
-        counts = [n]
-        if jax.process_count() > 1:  # agree on one padded size: every process's row count
-            counts = [int(c) for c in multihost_utils.process_allgather(np.array(n, np.int64))]
-        k = self._local_shards
-        rows = -(-max(counts) // k) * k  # rows per process after padding
-        needs_weights = rows != min(counts)  # some process pads: all pass weights
-        if rows != n:
-            arrays = [np.concatenate([a, _pad_rows(a, rows - n)]) for a in arrays]
-        weights = None
-        if needs_weights:
-            if not _accepts_weights(self.loss_fn):
-                raise TypeError(
-                    f"this batch of {n} rows is padded to {rows} to split over "
-                    f"{k} device(s) per process, and the loss function "
-                    f"{getattr(self.loss_fn, '__name__', self.loss_fn)!r} takes no "
-                    "'weights' keyword to ignore the padding rows: add "
-                    "`*, weights=None` (per-row weights (N,), a weighted mean) or pass "
-                    "batches whose rows split evenly"
-                )
-            w = np.zeros(rows, np.float32)
-            w[:n] = 1.0
-            weights = self._make_global(w)
-        return tuple(self._make_global(a) for a in arrays), weights
+        return self._require_mesh("shard_batch").shard_batch(batch, self.loss_fn)
 
-    def _make_global(self, local: np.ndarray) -> Array:
-        return jax.make_array_from_process_local_data(self._row_sharding, local)
+    def _require_mesh(self, what: str) -> _DataParallel:
+        if self._parallel is None:
+            raise ValueError(f"{what} needs a TrainStep made with mesh=...")
+        return self._parallel
+
+    def _state_for(self, batch: tuple, weights: Any) -> Any:
+        """The carried state to pass with ``batch`` (global arrays): checked against the
+        state this batch makes, and with a mesh placed along the batch; also the state's
+        partition specs (None without a mesh)."""
+        key = (tuple((a.shape, a.dtype) for a in batch), weights is None)
+        if key not in self._state_info:
+            args = (self._unreduced_loss, self.params, self.rest, batch, weights)
+            shapes = _state_shapes(*args, int(batch[0].shape[0]))
+            specs = None if self._parallel is None else self._parallel.state_specs(*args)
+            self._state_info[key] = (shapes, specs)
+        shapes, specs = self._state_info[key]
+        if self.state is None:
+            return None, specs
+        got = jax.tree.map(np.shape, self.state)
+        want = jax.tree.map(lambda s: tuple(s.shape), shapes)
+        if got != want:
+            raise ValueError(
+                f"the carried state has shapes {got}, and this batch of {batch[0].shape[0]} "
+                f"rows needs {want}: the state is per row, so a batch of another size (a new "
+                "stream) starts from a fresh state: call `step.reset_state()` first"
+            )
+        state = self.state if self._parallel is None else self._parallel.place(self.state, specs)
+        return state, specs
 
     def __call__(self, *batch: Any) -> Array:
-        if self.carry_state:
-            self.params, self.rest, self.opt_state, loss, self.state = self.step_fn(
-                self.params, self.rest, self.opt_state, *batch, state=self.state
-            )
-        elif self.mesh is None:
-            self.params, self.rest, self.opt_state, loss = self.step_fn(
-                self.params, self.rest, self.opt_state, *batch
-            )
-        else:
+        weights = None
+        if self._parallel is not None:
             batch, weights = self.shard_batch(*batch)
-            self.params, self.rest, self.opt_state, loss = self.step_fn(
-                self.params, self.rest, self.opt_state, *batch, weights=weights
-            )
+        kw: dict[str, Any] = {} if weights is None else {"weights": weights}
+        if self.carry_state:
+            state, specs = self._state_for(tuple(map(_abstract, batch)), weights)
+            kw.update(state=state, state_specs=specs)
+        out = self.step_fn(self.params, self.rest, self.opt_state, *batch, **kw)
+        self.params, self.rest, self.opt_state, loss = out[:4]
+        if self.carry_state:
+            self.state = out[4]
         if self.sync_model:
             self.sync()
         return loss
@@ -542,7 +781,8 @@ class TrainStep:
             skip = done if epoch == first_epoch else 0  # batches done before a resume
             start = len(history) - skip
             epoch_batches = batches(epoch) if callable(batches) else batches
-            self.reset_state()  # a carried state starts afresh with every epoch
+            if skip == 0:  # a carried state starts afresh with every epoch (a resumed
+                self.reset_state()  # epoch continues from the checkpoint's)
             for i, batch in enumerate(itertools.islice(epoch_batches, skip, None), skip):
                 compiles, t0 = self.compiles, time.perf_counter()
                 loss = float(self(*batch))  # float() waits for the result
@@ -571,6 +811,7 @@ def make_train_step(
     *,
     sync_model: bool = True,
     mesh: jax.sharding.Mesh | None = None,
+    carry_state: bool = False,
 ) -> TrainStep:
     """A :class:`TrainStep`: ``loss = step(*batch)`` with ``loss_fn(model, *batch)``.
 
@@ -578,9 +819,10 @@ def make_train_step(
     model in the mode you want (``model.train()`` / ``model.eval()``) before creating it.
     See :class:`TrainStep` for ``sync_model`` and for ``mesh`` (data-parallel training:
     batches sharded over the mesh axis ``"batch"``, state replicated, padding of uneven
-    batches with zero-weight rows).
+    batches with zero-weight rows) and ``carry_state`` (truncated backpropagation through
+    time: ``loss_fn(model, *batch, state=s) -> (loss, new_state)``).
     """
-    return TrainStep(model, tx, loss_fn, sync_model=sync_model, mesh=mesh)
+    return TrainStep(model, tx, loss_fn, sync_model=sync_model, mesh=mesh, carry_state=carry_state)
 
 
 def fit(
@@ -599,6 +841,7 @@ def fit(
     save_every: int | None = None,
     keep: int = 3,
     config: Mapping[str, Any] | None = None,
+    carry_state: bool = False,
 ) -> History:
     """Train ``model`` in place; return the loss of every step as a :class:`History`.
 
@@ -635,6 +878,10 @@ def fit(
         epoch.
       keep: how many checkpoints to keep (the newest).
       config: JSON-serialisable settings stored in every checkpoint (``meta["config"]``).
+      carry_state: truncated backpropagation through time (see :class:`TrainStep`): the
+        ``loss_fn(model, *batch, state=s)`` returns ``(loss, new_state)``, the state is
+        carried from batch to batch (e.g. :func:`language_model_stream_loss` over
+        :func:`jaxseq.data.stream_batches`), afresh every epoch, and checkpointed.
 
     The parameters are written back into the model at the end of every epoch (not every
     step: see :class:`TrainStep`), before ``eval_fn`` runs. One compiled step serves the
@@ -654,7 +901,7 @@ def fit(
     if clip_norm is not None:
         tx = optax.chain(clip_by_global_norm_torch(clip_norm), tx)
     model.train()
-    step = make_train_step(model, tx, loss_fn, sync_model=False, mesh=mesh)
+    step = make_train_step(model, tx, loss_fn, sync_model=False, mesh=mesh, carry_state=carry_state)
     return step.fit(
         batches,
         epochs=epochs,

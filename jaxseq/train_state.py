@@ -10,10 +10,15 @@ table that names optimizer state in both frameworks live in
   / ``nu``) -> ``optim/{torch key}/{torch name}`` in torch's layout, the Adam ``count`` ->
   ``optim/step``; every other leaf (e.g. a schedule's ``count``) -> ``jax/optax/{path}``;
 * the rest of the model state (the ``nnx.Rngs`` keys and counters of dropout) ->
-  ``jax/rest/{path}``.
+  ``jax/rest/{path}``;
+* the carried state of truncated backpropagation through time (``carry_state=True``,
+  :attr:`jaxseq.train.TrainStep.state`, whole even when sharded over a mesh) ->
+  ``jax/carry/state{path}``, its tree (tuples, lists, dicts, None) in the JSON
+  ``extra["carry"]``; absent while the state is None.
 
 Read back by the same framework, every bit is restored, so a resumed run equals an
-uninterrupted one exactly. From a torch checkpoint, the table's fields come from
+uninterrupted one exactly, a stream included: the resumed step continues from the
+carried state it was cut at. From a torch checkpoint, the table's fields come from
 torch.optim's state, optax ``count`` leaves from ``optim/step`` (or the step count), and
 the dropout RNG keeps the model's own state (torch's RNG means nothing to JAX).
 
@@ -58,8 +63,12 @@ class TrainStep(Protocol):
     model: nnx.Module
     opt_state: Any
     mesh: Any
+    carry_state: bool
+    state: Any
 
     def sync(self) -> None: ...
+
+    def host_state(self) -> Any: ...
 
     def reset(self) -> None: ...
 
@@ -70,6 +79,7 @@ __all__ = ["optimizer_family", "optimizer_detail", "state_tensors", "save", "loa
 
 _OPTAX = "jax/optax/"
 _REST = "jax/rest/"
+_CARRY = "jax/carry/state"
 
 
 def _is_namedtuple(node: Any) -> bool:
@@ -185,7 +195,59 @@ def state_tensors(step: TrainStep) -> tuple[dict[str, np.ndarray], dict[str, Any
             impls.update(key_impls)
 
     visit(opt_state, "")
-    return tensors, {"prng_impls": impls}
+    extra: dict[str, Any] = {"prng_impls": impls}
+    if step.carry_state:
+        carried = step.host_state()  # every process takes part in gathering it
+        if carried is not None:
+            extra["carry"] = _encode_carry(carried, tensors, impls)
+    return tensors, extra
+
+
+def _encode_carry(
+    tree: Any, tensors: dict[str, np.ndarray], impls: dict[str, str], path: str = ""
+) -> Any:
+    """The JSON form of the carried state's tree; its arrays go into ``tensors`` as
+    ``jax/carry/state{path}``."""
+    if tree is None:
+        return None
+    if isinstance(tree, (tuple, list)) and not _is_namedtuple(tree):
+        kind = "tuple" if isinstance(tree, tuple) else "list"
+        return {
+            kind: [_encode_carry(v, tensors, impls, f"{path}[{i}]") for i, v in enumerate(tree)]
+        }
+    if isinstance(tree, dict) and all(isinstance(k, str) for k in tree):
+        return {
+            "dict": {k: _encode_carry(v, tensors, impls, f"{path}[{k!r}]") for k, v in tree.items()}
+        }
+    if hasattr(tree, "shape") and hasattr(tree, "dtype"):
+        arrays, key_impls = _leaf_arrays(tree, _CARRY + path)
+        tensors.update(arrays)
+        impls.update(key_impls)
+        return {"leaf": _CARRY + path}
+    raise TypeError(
+        f"cannot checkpoint the carried state: state{path} is a {type(tree).__name__}; "
+        "a checkpoint holds arrays in tuples, lists, dicts with str keys and None"
+    )
+
+
+def _decode_carry(spec: Any, tensors: Mapping[str, np.ndarray], impls: Mapping[str, str], where):
+    """The carried state from its JSON form and the ``jax/carry/...`` tensors."""
+    if spec is None:
+        return None
+    if "tuple" in spec or "list" in spec:
+        kind = tuple if "tuple" in spec else list
+        return kind(
+            _decode_carry(v, tensors, impls, where) for v in spec.get("tuple", spec.get("list"))
+        )
+    if "dict" in spec:
+        return {k: _decode_carry(v, tensors, impls, where) for k, v in spec["dict"].items()}
+    name = spec["leaf"]
+    if name not in tensors:
+        raise ValueError(f"{where} has no carried-state tensor {name!r}")
+    a = np.asarray(tensors[name])
+    if name in impls:
+        return jax.random.wrap_key_data(jnp.asarray(a), impl=impls[name])
+    return a
 
 
 def _read_leaves(
@@ -217,7 +279,8 @@ def _read_leaves(
 
 def load(step: TrainStep, state: ts.TrainingState) -> None:
     """Put a checkpoint read by :func:`seqfile.training_state.read` into ``step`` (and its
-    model): parameters, optimizer state and (when written by jaxseq) the RNG state."""
+    model): parameters, optimizer state and (when written by jaxseq) the RNG state and,
+    for a step with ``carry_state=True``, the carried state (None if the file has none)."""
     tensors, meta = state.tensors, state.meta
     impls = (meta.get("extra") or {}).get("prng_impls", {})
     where = state.path
@@ -275,6 +338,12 @@ def load(step: TrainStep, state: ts.TrainingState) -> None:
         step.opt_state = step.replicate(opt_state)
     else:
         step.opt_state = opt_state
+    carry = (meta.get("extra") or {}).get("carry")
+    if step.carry_state and carry is not None:  # else the state starts from None
+        state_ = _decode_carry(carry, tensors, impls, where)
+        # One device: arrays on it; a mesh: the whole arrays, cut along the batch by the
+        # next call (every process reads the same file).
+        step.state = state_ if step.mesh is not None else jax.tree.map(jnp.asarray, state_)
 
 
 def _signature(step: TrainStep) -> dict[str, Any]:

@@ -12,7 +12,9 @@ metadata, ``sha256`` of the contents, atomic write with ``fsync``) per save, nam
 * the loss history ``history/losses`` and ``history/step_seconds``;
 * framework-specific tensors (the RNG state: ``torch/rng/{rank}``, ``jax/rest/...`` for
   the ``nnx.Rngs`` keys and counters; optax leaves the table does not name:
-  ``jax/optax/...``) that only the framework that wrote them reads;
+  ``jax/optax/...``; the carried state of truncated backpropagation through time:
+  ``jax/carry/state...``, its tree in ``extra["carry"]``) that only the framework that
+  wrote them reads;
 * JSON metadata (header entry ``training_state``): ``step`` (steps done), ``epoch`` and
   ``batch`` (the data-order state: the epoch in progress and how many of its batches are
   done), ``model`` (class name), ``params`` ({torch name: shape}), ``optimizer`` (the

@@ -189,3 +189,86 @@ def test_mesh_without_batch_axis_is_rejected():
     model = SequenceClassifier(2, 3, hidden_size=4, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="'batch'"):
         train.TrainStep(model, optax.adam(1e-2), mesh=mesh)
+
+
+# Truncated backpropagation through time over 2 devices: the carried state sharded along
+# the batch. Streams of 4 rows (2 per device) and of 3 rows (padded to 4: the state holds
+# the padding row too), and a mesh run stopped mid-epoch and resumed from its checkpoint.
+CARRY_TWO_DEVICES = textwrap.dedent(
+    """
+    import sys, tempfile
+    import jax
+    jax.config.update("jax_num_cpu_devices", 2)
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np, optax, jax.numpy as jnp
+    from flax import nnx
+    from jax.sharding import Mesh
+    from jaxseq.data import stream_batches
+    from jaxseq.models import CharLM
+    from jaxseq.train import TrainStep, language_model_stream_loss
+
+    assert jax.device_count() == 2
+    mesh = Mesh(np.array(jax.devices()), ("batch",))
+    ids = np.random.default_rng(0).integers(0, 7, size=80)
+
+    def model():
+        return CharLM(7, embed_dim=5, hidden_size=6, cell="lstm", param_dtype=jnp.float64,
+                      rngs=nnx.Rngs(0))
+
+    def step(m=None):
+        return TrainStep(model(), optax.adam(1e-2), language_model_stream_loss,
+                         mesh=m, carry_state=True, sync_model=False)
+
+    def close(a, b):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-11, atol=1e-13)
+
+    for rows in (4, 3):
+        chunks = stream_batches(ids, rows, 5)
+        one, two = step(), step(mesh)
+        for x, y in chunks:
+            close(two(x, y), one(x, y))
+        for a, b in zip(jax.tree.leaves((two.params, two.host_state())),
+                        jax.tree.leaves((one.params, one.state))):
+            close(np.asarray(a)[:, :rows] if a.ndim == 3 and a.shape[1] == 4 else a, b)
+        h = two.state[0]
+        assert h.shape == (1, 4, 6) and len(h.sharding.device_set) == 2, h.sharding
+        assert h.sharding.shard_shape(h.shape) == (1, 2, 6), h.sharding
+        assert (one.compiles, two.compiles) == (2, 2)
+
+    # Stopped after step 5 of 8 (epoch 1, its first chunk), resumed: the same run.
+    chunks = stream_batches(ids, 4, 5)[:4]
+
+    class Stop(Exception):
+        pass
+
+    def run(ckpt, stop=None, m=mesh):
+        s = step(m)
+
+        def callback(epoch, n, loss):
+            if n == stop:
+                raise Stop
+        try:
+            h = s.fit(chunks, epochs=2, callback=callback, checkpoint_dir=ckpt, save_every=1)
+        except Stop:
+            return None
+        s.sync()
+        return list(h), jax.tree.leaves(nnx.state(s.model, nnx.Param))
+
+    whole, single = run(None), run(None, m=None)
+    with tempfile.TemporaryDirectory() as d:
+        assert run(d, stop=6) is None
+        resumed = run(d)
+    assert resumed[0] == whole[0]
+    for a, b, c in zip(resumed[1], whole[1], single[1]):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+        close(a, c)
+    close(whole[0], single[0])
+    print("ok")
+    """
+)
+
+
+def test_carried_state_over_two_devices_equals_one_device():
+    r = _run([sys.executable, "-c", CARRY_TWO_DEVICES], timeout=240)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert r.stdout.startswith("ok"), r.stdout
