@@ -462,3 +462,119 @@ def test_classify_example_resumes_from_its_checkpoints(tmp_path):
         results.append(json.loads((out / "results.json").read_text())["runs"])
     assert [r["test_acc"] for r in results[0]] == [r["test_acc"] for r in results[1]]
     assert [r["curves"] for r in results[0]] == [r["curves"] for r in results[1]]
+
+
+# --------------------------------------------------------------------------- streams
+
+# Truncated backpropagation through time: a text read as 3 rows in 4 chunks per epoch, the
+# state carried from chunk to chunk (fit(carry_state=True)), dropout on. A resumed epoch
+# must continue from the carried state it was cut at.
+STREAM = jaxseq.data.stream_batches(np.random.default_rng(1).integers(0, 6, 3 * 4 * 5 + 1), 3, 5)
+STREAM_STEPS = 3 * len(STREAM)
+_STREAM_STEP: list = []
+
+
+def run_stream(ckpt=None, *, stop=None):
+    """``fit(CharLM, STREAM, adam, epochs=3, carry_state=True, ...)``, compiled once;
+    ``(history, params)`` or ``(None, None)`` when stopped after step ``stop``."""
+    from jaxseq.models import CharLM
+    from jaxseq.train import language_model_stream_loss
+
+    model = CharLM(6, embed_dim=3, hidden_size=4, cell="gru", dropout=0.3,
+                   param_dtype=jnp.float64, rngs=nnx.Rngs(3))  # fmt: skip
+    model.train()
+    if not _STREAM_STEP:
+        tx = optax.chain(clip_by_global_norm_torch(0.5), optax.adam(1e-2))
+        _STREAM_STEP.append(TrainStep(model, tx, language_model_stream_loss,
+                                      sync_model=False, carry_state=True))  # fmt: skip
+    step = _STREAM_STEP[0]
+    step.reset(model)
+
+    def callback(epoch, n, loss):
+        if n == stop:
+            raise Stop
+
+    try:
+        h = step.fit(STREAM, epochs=3, callback=callback, checkpoint_dir=ckpt, save_every=1)
+    except Stop:
+        return None, None
+    return h, jaxseq.interop.to_torch_state_dict(model)
+
+
+def test_resumed_stream_continues_from_the_carried_state(tmp_path, monkeypatch):
+    reference = run_stream()
+    for stop in (2, 4, 7):  # mid-epoch 0, at the end of epoch 0, mid-epoch 1
+        ckpt = tmp_path / str(stop)
+        assert run_stream(ckpt, stop=stop) == (None, None)
+        state = ts.load_latest(ckpt)
+        assert state is not None and state.step == stop
+        assert state.tensors["jax/carry/state"].shape == (1, 3, 4)  # (layers, rows, hidden)
+        resumed = run_stream(ckpt)
+        assert resumed[0].resumed_step == stop and len(resumed[0]) == STREAM_STEPS
+        assert_same_run(resumed, reference)
+    # Without the carried state in the checkpoint the resumed epoch starts from None: the
+    # losses after the resume differ (what the checkpoint's state is for).
+    monkeypatch.setattr(TrainStep, "host_state", lambda self: None)
+    run_stream(tmp_path / "none", stop=2)
+    h, _ = run_stream(tmp_path / "none")
+    assert list(h)[:2] == list(reference[0])[:2] and list(h)[2] != list(reference[0])[2]
+
+
+KILLABLE_STREAM = textwrap.dedent(
+    """
+    import json, sys, time
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np, optax, jax.numpy as jnp
+    from flax import nnx
+    import jaxseq.data, jaxseq.interop
+    from jaxseq.models import CharLM
+    from jaxseq.train import fit, language_model_stream_loss
+
+    ckpt, out = sys.argv[1], sys.argv[2]
+    ids = np.random.default_rng(1).integers(0, 6, 3 * 6 * 5 + 1)
+    chunks = jaxseq.data.stream_batches(ids, 3, 5)  # 6 chunks per epoch
+    model = CharLM(6, embed_dim=3, hidden_size=4, cell="lstm", dropout=0.3,
+                   param_dtype=jnp.float64, rngs=nnx.Rngs(3))
+
+    def callback(epoch, step, loss):
+        print("step", step, flush=True)
+        time.sleep(0.05)
+
+    h = fit(model, chunks, optax.adam(1e-2), epochs=3, clip_norm=0.5,
+            loss_fn=language_model_stream_loss, carry_state=True, callback=callback,
+            checkpoint_dir=ckpt, save_every=1, keep=2)
+    params = {k: v.tolist() for k, v in jaxseq.interop.to_torch_state_dict(model).items()}
+    with open(out, "w") as f:
+        json.dump({"losses": list(h), "epochs": h.epochs, "params": params,
+                   "resumed": h.resumed_step}, f)
+    """
+)
+
+
+def test_killed_stream_training_resumes_bit_identical(tmp_path):
+    """SIGKILL at a seeded random moment of a carried-state run (mid-epoch, mid-save):
+    the resumed run continues the stream, the same losses and parameters bit for bit."""
+    script = tmp_path / "train_stream.py"
+    script.write_text(KILLABLE_STREAM)
+    ref, out = tmp_path / "ref.json", tmp_path / "out.json"
+    r = run_in_group(
+        [sys.executable, str(script), str(tmp_path / "ref"), str(ref)], 180, env=_env()
+    )
+    assert r.returncode == 0, r.stderr[-4000:]
+    rnd = random.Random(3)
+    ckpt = tmp_path / "ckpt"
+    run_and_kill(
+        [sys.executable, str(script), str(ckpt), str(out)],
+        after_lines=rnd.choice([2, 3, 4, 8, 9, 10, 14, 15]),  # never at an epoch's end
+        delay=rnd.uniform(0.0, 0.05),
+        timeout=120,
+        env=_env(),
+    )
+    assert not out.exists() and ts.list_checkpoints(ckpt)
+    r = run_in_group([sys.executable, str(script), str(ckpt), str(out)], 180, env=_env())
+    assert r.returncode == 0, r.stderr[-4000:]
+    a, b = json.loads(ref.read_text()), json.loads(out.read_text())
+    assert b["resumed"] is not None and b["resumed"] % 6 != 0  # resumed mid-epoch
+    assert a["resumed"] is None and len(a["losses"]) == 18
+    assert (a["losses"], a["epochs"], a["params"]) == (b["losses"], b["epochs"], b["params"])
