@@ -272,3 +272,66 @@ def test_carried_state_over_two_devices_equals_one_device():
     r = _run([sys.executable, "-c", CARRY_TWO_DEVICES], timeout=240)
     assert r.returncode == 0, r.stderr[-4000:]
     assert r.stdout.startswith("ok"), r.stdout
+
+
+# The carried state over 2 processes (one device each), each feeding its rows of a 3-row
+# stream (2 + 1, padded to 2 + 2): the state is gathered whole into the checkpoint and cut
+# along the batch again on resume. Every process also runs the one-device reference.
+CARRY_TWO_PROCESSES = textwrap.dedent(
+    """
+    import sys
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np, optax, jax.numpy as jnp
+    from flax import nnx
+    from jax.experimental import multihost_utils
+    from jaxseq.data import stream_batches
+    from jaxseq.models import CharLM
+    from jaxseq.train import fit, initialize_distributed, language_model_stream_loss
+
+    rank, world = initialize_distributed()
+    assert world == 2
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("batch",))
+    full = stream_batches(np.random.default_rng(0).integers(0, 7, size=80), 3, 5)[:4]
+    rows = np.array_split(np.arange(3), world)[rank]
+    mine = [(x[rows], y[rows]) for x, y in full]
+
+    class Stop(Exception):
+        pass
+
+    def run(batches, m, ckpt=None, stop=None):
+        model = CharLM(7, embed_dim=5, hidden_size=6, cell="gru", param_dtype=jnp.float64,
+                       rngs=nnx.Rngs(0))
+
+        def callback(epoch, n, loss):
+            if n == stop:
+                raise Stop
+        try:
+            h = fit(model, batches, optax.adam(1e-2), epochs=2, mesh=m, carry_state=True,
+                    loss_fn=language_model_stream_loss, callback=callback,
+                    checkpoint_dir=ckpt, save_every=1)
+        except Stop:
+            return None
+        return list(h), [np.asarray(a) for a in jax.tree.leaves(nnx.state(model, nnx.Param))]
+
+    reference, whole = run(full, None), run(mine, mesh)
+    assert run(mine, mesh, sys.argv[1], stop=6) is None  # mid-epoch 1
+    multihost_utils.sync_global_devices("saved")  # process 0 has written step 6
+    resumed = run(mine, mesh, sys.argv[1])
+    assert resumed[0] == whole[0]
+    for a, b, c in zip(resumed[1], whole[1], reference[1]):
+        assert a.tobytes() == b.tobytes()
+        np.testing.assert_allclose(a, c, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(whole[0], reference[0], rtol=1e-11)
+    print("ok", rank)
+    """
+)
+
+
+def test_carried_state_over_two_processes_resumes_and_equals_one_process(tmp_path):
+    script = tmp_path / "carry_dp.py"
+    script.write_text(CARRY_TWO_PROCESSES)
+    launcher = [sys.executable, "-m", "jaxseq.launch", "--nproc", "2", "--timeout", "150"]
+    r = _run([*launcher, str(script), str(tmp_path / "ckpt")], timeout=180)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert "ok 0" in r.stdout and "ok 1" in r.stdout, r.stdout
