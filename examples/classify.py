@@ -32,6 +32,7 @@ curves to ``OUT/results.json`` and the loss/accuracy curves to ``OUT/curves.png`
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -71,10 +72,20 @@ NAMES = {
 }
 
 
+class _DefaultOnce(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: ...)`` after each help, except where the help already states its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser():
     p = base_parser(
         __doc__.split("\n\n")[0], epochs=40, hidden_size=64, framework="both", out="runs/classify"
     )
+    p.formatter_class = _DefaultOnce  # --data-dir, --devices, --save-every say theirs in words
     p.add_argument(
         "--models",
         default=",".join(DEFAULT_MODELS),

@@ -1,0 +1,167 @@
+"""The docs run as a reader runs them: in a fresh interpreter, without the suite's settings.
+
+``tests/test_docs.py`` runs every python block of ``README.md`` and ``docs/*.md`` inside
+the test process, under ``conftest.py``'s configuration (float64 enabled, rank promotion
+raising). A reader has none of that: a block that builds float64 parameters without
+enabling x64 passes there and, pasted into a fresh Python, warns and silently runs in
+float32. So here each page runs in its own fresh ``python -W error`` process with JAX's
+default configuration (no ``JAX_*`` environment variables, no ``XLA_FLAGS``, no x64,
+default dtype and rank promotion), one process per page:
+
+* ``docs/*.md``: the page's blocks run top to bottom in one namespace, as a reader who
+  pastes them into one session in order (the same convention as ``tests/test_docs.py``).
+  A page that needs float64 says so itself, with ``jax.config.update("jax_enable_x64",
+  True)`` at the top of its first block.
+* ``README.md``: every block runs alone, in a namespace of its own (the process is shared
+  only to keep this fast), because a README reader copies one block, not the page.
+
+Blocks marked ```` ```python no-run ```` / ```` skip ```` are not run; a ```` ```text ````
+block right after a python block is its expected output, compared as in
+``tests/test_docs.py`` (``...`` is a wildcard). Any warning is an error.
+
+``docs/tutorial.md`` is included too (it is also executed as a notebook by
+``tests/test_docs_site.py``); ``EXCLUDED`` lists any page left out, with the reason.
+
+Run one page by hand: ``python tests/test_docs_fresh.py docs/training.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+ISOLATED = {"README.md"}  # pages whose blocks each run alone, in a namespace of their own
+EXCLUDED: dict[str, str] = {}  # page -> why it is not run here
+TIMEOUT_S = 900  # per page; a loaded 2-core machine is slow to compile
+
+# The child: reads the blocks as JSON on stdin, runs them, and writes one JSON result per
+# block to the file named by argv[1] (stdout belongs to the blocks). It imports nothing
+# but the standard library before the first block, so the blocks see a fresh interpreter.
+_CHILD = r"""
+import contextlib, io, json, sys, traceback
+blocks = json.load(sys.stdin)
+results = []
+shared = {"__name__": "__main__"}
+for b in blocks:
+    ns = {"__name__": "__main__"} if b["isolated"] else shared
+    code = compile("\n" * (b["line"] - 1) + b["code"], b["path"], "exec")
+    out = io.StringIO()
+    error = None
+    try:
+        with contextlib.redirect_stdout(out):
+            exec(code, ns)
+    except BaseException:
+        error = traceback.format_exc()
+    results.append({"stdout": out.getvalue(), "error": error})
+    with open(sys.argv[1], "w") as f:
+        json.dump(results, f)
+    if error is not None:
+        break
+"""
+
+
+def _parse_blocks(text: str):
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        from test_docs import parse_blocks
+    finally:
+        sys.path.pop(0)
+    return parse_blocks(text)
+
+
+def _output_matches(expected: str, got: str) -> bool:
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        from test_docs import output_matches
+    finally:
+        sys.path.pop(0)
+    return output_matches(expected, got)
+
+
+def fresh_env() -> dict[str, str]:
+    """The environment without the settings a test run may carry (JAX_*, XLA_FLAGS, ...)."""
+    drop = ("JAX_", "XLA_FLAGS", "PYTHONWARNINGS", "PYTEST_")
+    return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+
+
+def run_page(path: pathlib.Path, tmp: pathlib.Path, root: pathlib.Path = ROOT) -> list[str]:
+    """Run the python blocks of ``path`` in one fresh ``python -W error``; the failures."""
+    rel = path.relative_to(root).as_posix()
+    blocks = [b for b in _parse_blocks(path.read_text()) if b.runs]
+    payload = [
+        {"code": b.code, "line": b.line, "path": str(path), "isolated": rel in ISOLATED}
+        for b in blocks
+    ]
+    result_file = tmp / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-c", _CHILD, str(result_file)],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env=fresh_env(),
+        timeout=TIMEOUT_S,
+    )
+    results = json.loads(result_file.read_text()) if result_file.exists() else []
+    failures = []
+    for n, (block, res) in enumerate(zip(blocks, results, strict=False)):
+        where = f"{rel}: python block {n} (line {block.line})"
+        if res["error"] is not None:
+            failures.append(f"{where} raised in a fresh process:\n{res['error']}")
+        elif block.expected is not None and not _output_matches(block.expected, res["stdout"]):
+            failures.append(
+                f"{where} printed\n{res['stdout']}\nbut the ```text block after it expects\n"
+                f"{block.expected}"
+            )
+    if proc.returncode != 0 and not failures:
+        failures.append(f"{rel}: the fresh process exited {proc.returncode}:\n{proc.stderr}")
+    elif len(results) < len(blocks) and not failures:
+        failures.append(f"{rel}: only {len(results)} of {len(blocks)} blocks ran:\n{proc.stderr}")
+    return failures
+
+
+def pages() -> list[pathlib.Path]:
+    files = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+    return [
+        f
+        for f in files
+        if f.is_file()
+        and f.relative_to(ROOT).as_posix() not in EXCLUDED
+        and any(b.runs for b in _parse_blocks(f.read_text()))
+    ]
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        problems = run_page((ROOT / sys.argv[1]).resolve(), pathlib.Path(d))
+    print("\n\n".join(problems) or f"{sys.argv[1]}: every block ran fresh")
+    sys.exit(1 if problems else 0)
+else:
+    import pytest
+
+    @pytest.mark.parametrize("path", pages(), ids=lambda p: p.relative_to(ROOT).as_posix())
+    def test_page_runs_fresh(path: pathlib.Path, tmp_path: pathlib.Path) -> None:
+        failures = run_page(path, tmp_path)
+        if failures:
+            pytest.fail("\n\n".join(failures), pytrace=False)
+
+    def test_child_sees_default_jax_config(tmp_path: pathlib.Path) -> None:
+        """The process really is fresh: x64 off, warnings are errors, README blocks alone."""
+        page = tmp_path / "page.md"
+        page.write_text(
+            "```python\nimport jax, warnings\nprint(jax.config.jax_enable_x64)\n```\n\n"
+            "```text\nFalse\n```\n\n"
+            "```python\nwarnings.warn('boom')\n```\n"
+        )
+        failures = run_page(page, tmp_path, root=tmp_path)
+        assert len(failures) == 1 and "UserWarning: boom" in failures[0], failures
+        readme = tmp_path / "README.md"
+        readme.write_text("```python\nx = 1\n```\n\n```python\nprint(x)\n```\n")
+        failures = run_page(readme, tmp_path, root=tmp_path)
+        assert len(failures) == 1 and "NameError" in failures[0], failures
