@@ -23,11 +23,11 @@ next in the same row. The LSTM state must start from zeros at every new episode,
 when acting (step by step) and when training (on the whole sequence). ``jaxseq.nn.LSTM``
 does both with one call::
 
-    out, hx_out = lstm(x, hx, resets=resets, reset_hx=zeros)
+    out, hx_out = lstm(x, hx, resets=resets)
 
 ``x`` is the rollout (K, E, I), ``hx`` the state stored at the rollout's start,
 ``resets[t, n]`` True where env n starts a new episode at step t (its episode ended at
-t - 1), ``reset_hx`` = zeros the state every new episode starts from. The training
+t - 1); every new episode starts from zeros (the default ``reset_hx``). The training
 forward pass then reproduces the logits the policy computed while acting, step by step,
 to float32 rounding (the table's last column); PPO's probability ratios start at 1 as
 they must.
@@ -249,14 +249,12 @@ def make_policy(kind, hidden, seed):
         def __call__(self, obs, hx, resets=None):
             """obs (T, N, 2), hx ``(h, c)`` each (1, N, H), resets (T, N) bool or None
             -> logits (T, N, 2), values (T, N), the final hx. With resets, every new
-            episode's segment starts from zeros (``reset_hx``)."""
-            import jax
+            episode's segment starts from zeros (the stack's default)."""
             import jax.numpy as jnp
 
             z = jnp.tanh(self.encoder(obs))
             if self.recurrent:
-                zeros = None if resets is None else jax.tree.map(jnp.zeros_like, hx)
-                z, hx = self.core(z, hx, resets=resets, reset_hx=zeros)
+                z, hx = self.core(z, hx, resets=resets)
             else:
                 z = jnp.tanh(self.core(z))
             return self.actor(z), self.critic(z)[..., 0], hx

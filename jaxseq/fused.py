@@ -73,7 +73,11 @@ from jaxseq.recurrences import Fused, Recurrence, get
 Array = jax.Array
 Projection = Literal["loop", "hoisted"]
 
-__all__ = ["default_projection", "fused_layer"]
+__all__ = ["default_projection", "fused_layer", "SUPPORTS"]
+
+#: What :func:`fused_layer` supports (:data:`jaxseq.layer.Feature`), declared where it is
+#: implemented; :data:`jaxseq.impls.IMPLS` gives it to the fused rows.
+SUPPORTS = frozenset({"resets", "reset_hx", "jvp", "vmap", "remat", "hidden_mask", "zoneout"})
 
 #: The per-layer parameters every gated kind takes from torch's layout; any other entry
 #: of a layer's weights is a kind's extra parameter.

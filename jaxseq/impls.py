@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxseq.cudnn import CUDNN_KIND_REFUSAL, CUDNN_REFUSALS, cudnn_layer, serves_cudnn
+from jaxseq.fused import SUPPORTS as FUSED_SUPPORTS
 from jaxseq.fused import fused_layer
 from jaxseq.fused_ops import to_steps
 from jaxseq.layer import (
@@ -194,7 +195,7 @@ def linear_layer(
 
 
 _EVERY = frozenset({"resets", "reset_hx", "jvp", "vmap"})
-_FUSED = _EVERY | {"remat", "hidden_mask", "zoneout"}
+_FUSED = FUSED_SUPPORTS
 
 #: The capability table: every layer implementation, the kinds it serves and the features
 #: it supports, declared once. :func:`jaxseq.layer.check` derives every refusal from it.

@@ -37,6 +37,8 @@ __all__ = [
     "Plan",
     "Segments",
     "StepMasks",
+    "STEP_MASKS",
+    "STEP_FEATURES",
     "LayerFn",
     "LayerImpl",
     "check",
@@ -141,6 +143,17 @@ class StepMasks(NamedTuple):
 
     hidden: Array | None = None
     zoneout: tuple[Array, ...] | None = None
+
+    @classmethod
+    def of(cls, masks: Mapping[str, Any], layer: int) -> StepMasks:
+        """Layer ``layer``'s masks out of a ``masks=`` dict (:data:`STEP_MASKS` keys)."""
+        return cls(**{f: masks.get(f"{key}{layer}") for f, key in STEP_MASKS.items()})
+
+
+#: The fields of :class:`StepMasks`, each the :data:`Feature` it asks for, and the
+#: ``masks=`` key prefix (``+ layer``) it comes from.
+STEP_MASKS: dict[str, str] = {"hidden": "hidden_l", "zoneout": "zoneout_l"}
+STEP_FEATURES: dict[str, str] = {"hidden": "hidden_mask", "zoneout": "zoneout"}
 
 
 class LayerFn(Protocol):
@@ -275,8 +288,9 @@ def check(
             every = [r.name for r in table if feature in r.supports]
             every = list(dict.fromkeys(every))
             what = phrase or feature
+            verb = "act" if what.startswith("masks") or " and " in what else "acts"
             raise ValueError(
-                f"{name}: {what} act inside the recurrence, which only the fused "
+                f"{name}: {what} {verb} inside the recurrence, which only the fused "
                 f"implementations of gated kinds take (impl={_quoted(every)}), got "
                 f"impl={impl!r}"
             )

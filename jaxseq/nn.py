@@ -38,6 +38,7 @@ from jaxseq.validation import (
     check_cell_inputs,
     check_dropout,
     check_flags,
+    check_input,
     check_nonlinearity,
     check_rngs,
     check_same_dtype,
@@ -205,15 +206,17 @@ class RNNBase(nnx.Module):
         """``(out, h_n)`` or ``(out, (h_n, c_n))``; shapes as :func:`jaxseq.stack.run_stack`.
 
         ``resets``: optional bool array with the time and batch axes of ``x``; a True
-        starts a new, independent segment of that row (episode boundaries; see
-        :func:`jaxseq.stack.run_stack`); ``reset_hx``: the state those segments start
-        from (default ``hx``; for streams cut into batches)."""
+        starts a new, independent episode of that row, from zeros (episode boundaries,
+        as RL code passes ``dones``; see :func:`jaxseq.stack.run_stack`); ``hx`` only
+        continues each row from the previous batch; ``reset_hx``: the state new episodes
+        start from instead of zeros."""
         train = not self.deterministic
         key = None
         if train and self.dropout > 0 and self.dropout_rngs is not None:
             key = self.dropout_rngs()
         masks = None
-        if self.options.regularized and hasattr(x, "shape"):
+        if self.options.regularized:
+            check_input(self.recurrence.display_name, x, self.input_size)  # before its shape
             T, N = (x.shape[0], 1) if x.ndim == 2 else x.shape[:2][:: -1 if self.batch_first else 1]
             mask_key = self.mask_rngs() if train and self.mask_rngs is not None else None
             dtype = self.dtype if self.dtype is not None else self.param_dtype
@@ -222,10 +225,9 @@ class RNNBase(nnx.Module):
             )
         if self.dtype is not None and hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating):
             x = jnp.asarray(x, self.dtype)
-            if hx is not None:
-                hx = jax.tree.map(
-                    lambda a: jnp.asarray(a, self.dtype) if hasattr(a, "dtype") else a, hx
-                )
+            hx, reset_hx = jax.tree.map(
+                lambda a: jnp.asarray(a, self.dtype) if hasattr(a, "dtype") else a, (hx, reset_hx)
+            )
         return run_stack(
             self.kind,
             self.params_dict(),
@@ -243,6 +245,35 @@ class RNNBase(nnx.Module):
             masks=masks,
             **self.options.stack_kwargs(),
         )
+
+    def step(self, x_t: Array, state: Any = None) -> tuple[Array, Any]:
+        """One time step of the whole stack: ``(y_t, new_state)``, the state taken and
+        returned as one value, structured as ``hx``: (L, N, H_out), or ``(h, c)`` for kinds
+        with a cell state (None: zeros). x_t (N, I) or unbatched (I,); y_t (N, H_out).
+
+        Stepping T times equals the call on the T steps with ``hx=state`` (as in eval
+        mode: no dropout). Uni-directional layers only. Each call lays the weights out
+        for the step; in a loop, lay them out once with ``jaxseq.prepare_step(layer)``
+        and call :func:`jaxseq.step` (:mod:`jaxseq.step`)."""
+        from jaxseq.step import prepare_step, step
+
+        name = self.recurrence.display_name
+        if self.options.zoneout > 0:
+            raise ValueError(f"{name}.step: zoneout={self.options.zoneout} acts in the full call only")
+        dropout = self.dropout > 0 and self.num_layers > 1
+        if not self.deterministic and (dropout or self.options.regularized):
+            raise ValueError(f"{name}.step runs without dropout: call .eval() on the layer first")
+        dtype = self.dtype
+        if dtype is None and hasattr(x_t, "dtype") and jnp.issubdtype(x_t.dtype, jnp.floating):
+            dtype = compute_dtype(x_t.dtype, self.param_dtype)
+        weights = prepare_step(
+            self.kind,
+            self.params_dict(),
+            nonlinearity=self.nonlinearity,
+            dtype=dtype,
+            carry_dtype=self.options.carry_dtype,
+        )
+        return step(weights, x_t, state)
 
 
 def module_class(kind: str | Recurrence, cell: bool = False) -> type[nnx.Module]:

@@ -21,27 +21,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax.numpy as jnp
-
 from jaxseq.impls import IMPLS
 from jaxseq.layer import check
 from jaxseq.params import RNNSpec
 from jaxseq.regularizers import RATES, check_rates, rate_values
-from jaxseq.validation import check_chunk_lengths, check_unroll
+from jaxseq.validation import check_carry_dtype, check_chunk_lengths, check_unroll
 
 __all__ = ["LayerOptions"]
-
-
-def _carry_dtype(value: Any) -> Any:
-    if value is None:
-        return None
-    try:
-        dtype = jnp.dtype(value)
-    except TypeError:
-        raise TypeError(f"carry_dtype must be None or a floating dtype, got {value!r}") from None
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"carry_dtype must be a floating dtype, got {dtype}")
-    return dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +63,8 @@ class LayerOptions:
         check_chunk_lengths(remat=self.remat, chunk=self.chunk)
         if not isinstance(self.impl, str):
             raise TypeError(f"impl must be a string, got {type(self.impl).__name__}")
-        object.__setattr__(self, "carry_dtype", _carry_dtype(self.carry_dtype))
+        if self.carry_dtype is not None:
+            object.__setattr__(self, "carry_dtype", check_carry_dtype(self.carry_dtype))
         for name, rate in rate_values(self.rates()).items():
             object.__setattr__(self, name, rate)
 

@@ -68,7 +68,8 @@ def check_rates(spec: RNNSpec, impl: str, rates: dict[str, Any]) -> dict[str, fl
             f"{', '.join(in_recurrence)} must be 0"
         )
     asked = {"hidden_mask": "recurrent_dropout", "zoneout": "zoneout"}
-    check_impl(IMPLS, rec, impl, {f: rate for f, rate in asked.items() if out[rate] > 0})
+    used = {f: rate for f, rate in asked.items() if out[rate] > 0}
+    check_impl(IMPLS, rec, impl, dict.fromkeys(used, " and ".join(used.values())))
     return out
 
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from typing_extensions import Unpack
 
 from jaxseq.impls import IMPLS, Impl
-from jaxseq.layer import Plan, Segments, StepMasks
+from jaxseq.layer import STEP_FEATURES, STEP_MASKS, Plan, Segments, StepMasks
 from jaxseq.layer import check as check_impl
 from jaxseq.params import spec_from_params, suffixes
 from jaxseq.recurrences import get
@@ -230,21 +230,20 @@ def run_stack(
         states are returned in the compute dtype. Default
         (:func:`jaxseq.validation.carry_dtype_for`): float32 when the compute dtype is
         bfloat16 or float16, else the compute dtype (no mixing).
-      resets: episode boundaries: an optional bool array with the time and batch axes
-        of ``x``, (T, N) ((N, T) with ``batch_first``, (T,) unbatched). A True at (t, n)
-        starts a new, independent segment of row n at step t. The result equals running
+      resets: episode boundaries (``dones``): an optional bool array with the time and
+        batch axes of ``x``, (T, N) ((N, T) with ``batch_first``, (T,) unbatched). A True
+        at (t, n) starts a new, independent episode of row n at step t, from the kind's
+        initial state, zeros (or ``reset_hx``), as Haiku's ``ResetCore``, purejaxrl and
+        torchrl do; ``hx`` only continues each row's first segment from the previous
+        batch (a reset at t = 0 starts the row afresh too). The result equals running
         every segment of every row as its own sequence through the whole stack (every
-        layer and direction), each from ``hx`` (zeros when None): outputs in place,
-        padding 0; ``h_n`` is the final state of the row's last segment for forward
-        directions and the reverse final state of its first segment for reverse ones.
-        Resets at padded steps are ignored, and traced resets never recompile. Every
-        implementation but ``"cudnn"`` takes them.
-      reset_hx: with ``resets``, the state the segments started by a reset begin from,
-        structured as ``hx`` (default: ``hx``, so every segment starts alike). For a
-        stream cut into batches (truncated backpropagation through time, an RL rollout):
-        ``hx`` continues the row from the previous batch while a new episode starts
-        from ``reset_hx`` (e.g. zeros); a reset at t = 0 then restarts too.
-        Unidirectional stacks only (a reverse direction has no previous batch).
+        layer and direction): outputs in place, padding 0; ``h_n`` is the final state of
+        the row's last segment for forward directions and the reverse final state of its
+        first segment for reverse ones (a reverse direction starts the row's last segment
+        from ``hx``, the others from zeros). Resets at padded steps are ignored, and
+        traced resets never recompile. Every implementation but ``"cudnn"`` takes them.
+      reset_hx: with ``resets``, the state episodes started by a reset begin from,
+        structured as ``hx`` (default zeros). Unidirectional stacks only.
       masks: recurrent regularisers as explicit multipliers (values already scaled,
         e.g. 0 or 1/(1-p); the NNX layers draw them from their options), any of
         (k = layer, D directions, H_out = proj_size or H; unbatched input: N = 1):
@@ -309,6 +308,8 @@ def run_stack(
             )
         reset_states = check_hx(rec, name, reset_hx, shapes, x.dtype, label="reset_hx")
         reset_states = tuple((s[:, None] if unbatched else s).astype(cdt) for s in reset_states)
+    elif resets is not None:  # a new episode starts from the kind's initial state: zeros
+        reset_states = tuple(jnp.zeros_like(s) for s in states)
 
     mask = None
     if lengths is not None:
@@ -339,8 +340,8 @@ def run_stack(
         masks = draw_masks(mask_key, spec, T, N, train=train, dtype=dtype, **rates)
     masks = {} if masks is None else check_masks(name, masks, rec, spec, T, N)
     in_loop = {
-        feature: f"masks {sorted(k for k in masks if k.startswith(prefix))}"
-        for feature, prefix in (("hidden_mask", "hidden_l"), ("zoneout", "zoneout_l"))
+        STEP_FEATURES[field]: f"masks {sorted(k for k in masks if k.startswith(prefix))}"
+        for field, prefix in STEP_MASKS.items()
         if any(k.startswith(prefix) for k in masks)
     }
     used = {f: None for f, on in _features(remat, chunk, resets, reset_hx) if on} | in_loop
@@ -375,7 +376,7 @@ def run_stack(
                 drop = jnp.stack([masks.get(f"weight_hh{s}", ones).astype(dtype) for s in sfxs])
                 w["weight_hh"] = w["weight_hh"] * drop
             layer_states = tuple(s[layer * D : (layer + 1) * D] for s in states)
-            step_masks = StepMasks(masks.get(f"hidden_l{layer}"), masks.get(f"zoneout_l{layer}"))
+            step_masks = StepMasks.of(masks, layer)
             with jax.named_scope(f"layer{layer}"):
                 x, fin = row.fn(plan, w, x, layer_states, seg.layer(layer, D), step_masks)
             finals.append(fin)

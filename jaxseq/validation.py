@@ -252,6 +252,13 @@ def check_masks(
                 raise ValueError(
                     f"{name}: masks[{key!r}] must have shape {tuple(w)}, got {tuple(a.shape)}"
                 )
+            if key.startswith("zoneout") and is_concrete(a) and a.size:
+                lo, hi = float(jnp.min(a)), float(jnp.max(a))
+                if lo < 0.0 or hi > 1.0:
+                    raise ValueError(
+                        f"{name}: masks[{key!r}] values must lie in [0, 1] (the share of the "
+                        f"previous state kept), got min {lo} and max {hi}"
+                    )
         out[key] = tuple(jnp.asarray(a) for a in arrays) if key.startswith("zoneout") else m
     return out
 
@@ -344,13 +351,22 @@ def carry_dtype_for(dtype: Any, carry_dtype: Any = None) -> Any:
     if carry_dtype is None:
         small = jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize == 2
         return jnp.dtype(jnp.float32) if small else dtype
-    cd = jnp.dtype(carry_dtype)
-    if not jnp.issubdtype(cd, jnp.floating):
-        raise TypeError(f"carry_dtype must be a floating dtype, got {cd}")
+    cd = check_carry_dtype(carry_dtype)
     if cd.itemsize < dtype.itemsize:
         raise ValueError(
             f"carry_dtype must be at least as wide as the compute dtype {dtype}, got {cd}"
         )
+    return cd
+
+
+def check_carry_dtype(value: Any) -> Any:
+    """``value`` as a floating NumPy dtype: TypeError naming ``carry_dtype`` otherwise."""
+    try:
+        cd = jnp.dtype(value)
+    except TypeError:
+        raise TypeError(f"carry_dtype must be None or a floating dtype, got {value!r}") from None
+    if not jnp.issubdtype(cd, jnp.floating):
+        raise TypeError(f"carry_dtype must be a floating dtype, got {cd}")
     return cd
 
 
@@ -376,12 +392,14 @@ def check_hx(
 ) -> tuple[Array, ...]:
     """The initial states of ``hx`` (one array, or a tuple ``(h_0, c_0)`` for the LSTM);
     ``label`` names the argument in errors."""
+    # torch's word for hx in its messages is "hidden"; other states keep their own name.
+    what = "hidden" if label == "hx" else label
     if rec.num_states == 1:
         if isinstance(hx, (tuple, list)):
             raise TypeError(
                 f"{name}: {label} must be a single array for {name}, got a {type(hx).__name__}"
             )
-        return (check_hidden(name, "hidden", hx, tuple(shapes[0]), dtype),)
+        return (check_hidden(name, what, hx, tuple(shapes[0]), dtype),)
     if not isinstance(hx, (tuple, list)) or len(hx) != rec.num_states:
         names = (
             "h_0, c_0"
@@ -390,6 +408,6 @@ def check_hx(
         )
         raise TypeError(f"{name}: {label} must be a tuple ({names}), got {type(hx).__name__}")
     return tuple(
-        check_hidden(name, f"hidden[{i}]", h, tuple(s), dtype)
+        check_hidden(name, f"{what}[{i}]", h, tuple(s), dtype)
         for i, (h, s) in enumerate(zip(hx, shapes, strict=True))
     )

@@ -373,8 +373,10 @@ def _all_masks(m, kind, seed, t=T, n=N, p=0.3):
 
 
 def _segment_loop(m, kind, x, hx, lengths, resets, masks):
-    """Per row, per segment: run_regularized on that segment alone from the row's hx,
-    with the row's masks (zoneout sliced to the segment's steps)."""
+    """Per row, per segment: run_regularized on that segment alone, with the row's masks
+    (zoneout sliced to the segment's steps), from the row's hx where the segment continues
+    the row (forward: the first segment unless a reset starts it; reverse: the last),
+    else from zeros (a new episode)."""
     states = list(hx) if kind in CELL else [hx]
     LD = states[0].shape[0]
     D = 2 if m.bidirectional else 1
@@ -393,7 +395,22 @@ def _segment_loop(m, kind, x, hx, lengths, resets, masks):
                     mk[k] = v
                 else:
                     mk[k] = v[n : n + 1]
-            st0 = _state(kind, [s[:, n : n + 1] for s in states])
+            fwd_hx = j == 0 and not bool(resets[a, n])
+            rev_hx = j == len(segs) - 1
+            st0 = _state(
+                kind,
+                [
+                    torch.stack(
+                        [
+                            s[q, n : n + 1]
+                            if (rev_hx if q % D else fwd_hx)
+                            else torch.zeros_like(s[q, n : n + 1])
+                            for q in range(LD)
+                        ]
+                    )
+                    for s in states
+                ],
+            )
             o, f = run_regularized(m, x[a:b, n : n + 1], st0, None, mk)
             pieces.append(o[:, 0])
             f = list(f) if kind in CELL else [f]

@@ -355,7 +355,9 @@ def test_jax_equals_run_segments_unbatched(kind):
 
 def _loop_reference(m, kind, x, hx, lengths, resets):
     """The obvious version: per row, per segment, a plain module call on that segment
-    alone from the row's hx; outputs concatenated, h_n picked per direction."""
+    alone; outputs concatenated, h_n picked per direction. A segment starts from the
+    row's hx where it continues the row (forward directions: the first segment, unless a
+    reset starts it; reverse directions: the last), else from zeros (a new episode)."""
     cell, bf, unbatched = kind in CELL, m.batch_first, x.dim() == 2
     xt = x.unsqueeze(1) if unbatched else (x.transpose(0, 1) if bf else x)
     r = resets[:, None] if unbatched else (resets.T if bf else resets)
@@ -377,9 +379,21 @@ def _loop_reference(m, kind, x, hx, lengths, resets):
             fin_rows.append([s[:, n] for s in states])
             continue
         pieces, fins = [], []
-        for a, b in segs[n]:
+        for i, (a, b) in enumerate(segs[n]):
             seg = xt[a:b, n : n + 1]
-            st0 = [s[:, n : n + 1] for s in states]
+            fwd_hx = i == 0 and not bool(r[a, n])
+            rev_hx = i == len(segs[n]) - 1
+            st0 = [
+                torch.stack(
+                    [
+                        s[k, n : n + 1]
+                        if (rev_hx if k % D else fwd_hx)
+                        else s.new_zeros(s.shape[2:])[None]
+                        for k in range(LD)
+                    ]
+                )
+                for s in states
+            ]
             o, f = m(seg.transpose(0, 1) if bf else seg, _torch_state(kind, st0))
             pieces.append((o.transpose(0, 1) if bf else o)[:, 0])
             fins.append(list(f) if cell else [f])

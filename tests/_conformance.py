@@ -10,7 +10,7 @@ cases combine the features the implementation's row of :data:`jaxseq.impls.IMPLS
 ``supports``:
 
 * ``stack``: 2 layers, bidirectional, ``proj_size`` where the kind has a projection,
-  lengths containing 0 and T, ``hx``, resets (from ``hx``), and every mask of
+  lengths containing 0 and T, ``hx``, resets (episodes from zeros), and every mask of
   ``masks=`` the row takes (``input``, ``output_l{k}``, ``weight_hh_l{k}{sfx}``, and
   ``hidden_l{k}`` / ``zoneout_l{k}`` with ``hidden_mask`` / ``zoneout``); also exactly:
   zero output and zero x-gradient past each length, ``h_n = h0`` for length 0;
@@ -179,15 +179,24 @@ def reference(
                     # h * m enters W_hh only: (h * m) W^T = h (W diag(m))^T for this row.
                     pn["weight_hh"] = pn["weight_hh"] * hidden[d, n][None, :]
                 start = tuple(s[k * D + d, n][None] for s in hx)
-                restart = tuple(s[k * D + d, n][None] for s in rhx) if case.reset_hx else start
+                restart = (
+                    tuple(s[k * D + d, n][None] for s in rhx)
+                    if case.reset_hx
+                    else tuple(jnp.zeros_like(s[k * D + d, n][None]) for s in hx)
+                )
                 h_out = start[0].shape[-1]
                 ys = [jnp.zeros((h_out,), x.dtype)] * x.shape[0]
                 final = start
-                for i, (s, e) in enumerate(_segments(case, n)):
-                    # The first segment continues from hx, unless a reset starts it
-                    # (then from reset_hx; without reset_hx the two are the same).
-                    first = i == 0 and not (case.resets and case.resets[0][n])
-                    c = rec.carry(start if first else restart)
+                segments = list(_segments(case, n))
+                for i, (s, e) in enumerate(segments):
+                    # hx continues the row: forward, into its first segment unless a
+                    # reset starts it; reverse, into its last. A reset starts an episode
+                    # from reset_hx, zeros by default.
+                    if d == 0:
+                        from_hx = i == 0 and not (case.resets and case.resets[0][n])
+                    else:
+                        from_hx = i == len(segments) - 1
+                    c = rec.carry(start if from_hx else restart)
                     for t in reversed(range(s, e)) if d else range(s, e):
                         new, y = cell(pn, c, inp[t, n][None])
                         if zones is not None:  # z * previous + (1 - z) * new, per state

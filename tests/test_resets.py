@@ -143,19 +143,32 @@ def test_resets_and_reset_hx_match_a_python_loop(kind):
             np.testing.assert_allclose(a, b, **TOL, err_msg=what + " gradient")
 
 
-def test_reset_at_t0_only_restarts_with_reset_hx():
+def test_a_reset_starts_an_episode_from_zeros_unless_reset_hx():
+    """RL semantics (Haiku's ResetCore, purejaxrl, torchrl): a reset restarts from the
+    kind's initial state, zeros; ``hx`` only continues the row; ``reset_hx`` overrides."""
     p, x, hx, rhx, _ = _case("gru")
-    r = np.zeros((T, N), bool)
-    r[0] = True
     lengths = np.array([5, 3, 1])
-    plain = jaxseq.gru(p, x, hx[0], lengths)
-    same = jaxseq.gru(p, x, hx[0], lengths, resets=jnp.asarray(r))
-    fresh = jaxseq.gru(p, x, hx[0], lengths, resets=jnp.asarray(r), reset_hx=rhx[0])
+    r0 = np.zeros((T, N), bool)
+    r0[0] = True  # every row: a new episode at t = 0
+    from_zeros = jaxseq.gru(p, x, None, lengths)
+    for a, b in zip(
+        jax.tree.leaves(jaxseq.gru(p, x, hx[0], lengths, resets=jnp.asarray(r0))),
+        jax.tree.leaves(from_zeros),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-14)
+    fresh = jaxseq.gru(p, x, hx[0], lengths, resets=jnp.asarray(r0), reset_hx=rhx[0])
     from_rhx = jaxseq.gru(p, x, rhx[0], lengths)
-    for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(plain), strict=True):
-        np.testing.assert_array_equal(a, b)
     for a, b in zip(jax.tree.leaves(fresh), jax.tree.leaves(from_rhx), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-14)
+    # A reset mid-row: the steps after it equal a fresh run of the tail from zeros.
+    r2 = np.zeros((T, N), bool)
+    r2[2, 0] = True
+    out, _ = jaxseq.gru(p, x, hx[0], lengths, resets=jnp.asarray(r2))
+    tail, _ = jaxseq.gru(p, x[2:, :1], None)
+    np.testing.assert_allclose(out[2:, 0], tail[:, 0], rtol=1e-14, atol=1e-14)
+    head, _ = jaxseq.gru(p, x[:2, :1], hx[0][:, :1])
+    np.testing.assert_allclose(out[:2, 0], head[:, 0], rtol=1e-14, atol=1e-14)
 
 
 def test_forward_mode_with_resets_matches_reference():

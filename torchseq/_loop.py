@@ -216,17 +216,18 @@ def time_loop(
     reverse: bool,
     *,
     restart: Tensor | None = None,
+    reset_state: State | None = None,
     zoneout: State | None = None,
 ) -> tuple[Tensor, State]:
     """One direction of one layer, as a packed sequence: ``mask`` (T, N, 1) bool or None.
 
     At a valid step the state becomes ``step(t, state)``, the output its h; at a padded
     one the state is unchanged and the output zero. ``restart`` (T, N, 1) bool: a new
-    segment starts at step t, so the state goes back to the initial one before step t
-    (reverse: before step t - 1); ``zoneout``, one (T, N, size) tensor per state, keeps
+    segment starts at step t, so the state goes to ``reset_state`` (default: the initial
+    one) before step t (reverse: before step t - 1); ``zoneout``, one (T, N, size) tensor per state, keeps
     ``z[t] * old + (1 - z[t]) * new``. Returns (ys (T, N, H_out), final state).
     """
-    state0 = state
+    state0 = state if reset_state is None else reset_state
     ys: list[Tensor] = [state[0]] * T
     for t in range(T - 1, -1, -1) if reverse else range(T):
         r = t + 1 if reverse else t  # reverse: step t begins anew where a segment began at t + 1

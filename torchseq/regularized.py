@@ -39,7 +39,7 @@ directions, H_out = ``proj_size`` or H, and ``sfx`` = ``""`` or ``"_reverse"``:
 Lengths mask as ``torch.nn.utils.rnn.pack_padded_sequence`` does (padded steps leave the
 state unchanged and output 0, the reverse direction starts at each row's last valid
 step), and ``resets`` start new segments as in :func:`torchseq.segments.run_segments`
-(the state restarts from ``hx``); the masks apply at valid steps only. With
+(a new episode starts from ``reset_hx``, zeros by default); the masks apply at valid steps only. With
 ``masks=None`` (or all-ones dropout masks and zero zoneout) the result is the module's
 own forward. :func:`draw_masks` draws such a dict.
 
@@ -149,6 +149,7 @@ def run_regularized(
     lengths: Any = None,
     masks: dict[str, Any] | None = None,
     resets: Tensor | None = None,
+    reset_hx: Any = None,
 ) -> tuple[Tensor, Any]:
     """Run ``module`` step by step with the regularisers' ``masks`` applied.
 
@@ -164,9 +165,9 @@ def run_regularized(
         and shapes: ``"input"``, ``"output_l{k}"``, ``"weight_hh_l{k}{sfx}"``,
         ``"hidden_l{k}"``, ``"zoneout_l{k}"``); None or {}: no regularisation.
       resets: optional bool tensor (T, N) ((N, T) with ``batch_first``): a True at
-        (t, n) with t < lengths[n] restarts row n's state from ``hx`` before step t (the
-        reverse direction restarts from ``hx`` at step t - 1), as in
-        :func:`torchseq.segments.run_segments`.
+        (t, n) with t < lengths[n] restarts row n's state from ``reset_hx`` before step t
+        (the reverse direction at step t - 1), as in :func:`torchseq.segments.run_segments`.
+      reset_hx: the state a reset restarts from, structured as ``hx``; zeros when None.
 
     Returns:
       ``(output, h_n)`` or, for an LSTM, ``(output, (h_n, c_n))``: output (T, N, D*H_out)
@@ -184,6 +185,7 @@ def run_regularized(
     masks = _check_masks(module, masks, T, N)
     shapes = [(L * D, N, s) for s in st.sizes]
     states = initial_states(hx, st.cell, shapes, xt, "run_regularized")
+    fresh = initial_states(reset_hx, st.cell, shapes, xt, "run_regularized (reset_hx)")
 
     lens = (
         torch.full((N,), T, dtype=torch.long)
@@ -210,7 +212,17 @@ def run_regularized(
         zoneout = masks.get(f"zoneout_l{k}")  # keep a fraction z of the old state
         step = recurrent_step(kind, p, kind.input(p, inp), None if hidden is None else hidden[d])
         zones = None if zoneout is None else tuple(z[:, d] for z in zoneout)
-        return time_loop(step, state, T, valid[..., None], d == 1, restart=restart, zoneout=zones)
+        reset_state = tuple(f[k * D + d] for f in fresh)
+        return time_loop(
+            step,
+            state,
+            T,
+            valid[..., None],
+            d == 1,
+            restart=restart,
+            reset_state=reset_state,
+            zoneout=zones,
+        )
 
     def between(k: int, out: Tensor) -> Tensor:
         key = f"output_l{k}"

@@ -5,14 +5,17 @@ time and batch axes of the input, (T, N) ((N, T) with ``batch_first``, (T,) for 
 unbatched (T, I) input); a True at (t, n) starts a new, independent segment of row n at
 step t. :func:`run_segments` splits each row into its segments (one starting at t = 0,
 and one at every t < lengths[n] where ``resets`` is True), runs all segments of all rows
-as one padded batch through the whole stack (every layer and direction), each from the
-initial state of its row (zeros when ``hx`` is None), and puts the outputs back in place:
+as one padded batch through the whole stack (every layer and direction), and puts the
+outputs back in place. A row's first segment starts from ``hx`` (zeros when None), one
+started by a reset from ``reset_hx`` (zeros when None): ``hx`` continues a row from the
+previous batch, a reset starts a new episode (the reverse directions: the row's last
+segment starts from ``hx``, the others from ``reset_hx``):
 
 * output: the segments' outputs in place, zero on padding (t >= lengths[n]);
 * ``h_n`` (and ``c_n``): for forward directions the final state of the row's last
   segment, for reverse directions the reverse final state of its first segment;
-* resets at padded steps are ignored, a reset at t = 0 changes nothing, a row of length
-  0 gives zero output and ``h_n = h0``.
+* resets at padded steps are ignored, a reset at t = 0 starts the row from ``reset_hx``,
+  a row of length 0 gives zero output and ``h_n = h0``.
 
 The module runs once: ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` on a
 ``PackedSequence`` (``enforce_sorted=False``), torchseq's ``MinGRU``, ``MinLSTM``,
@@ -84,6 +87,7 @@ def run_segments(
     hx: Any = None,
     lengths: Any = None,
     resets: Any = None,
+    reset_hx: Any = None,
 ) -> tuple[Tensor, Any]:
     """Run ``module`` over every segment of every row of ``x`` as its own sequence.
 
@@ -93,12 +97,14 @@ def run_segments(
         ``batch_first`` sets the layout of ``x``, the output and ``resets``.
       x: (T, N, I), (N, T, I) with ``batch_first``, or unbatched (T, I).
       hx: optional initial state, zeros when None: h0 (L*D, N, H_out), or for an LSTM a
-        pair ``(h0, c0)`` with c0 (L*D, N, H); unbatched: no N. Every segment of row n
-        starts from row n's state.
+        pair ``(h0, c0)`` with c0 (L*D, N, H); unbatched: no N. Row n's first segment
+        starts from row n's state (the reverse directions: its last segment).
       lengths: optional (N,) integers in [0, T] (unbatched: one integer); T when None.
       resets: optional bool tensor (T, N) ((N, T) with ``batch_first``, (T,) unbatched):
-        a True at (t, n) starts a new segment of row n at step t. Resets at t = 0 and at
-        padded steps change nothing; None means no resets.
+        a True at (t, n) starts a new segment of row n at step t, from ``reset_hx``.
+        Resets at padded steps change nothing; None means no resets.
+      reset_hx: the state segments started by a reset begin from, structured as ``hx``;
+        zeros when None (a new episode).
 
     Returns:
       ``(output, h_n)`` or, for an LSTM, ``(output, (h_n, c_n))``: output (T, N, D*H_out)
@@ -125,6 +131,9 @@ def run_segments(
 
     shapes = [(L * D, N, s) for s in st.sizes]
     states = initial_states(hx, cell, shapes, xt, "run_segments", unbatched=unbatched, strict=True)
+    fresh = initial_states(
+        reset_hx, cell, shapes, xt, "run_segments (reset_hx)", unbatched=unbatched, strict=True
+    )
 
     if lengths is None:
         lens = torch.full((N,), T, dtype=torch.long, device=device)
@@ -177,7 +186,18 @@ def run_segments(
         src_t = (seg_start[None, :] + tau[:, None]).clamp(max=T - 1)
         xs = xt[src_t, seg_row[None, :].expand(T_seg, S)]  # (T_seg, S, I)
         xs = torch.where(seg_valid[..., None], xs, torch.zeros_like(xs))
-        s0 = [s.index_select(1, seg_row) for s in states]  # (L*D, S, size) each
+        # Each segment's initial states, per layer and direction: the row's hx where it
+        # continues the row (forward: the first segment unless a reset starts it;
+        # reverse: the row's last segment), else reset_hx.
+        fwd_hx = ~r[seg_start, seg_row]  # (S,)
+        last_of_row = torch.ones(S, dtype=torch.bool, device=device)
+        last_of_row[:-1] = seg_row[1:] != seg_row[:-1]
+        is_rev = (torch.arange(L * D, device=device) % D) == 1  # (L*D,)
+        use_hx = torch.where(is_rev[:, None], last_of_row[None, :], fwd_hx[None, :])
+        s0 = [
+            torch.where(use_hx[..., None], s.index_select(1, seg_row), f.index_select(1, seg_row))
+            for s, f in zip(states, fresh, strict=True)
+        ]  # (L*D, S, size) each
         state0: Any = tuple(s0) if cell else s0[0]
         if isinstance(module, nn.RNNBase):
             packed = pack_padded_sequence(
@@ -204,7 +224,6 @@ def run_segments(
         has = lens > 0
         first = torch.where(has, seg_of[0], S + rows)
         last = torch.where(has, seg_of[(lens - 1).clamp(min=0), rows], S + rows)
-        is_rev = (torch.arange(L * D, device=device) % D) == 1  # (L*D,)
         pick = torch.where(is_rev[:, None], first[None, :], last[None, :])  # (L*D, N)
         finals = []
         for seg_fin, s in zip(seg_finals, states, strict=True):

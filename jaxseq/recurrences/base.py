@@ -266,6 +266,7 @@ class Recurrence:
         """The gated fast path's pieces, or None for the other families."""
         return self.fast if isinstance(self.fast, Fused) else None
 
+    @functools.cache  # noqa: B019  (kinds live as long as the registry holds them)
     def bind(self, nonlinearity: str | None = None) -> Recurrence:
         """The kind with ``nonlinearity`` bound into its step and fast path, as torch's
         ``RNN_TANH`` / ``RNN_RELU``; itself when it computes that one already (every kind
@@ -283,7 +284,8 @@ class Recurrence:
             raise ValueError(
                 f"{self.display_name} takes nonlinearity in {list(self.nonlinearities)}, got {nl!r}"
             )
-        return _bound(self, nl)
+        step, fast = self.variants(nl)
+        return dataclasses.replace(self, step=step, fast=fast, nonlinearity=nl)
 
     # ----------------------------------------------------------------- carry structure
 
@@ -359,13 +361,6 @@ class Recurrence:
         kind (:meth:`bind`); the input projection accumulated in ``out_dtype`` (see
         :func:`input_projection`)."""
         return lambda p, carry, x: self.step(p, carry, input_projection(p, x, out_dtype))
-
-
-@functools.cache
-def _bound(rec: Recurrence, nonlinearity: str) -> Recurrence:
-    assert rec.variants is not None
-    step, fast = rec.variants(nonlinearity)
-    return dataclasses.replace(rec, step=step, fast=fast, nonlinearity=nonlinearity)
 
 
 def linear_kind(

@@ -114,11 +114,7 @@ def _gate_grads(emitted, scan_res, post_res, w):
     return dpre, dpre, {}
 
 
-def _variant(nonlinearity: str) -> tuple[StepFn, Fused]:
-    """The step and fused pieces computing ``nonlinearity`` (torch's RNN_TANH / RNN_RELU)."""
-    return _VARIANTS[nonlinearity]
-
-
+#: The step and fused pieces of each activation (torch's RNN_TANH / RNN_RELU).
 _VARIANTS: dict[str, tuple[StepFn, Fused]] = {
     act: (
         functools.partial(rnn_step, nonlinearity=act),
@@ -136,6 +132,7 @@ RNN_TANH_RELU = register(
         step=_VARIANTS["tanh"][0],
         fast=_VARIANTS["tanh"][1],
         nonlinearities=("tanh", "relu"),
-        variants=_variant,
+        variants=_VARIANTS.__getitem__,
+        nonlinearity="tanh",
     )
 )
