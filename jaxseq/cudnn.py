@@ -78,7 +78,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import rnn as jrnn
 
-from jaxseq.layer import Plan, Segments, StepMasks
+from jaxseq.layer import LayerOut, Plan, Segments, States, StepMasks, Weights
 from jaxseq.recurrences import LSTM, Recurrence
 
 Array = jax.Array
@@ -303,15 +303,15 @@ def check_cudnn(
 
 def cudnn_layer(
     plan: Plan,
-    w: Mapping[str, Array],
+    w: Weights,
     x: Array,
-    states: tuple[Array, ...],
+    states: States,
     seg: Segments,
     masks: StepMasks,
     *,
     precision: Any = None,
     lstm_fn: LstmFn | None = None,
-) -> tuple[Array, tuple[Array, ...]]:
+) -> LayerOut:
     """One LSTM layer, all its directions, through cuDNN (a :class:`jaxseq.layer.LayerFn`).
 
     Args:

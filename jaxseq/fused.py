@@ -67,7 +67,7 @@ from jaxseq.fused_ops import (
     with_transposed_jvp,
     zero_invalid,
 )
-from jaxseq.layer import Plan, Segments, StepMasks
+from jaxseq.layer import LayerOut, Plan, Segments, States, StepMasks, Weights
 from jaxseq.recurrences import Fused, Recurrence, get
 
 Array = jax.Array
@@ -343,13 +343,8 @@ def _project(x_steps: Array, w_ih_t: Array, b_ih: Array | None, out_dtype: Any) 
 
 
 def fused_layer(
-    plan: Plan,
-    w: Mapping[str, Array],
-    x: Array,
-    states: tuple[Array, ...],
-    seg: Segments,
-    masks: StepMasks,
-) -> tuple[Array, tuple[Array, ...]]:
+    plan: Plan, w: Weights, x: Array, states: States, seg: Segments, masks: StepMasks
+) -> LayerOut:
     """One layer, all directions, fused (see the module docstring): a :class:`~jaxseq.layer.LayerFn`.
 
     Args:
@@ -376,7 +371,7 @@ def fused_layer(
       states, each (D, N, ...).
 
     >>> import jax, jax.numpy as jnp
-    >>> from jaxseq.layer import Plan, Segments, StepMasks
+    >>> from jaxseq.layer import LayerOut, Plan, Segments, States, StepMasks, Weights
     >>> from jaxseq.params import init_lstm
     >>> from jaxseq.recurrences import get
     >>> p = init_lstm(jax.random.key(0), 3, 4)

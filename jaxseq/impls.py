@@ -51,9 +51,12 @@ from jaxseq.fused_ops import to_steps
 from jaxseq.layer import (
     FEATURES,
     LayerImpl,
+    LayerOut,
     Plan,
     Segments,
+    States,
     StepMasks,
+    Weights,
     gated,
     linear,
     plain,
@@ -116,26 +119,16 @@ def _out_dtype(plan: Plan, x: Array) -> Any:
 
 
 def reference_layer(
-    plan: Plan,
-    w: Mapping[str, Array],
-    x: Array,
-    states: tuple[Array, ...],
-    seg: Segments,
-    masks: StepMasks,
-) -> tuple[Array, tuple[Array, ...]]:
+    plan: Plan, w: Weights, x: Array, states: States, seg: Segments, masks: StepMasks
+) -> LayerOut:
     """Slow, obviously correct: the whole cell (input matmul included) inside the scan."""
     cell = plan.rec.cell(_out_dtype(plan, x))
     return _per_direction(plan, w, lambda p: x, states, seg, cell)
 
 
 def unfused_layer(
-    plan: Plan,
-    w: Mapping[str, Array],
-    x: Array,
-    states: tuple[Array, ...],
-    seg: Segments,
-    masks: StepMasks,
-) -> tuple[Array, tuple[Array, ...]]:
+    plan: Plan, w: Weights, x: Array, states: States, seg: Segments, masks: StepMasks
+) -> LayerOut:
     """Input projection hoisted out of the scan: one (T*N, I) x (I, G*H) matmul per direction."""
     od = _out_dtype(plan, x)
     project = lambda p: input_projection(p, x, od)  # noqa: E731  (T, N, G*H)
@@ -143,13 +136,8 @@ def unfused_layer(
 
 
 def linear_layer(
-    plan: Plan,
-    w: Mapping[str, Array],
-    x: Array,
-    states: tuple[Array, ...],
-    seg: Segments,
-    masks: StepMasks,
-) -> tuple[Array, tuple[Array, ...]]:
+    plan: Plan, w: Weights, x: Array, states: States, seg: Segments, masks: StepMasks
+) -> LayerOut:
     """The fast path of a linear kind: ``h_t = a_t h_{t-1} + b_t`` over all steps at once.
 
     ``plan.method``: ``"auto"`` (``"sequential"`` on XLA's CPU backend, ``"parallel"``

@@ -30,6 +30,12 @@ from jaxseq.fused_ops import direction_resets
 from jaxseq.recurrences import Fused, Linear, Recurrence
 
 Array = jax.Array
+#: A layer's weights, torch-named and stacked by direction (leading axis D).
+Weights = Mapping[str, Array]
+#: A layer's states, each (D, N, ...): ``(h,)`` or ``(h, c)``.
+States = tuple[Array, ...]
+#: What a layer returns: ``(out (T, N, D*H_out), final states)``.
+LayerOut = tuple[Array, States]
 
 __all__ = [
     "Feature",
@@ -40,6 +46,9 @@ __all__ = [
     "STEP_MASKS",
     "STEP_FEATURES",
     "LayerFn",
+    "Weights",
+    "States",
+    "LayerOut",
     "LayerImpl",
     "check",
     "serving",
@@ -176,14 +185,8 @@ class LayerFn(Protocol):
     """
 
     def __call__(
-        self,
-        plan: Plan,
-        w: Mapping[str, Array],
-        x: Array,
-        states: tuple[Array, ...],
-        seg: Segments,
-        masks: StepMasks,
-    ) -> tuple[Array, tuple[Array, ...]]: ...
+        self, plan: Plan, w: Weights, x: Array, states: States, seg: Segments, masks: StepMasks
+    ) -> LayerOut: ...
 
 
 def _any_kind(rec: Recurrence) -> bool:
