@@ -8,7 +8,8 @@ Every public name has one import path (see ``docs/architecture.md``):
   ``rnn``, ``gru``, ``min_gru``, ``min_lstm``, ``layernorm_lstm``, ``layernorm_gru``;
   their ``init_*``; the single-step cells
   ``rnn_cell``, ``lstm_cell``, ``gru_cell``; ``masked_scan``;
-  ``retain_host_memory``;
+  ``retain_host_memory``; ``prepare_step`` and ``step`` (one time step of a stack, for
+  acting and streaming: the module ``jaxseq.step``);
 * the public modules: ``jaxseq.nn`` (Flax NNX modules with ``torch.nn`` signatures),
   ``jaxseq.linen`` (the stacks as Flax linen modules),
   ``jaxseq.interop`` (state_dict, checkpoints, ``from_torch`` / ``to_torch``, Flax cells),
@@ -62,6 +63,7 @@ from jaxseq.stack import (
     rnn,
     run_stack,
 )
+from jaxseq.step import prepare_step, step
 
 __version__ = "0.1.0"
 
@@ -88,4 +90,6 @@ __all__ = [
     "gru_cell",
     "masked_scan",
     "retain_host_memory",
+    "prepare_step",
+    "step",
 ]

@@ -83,7 +83,15 @@ from flax import nnx
 
 from seqfile import write_atomic
 
-__all__ = ["export", "save", "load", "ExportFileError", "PLATFORMS", "FORMAT_VERSION"]
+__all__ = [
+    "export",
+    "export_step",
+    "save",
+    "load",
+    "ExportFileError",
+    "PLATFORMS",
+    "FORMAT_VERSION",
+]
 
 Shape = str | tuple[int | str, ...]
 
@@ -390,6 +398,90 @@ def export(
     serve = serve_with_lengths if lengths else serve_full_length
     serve.__name__ = serve.__qualname__ = type(model).__name__
     return jax.export.export(jax.jit(serve), platforms=names)(*args)
+
+
+def export_step(
+    layer: nnx.Module,
+    batch: str | int = "b",
+    x_dtype: Any = jnp.float32,
+    *,
+    platforms: Sequence[str] | None = None,
+) -> jax.export.Exported:
+    """Export one time step of a uni-directional :mod:`jaxseq.nn` layer, the state as
+    input and output: ``f(x_t, state) -> (y_t, new_state)`` (:meth:`jaxseq.nn.RNNBase.step`),
+    so a served policy or a streaming model keeps its state between calls.
+
+    Args:
+      layer: a uni-directional :mod:`jaxseq.nn` layer (``jaxseq.nn.GRU``, ...), exported
+        in eval mode, its weights laid out for the step (:func:`jaxseq.prepare_step`) as
+        constants of the program.
+      batch: the batch size N: a symbol (``"b"``: one artifact serves every N) or an int.
+      x_dtype: x_t's dtype (float64 needs ``jax_enable_x64``).
+      platforms: as :func:`export`.
+
+    Returns:
+      The ``Exported``, of ``x_t`` (N, I) and ``state`` (L, N, H_out), or ``(h, c)`` with
+      c (L, N, H) for kinds with a cell state, the state in the carry dtype (the
+      compute dtype unless mixed precision); it returns ``(y_t, new_state)``. Start a
+      stream from zeros.
+
+    >>> from flax import nnx
+    >>> import numpy as np, jaxseq
+    >>> lstm = jaxseq.nn.LSTM(3, 5, num_layers=2, rngs=nnx.Rngs(0))
+    >>> exp = export_step(lstm)
+    >>> exp.in_avals
+    (ShapedArray(float32[b,3]), ShapedArray(float32[2,b,5]), ShapedArray(float32[2,b,5]))
+    >>> state = (np.zeros((2, 4, 5), np.float32),) * 2
+    >>> y, state = exp.call(np.ones((4, 3), np.float32), state)
+    >>> y.shape, state[1].shape
+    ((4, 5), (2, 4, 5))
+    """
+    from jaxseq.step import prepare_step, step
+    from jaxseq.validation import compute_dtype
+
+    if not isinstance(layer, nnx.Module) or not callable(getattr(layer, "step", None)):
+        raise TypeError(
+            f"layer must be a jaxseq.nn layer (with a step method), got {type(layer).__name__}"
+        )
+    if isinstance(batch, bool) or not isinstance(batch, int | str):
+        raise TypeError(f"batch must be a symbol such as 'b' or an int, got {batch!r}")
+    if isinstance(batch, int) and batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
+    try:
+        dtype = np.dtype(x_dtype)
+    except TypeError as e:
+        raise TypeError(f"x_dtype {x_dtype!r} is not a dtype") from e
+    if jax.dtypes.canonicalize_dtype(dtype) != dtype:
+        raise ValueError(
+            f"x_dtype {dtype.name} needs jax_enable_x64 (jax.config.update("
+            "'jax_enable_x64', True)); without it JAX computes in 32 bits"
+        )
+    names = _checked_platforms(platforms)
+    (n,) = _symbolic((batch,))
+    live: Any = layer  # a jaxseq.nn layer (checked above)
+    options = getattr(live, "options", None)
+    if getattr(options, "zoneout", 0) > 0:
+        raise ValueError(f"{type(layer).__name__}: zoneout acts in the full call only, not in step")
+    cdt = compute_dtype(dtype, live.param_dtype, live.dtype)
+    weights = prepare_step(
+        live.kind,
+        live.params_dict(),
+        nonlinearity=live.nonlinearity,
+        dtype=cdt,
+        carry_dtype=getattr(options, "carry_dtype", None),
+    )
+    rec = weights.rec
+    sizes = rec.state_sizes(weights.hidden_size, weights.output_size)
+    state = rec.carry(
+        tuple(jax.ShapeDtypeStruct((weights.num_layers, n, s), weights.carry_dtype) for s in sizes)
+    )
+
+    def serve_step(x_t: jax.Array, state: Any) -> Any:
+        return step(weights, x_t, state)
+
+    serve_step.__name__ = serve_step.__qualname__ = f"{type(layer).__name__}_step"
+    x_spec = jax.ShapeDtypeStruct((n, weights.input_size), dtype)
+    return jax.export.export(jax.jit(serve_step), platforms=names)(x_spec, state)
 
 
 # --------------------------------------------------------------------------- the file

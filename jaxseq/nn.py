@@ -259,7 +259,9 @@ class RNNBase(nnx.Module):
 
         name = self.recurrence.display_name
         if self.options.zoneout > 0:
-            raise ValueError(f"{name}.step: zoneout={self.options.zoneout} acts in the full call only")
+            raise ValueError(
+                f"{name}.step: zoneout={self.options.zoneout} acts in the full call only"
+            )
         dropout = self.dropout > 0 and self.num_layers > 1
         if not self.deterministic and (dropout or self.options.regularized):
             raise ValueError(f"{name}.step runs without dropout: call .eval() on the layer first")

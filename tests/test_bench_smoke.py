@@ -122,3 +122,25 @@ def test_bench_peers_and_streaming_smoke(tmp_path):
         "torch",
     }
     assert "## Streaming" in (tmp_path / "results.md").read_text()
+
+
+def test_bench_acting_smoke(tmp_path):
+    """``python -m benchmarks.acting`` on tiny sizes: both measurements, both libraries,
+    the ratio of the medians, and the table."""
+    cmd = [sys.executable, "-m", "benchmarks.acting", "--N", "2", "--H", "8", "--I", "4"]
+    cmd += ["--repeats", "2", "--inner", "2", "--steps", "3", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "acting.json").read_text())
+    assert [(r["kind"], r["N"], r["H"]) for r in report["results"]] == [
+        ("gru", 2, 8),
+        ("lstm", 2, 8),
+    ]
+    for r in report["results"]:
+        for what in ("call", "loop"):
+            s = r[what]
+            assert s["n"] == 2 and set(s["median_us"]) == {"jaxseq", "flax"}
+            np.testing.assert_allclose(
+                s["ratio"], s["median_us"]["jaxseq"] / s["median_us"]["flax"], rtol=1e-9
+            )
+    assert "| gru | 2 | 8 |" in (tmp_path / "acting.md").read_text()
