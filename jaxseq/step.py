@@ -135,6 +135,11 @@ def prepare_step(
 
     Raises:
       ValueError: a bidirectional stack (its reverse direction needs the whole sequence).
+
+    >>> import jax, jaxseq
+    >>> w = prepare_step("lstm", jaxseq.init_lstm(jax.random.key(0), 3, 4, proj_size=2))
+    >>> w.num_layers, w.layers[0]["w_cat"].shape, w.layers[0]["b"].shape
+    (1, (5, 16), (16,))
     """
     if not isinstance(kind, (str, Recurrence)):
         layer = kind
@@ -274,6 +279,13 @@ def step(weights: StepWeights, x_t: Any, state: Any = None) -> tuple[Array, Any]
     Returns:
       ``(y_t, new_state)``: y_t (N, H_out) in the compute dtype, ``new_state`` structured
       as ``state``, in the carry dtype.
+
+    >>> import jax, jax.numpy as jnp, jaxseq
+    >>> w = prepare_step("gru", jaxseq.init_gru(jax.random.key(0), 3, 4, num_layers=2))
+    >>> y, h = step(w, jnp.ones((5, 3), jnp.float32))  # from zeros
+    >>> y, h = step(w, jnp.ones((5, 3), jnp.float32), h)
+    >>> y.shape, h.shape
+    ((5, 4), (2, 5, 4))
     """
     if not isinstance(weights, StepWeights):
         raise TypeError(
