@@ -75,8 +75,7 @@ def _sections() -> list[tuple[str, list[Block]]]:
 def run_section(title: str, blocks: list[Block], no_torch: bool) -> list[str]:
     """Run one section's blocks alone in a fresh process; the failures, as messages."""
     payload = [
-        {"code": b.code, "line": b.line, "path": str(TUTORIAL), "isolated": False}
-        for b in blocks
+        {"code": b.code, "line": b.line, "path": str(TUTORIAL), "isolated": False} for b in blocks
     ]
     child = (BLOCK_TORCH if no_torch else "") + _CHILD
     track = "without torch" if no_torch else "with torch"
@@ -138,7 +137,9 @@ def test_every_core_section_has_its_own_imports_and_seed() -> None:
             f"section {title!r} uses a global random state"
         )
         if "rng." in code:
-            assert "np.random.default_rng(" in code, f"section {title!r} draws from rng it did not make"
+            assert "np.random.default_rng(" in code, (
+                f"section {title!r} draws from rng it did not make"
+            )
 
 
 def test_sections_split_at_headings_outside_code() -> None:
