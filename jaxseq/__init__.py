@@ -9,7 +9,7 @@ Every public name has one import path (see ``docs/architecture.md``):
   their ``init_*``; the single-step cells
   ``rnn_cell``, ``lstm_cell``, ``gru_cell``; ``masked_scan``;
   ``retain_host_memory``; ``prepare_step`` and ``step`` (one time step of a stack, for
-  acting and streaming: the module ``jaxseq.step``);
+  acting and streaming: the module ``jaxseq.stepping``);
 * the public modules: ``jaxseq.nn`` (Flax NNX modules with ``torch.nn`` signatures),
   ``jaxseq.linen`` (the stacks as Flax linen modules),
   ``jaxseq.interop`` (state_dict, checkpoints, ``from_torch`` / ``to_torch``, Flax cells),
@@ -63,7 +63,7 @@ from jaxseq.stack import (
     rnn,
     run_stack,
 )
-from jaxseq.step import prepare_step, step
+from jaxseq.stepping import prepare_step, step
 
 __version__ = "0.1.0"
 

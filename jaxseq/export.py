@@ -81,6 +81,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxseq.recurrences import get
+from jaxseq.stepping import prepare_step, step
+from jaxseq.validation import compute_dtype
 from seqfile import write_atomic
 
 __all__ = [
@@ -181,7 +184,6 @@ def _layers(model: nnx.Module) -> list[tuple[Any, str]]:
 
 
 def _is_linear(kind: str) -> bool:
-    from jaxseq.recurrences import get
 
     try:
         return bool(getattr(get(kind), "is_linear", False))
@@ -436,9 +438,6 @@ def export_step(
     >>> y.shape, state[1].shape
     ((4, 5), (2, 4, 5))
     """
-    from jaxseq.step import prepare_step, step
-    from jaxseq.validation import compute_dtype
-
     if not isinstance(layer, nnx.Module) or not callable(getattr(layer, "step", None)):
         raise TypeError(
             f"layer must be a jaxseq.nn layer (with a step method), got {type(layer).__name__}"

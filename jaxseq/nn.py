@@ -34,6 +34,7 @@ from jaxseq.params import RNNSpec, init_params
 from jaxseq.recurrences import Recurrence, get
 from jaxseq.regularizers import draw_masks
 from jaxseq.stack import run_stack
+from jaxseq.stepping import prepare_step, step
 from jaxseq.validation import (
     check_cell_inputs,
     check_dropout,
@@ -254,9 +255,7 @@ class RNNBase(nnx.Module):
         Stepping T times equals the call on the T steps with ``hx=state`` (as in eval
         mode: no dropout). Uni-directional layers only. Each call lays the weights out
         for the step; in a loop, lay them out once with ``jaxseq.prepare_step(layer)``
-        and call :func:`jaxseq.step` (:mod:`jaxseq.step`)."""
-        from jaxseq.step import prepare_step, step
-
+        and call :func:`jaxseq.step` (:mod:`jaxseq.stepping`)."""
         name = self.recurrence.display_name
         if self.options.zoneout > 0:
             raise ValueError(

@@ -1,4 +1,4 @@
-"""One time step of a stack (:mod:`jaxseq.step`, ``RNNBase.step``, ``export_step``).
+"""One time step of a stack (:mod:`jaxseq.stepping`, ``RNNBase.step``, ``export_step``).
 
 For every registered kind and nonlinearity, 2 layers, float64: stepping T steps from a
 random state equals the full-sequence call (outputs and final state) to 1e-12, through
