@@ -19,8 +19,8 @@ Blocks marked ```` ```python no-run ```` / ```` skip ```` are not run; a ```` ``
 block right after a python block is its expected output, compared as in
 ``tests/test_docs.py`` (``...`` is a wildcard). Any warning is an error.
 
-``docs/tutorial.md`` is included too (it is also executed as a notebook by
-``tests/test_docs_site.py``); ``EXCLUDED`` lists any page left out, with the reason.
+``EXCLUDED`` lists the pages left out, with the reason (the tutorial: its sections run
+fresh one by one in ``tests/test_tutorial_sections.py``).
 
 Run one page by hand: ``python tests/test_docs_fresh.py docs/training.md``.
 """
@@ -35,7 +35,10 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ISOLATED = {"README.md"}  # pages whose blocks each run alone, in a namespace of their own
-EXCLUDED: dict[str, str] = {}  # page -> why it is not run here
+EXCLUDED: dict[str, str] = {  # page -> why it is not run here
+    "docs/tutorial.md": "run section by section, each fresh, with and without torch, by "
+    "tests/test_tutorial_sections.py (and top to bottom as a notebook by test_docs_site.py)",
+}
 TIMEOUT_S = 900  # per page; a loaded 2-core machine is slow to compile
 
 # The child: reads the blocks as JSON on stdin, runs them, and writes one JSON result per
