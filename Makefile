@@ -28,7 +28,7 @@ $(DOCS_STAMP): $(STAMP)
 install: $(STAMP)
 
 test: $(STAMP) $(DOCS_STAMP)
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --durations=30
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

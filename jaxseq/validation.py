@@ -253,7 +253,8 @@ def check_masks(
                     f"{name}: masks[{key!r}] must have shape {tuple(w)}, got {tuple(a.shape)}"
                 )
             if key.startswith("zoneout") and is_concrete(a) and a.size:
-                lo, hi = float(jnp.min(a)), float(jnp.max(a))
+                values = np.asarray(a)  # concrete: NumPy, so nothing is staged under a trace
+                lo, hi = float(values.min()), float(values.max())
                 if lo < 0.0 or hi > 1.0:
                     raise ValueError(
                         f"{name}: masks[{key!r}] values must lie in [0, 1] (the share of the "

@@ -231,7 +231,7 @@ def test_bad_resets_fail_clearly():
         jaxseq.gru(p, jnp.swapaxes(x, 0, 1), resets=ok, batch_first=True)
     with pytest.raises(ValueError, match="pass resets too"):
         jaxseq.gru(p, x, reset_hx=hx[0])
-    with pytest.raises(ValueError, match="hidden"):
+    with pytest.raises(ValueError, match="Expected reset_hx size"):
         jaxseq.gru(p, x, resets=ok, reset_hx=hx[0][:, :1])
     pb = jaxseq.init_gru(jax.random.key(0), I, H, bidirectional=True, dtype=jnp.float64)
     with pytest.raises(ValueError, match="unidirectional"):
