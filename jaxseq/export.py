@@ -184,9 +184,8 @@ def _layers(model: nnx.Module) -> list[tuple[Any, str]]:
 
 
 def _is_linear(kind: str) -> bool:
-
     try:
-        return bool(getattr(get(kind), "is_linear", False))
+        return get(kind).is_linear
     except (KeyError, ValueError):
         return False
 
