@@ -5,6 +5,7 @@ promotion set to raise, so silent broadcasting and dtype drift fail loudly. Test
 their dtypes explicitly.
 """
 
+import gc
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
@@ -14,3 +15,33 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+# Every compiled XLA:CPU program keeps its machine code in a few memory mappings (about 6
+# per program) for as long as JAX's caches hold it. One xdist worker compiles thousands
+# of programs in a full run, and a process may hold at most vm.max_map_count mappings
+# (65530 by default): past that, mmap fails inside XLA's JIT and the worker dies of a
+# segfault in the middle of a compile, in whichever test happens to be compiling. So
+# between two tests, a process holding more than half that many mappings drops JAX's
+# caches (the programs compile again when next used). Checked per test: reading the
+# count costs about a millisecond.
+def _max_map_count() -> int:
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            return int(f.read())
+    except (OSError, ValueError):  # not Linux: no such limit to guard
+        return 0
+
+
+_MAPS_LIMIT = _max_map_count() // 2
+
+
+def _mappings() -> int:
+    with open("/proc/self/maps", "rb") as f:
+        return f.read().count(b"\n")
+
+
+def pytest_runtest_teardown(item, nextitem) -> None:
+    if _MAPS_LIMIT and _mappings() > _MAPS_LIMIT:
+        jax.clear_caches()
+        gc.collect()  # the programs' last references may sit in reference cycles

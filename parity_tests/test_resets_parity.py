@@ -254,27 +254,8 @@ def _cases() -> list[Any]:
         for impl, remat in impls[1:]:
             cases.append((kind, impl, remat, bidirectional[int(rng.integers(len(bidirectional)))]))
     return [
-        pytest.param(
-            k,
-            i,
-            r,
-            c,
-            id=f"{k}-{i}{'-remat2' if r else ''}-{c}",
-            marks=_CRASHES.get(f"{k}-{i}{'-remat2' if r else ''}-{c}", ()),
-        )
-        for k, i, r, c in cases
+        pytest.param(k, i, r, c, id=f"{k}-{i}{'-remat2' if r else ''}-{c}") for k, i, r, c in cases
     ]
-
-
-#: Cases that pass alone but crash their pytest-xdist worker in the full suite (a process
-#: crash, not an assertion; reproduced twice in `make test`, never in this file alone).
-#: The LSTM x unfused x bidirectional x resets combination is also held against a float64
-#: loop by tests/test_conformance.py.
-_CRASHES = {
-    "lstm-unfused-1layer-bi-batchfirst": pytest.mark.skip(
-        reason="crashes its xdist worker in the full suite; passes alone; under investigation"
-    )
-}
 
 
 @pytest.mark.parametrize("kind, impl, remat, cfg", _cases())
