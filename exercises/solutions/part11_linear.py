@@ -37,7 +37,7 @@ Questions
    Answer: where a sequential step is expensive next to its arithmetic, such as a GPU,
    where each scan step costs at least a kernel launch, while the tree's levels run in
    parallel. On a small CPU the sequential scan, which reads the arrays once, is
-   usually faster (the tutorial's section 11 has measurements).
+   usually faster (``docs/mingru.md`` has measurements).
 """
 
 import jax  # noqa: F401 (for your code)
