@@ -4,6 +4,8 @@
   modules has a docstring and is on its module's API page (``docs/_ext/apiref.py``).
 * The tutorial notebook is generated from ``docs/tutorial.md`` with jupytext
   (``docs/_ext/tutorial_nb.py``) and run top to bottom in a kernel of this interpreter.
+  The one ``make notebook`` writes opens with a cell that installs the checkout where
+  jaxseq is missing; that cell runs here alone, with pip replaced by a stand-in.
 * The site builds with warnings as errors. Here the tutorial's execution is off (the
   notebook test and ``tests/test_docs.py`` run its code already); ``make docs`` executes it.
 
@@ -12,11 +14,13 @@ The last two need the ``docs`` extra, which ``make test`` installs; without it t
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -132,6 +136,97 @@ def test_notebook_runs_top_to_bottom() -> None:
         if o.output_type == "stream"
     )
     assert "True" in printed
+
+
+# The install cell runs in a child with pip out of reach: ``subprocess.run`` prints the
+# command it was given as JSON instead of running it. With ``missing``, the cell sees no
+# jaxseq (``importlib.util.find_spec("jaxseq")`` is None).
+_NO_PIP = textwrap.dedent(
+    """\
+    import importlib.util, json, subprocess, sys
+    if sys.argv[1] == "missing":
+        _find_spec = importlib.util.find_spec
+        importlib.util.find_spec = lambda name, *a: None if name == "jaxseq" else _find_spec(name, *a)
+    subprocess.run = lambda cmd, **kw: print("pip command:", json.dumps(cmd))
+    """
+)
+
+
+def _make_notebook(tmp_path: pathlib.Path):
+    """The notebook ``make notebook`` writes, in a stand-in checkout under ``tmp_path``."""
+    pytest.importorskip("jupytext", reason="needs the docs extra: pip install -e '.[docs]'")
+    import tutorial_nb
+
+    checkout = tmp_path / "checkout"
+    notebook = checkout / "docs" / "_build" / "tutorial.ipynb"
+    tutorial_nb.write(DOCS / "tutorial.md", notebook, install_from=checkout)
+    return tutorial_nb, checkout, notebook
+
+
+def _first_cell(notebook: pathlib.Path) -> str:
+    import nbformat
+
+    return nbformat.read(str(notebook), as_version=4).cells[0].source
+
+
+def _run_install_cell(source: str, notebook: pathlib.Path, jaxseq: str):
+    """Run the cell alone with this interpreter (the venv's), in the notebook's folder."""
+    return subprocess.run(
+        [sys.executable, "-c", _NO_PIP + source, jaxseq],
+        cwd=notebook.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_make_notebook_installs_the_checkout_relative_to_the_notebook(
+    tmp_path: pathlib.Path,
+) -> None:
+    tutorial_nb, checkout, notebook = _make_notebook(tmp_path)
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    first, rest = nb.cells[0], nb.cells[1:]
+    assert first.cell_type == "code"
+    assert 'importlib.util.find_spec("jaxseq") is None' in first.source
+    assert 'pathlib.Path("../..")' in first.source  # docs/_build/ -> the checkout
+    pip = '[sys.executable, "-m", "pip", "install", str(checkout), "optax", "matplotlib"]'
+    assert pip in first.source  # torch stays optional: the tutorial has a NumPy track
+    # the rest is the notebook the site runs; no absolute path of this machine anywhere
+    site = tutorial_nb.reads((DOCS / "tutorial.md").read_text())
+    assert [(c.cell_type, c.source) for c in rest] == [(c.cell_type, c.source) for c in site.cells]
+    text = notebook.read_text()
+    assert str(tmp_path) not in text and str(ROOT) not in text
+    # `make notebook` itself: the repository root, from docs/_build/
+    assert tutorial_nb.ROOT == ROOT
+    assert tutorial_nb.relative_checkout(ROOT / "docs" / "_build" / "tutorial.ipynb") == "../.."
+    with pytest.raises(ValueError, match="inside the checkout"):
+        tutorial_nb.relative_checkout(tmp_path / "elsewhere.ipynb", root=checkout)
+
+
+def test_install_cell_is_a_no_op_where_jaxseq_is_importable(tmp_path: pathlib.Path) -> None:
+    tutorial_nb, _, notebook = _make_notebook(tmp_path)
+    proc = _run_install_cell(_first_cell(notebook), notebook, "importable")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == tutorial_nb.NOTHING_TO_INSTALL + "\n"
+
+
+def test_install_cell_installs_the_checkout_where_jaxseq_is_missing(
+    tmp_path: pathlib.Path,
+) -> None:
+    _, checkout, notebook = _make_notebook(tmp_path)
+    source = _first_cell(notebook)
+    proc = _run_install_cell(source, notebook, "missing")  # no pyproject.toml there yet
+    assert proc.returncode == 1 and "FileNotFoundError: no jaxseq checkout" in proc.stderr
+    assert "pip command" not in proc.stdout
+    (checkout / "pyproject.toml").write_text('[project]\nname = "jaxseq"\n')
+    proc = _run_install_cell(source, notebook, "missing")
+    assert proc.returncode == 0, proc.stderr
+    command = json.loads(proc.stdout.split("pip command:", 1)[1])
+    assert command == [
+        sys.executable, "-m", "pip", "install", str(checkout.resolve()), "optax", "matplotlib",
+    ]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- the site
