@@ -8,7 +8,18 @@ their dtypes explicitly.
 import gc
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+# One host device unless a test asks for more; and compile options for the suite's
+# programs, which are small and compiled once or a few times each, so that compile time
+# dominates: LLVM at -O0 and XLA:CPU's loop emitters instead of its fusion emitters compile
+# about twice as fast (measured: parity_tests/test_testing_parity.py with
+# tests/test_models.py, 50.7 s -> 26.4 s) and compute the same values to the tests'
+# tolerances. Child processes inherit them; the docs' fresh runs drop them, as a reader
+# has none (tests/test_docs_fresh.py).
+os.environ.setdefault(
+    "XLA_FLAGS",
+    "--xla_force_host_platform_device_count=1 --xla_backend_optimization_level=0 "
+    "--xla_cpu_use_fusion_emitters=false",
+)
 
 import jax  # noqa: E402
 

@@ -15,6 +15,15 @@ from collections.abc import Mapping
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
+def env_choosing_devices() -> dict[str, str]:
+    """``os.environ`` without conftest's forced host device count (the child scripts choose
+    their devices), keeping the suite's other XLA flags (its fast-compile options)."""
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    kept = [f for f in flags if not f.startswith("--xla_force_host_platform_device_count")]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    return {**env, "XLA_FLAGS": " ".join(kept)} if kept else env
+
+
 def run_in_group(
     argv: list[str],
     timeout: float,

@@ -12,7 +12,6 @@ in time and killed (with its process group) on failure or timeout.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _dp_training import JAX_TRAINING, assert_same
-from _procs import run_in_group
+from _procs import env_choosing_devices, run_in_group
 
 from jaxseq import train
 
@@ -31,9 +30,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _run(argv: list[str], timeout: float, cwd: pathlib.Path = ROOT) -> subprocess.CompletedProcess:
-    """``run_in_group`` without XLA_FLAGS: conftest forces one host device; the scripts choose."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    return run_in_group(argv, timeout, cwd=cwd, env=env)
+    """``run_in_group`` without conftest's one host device: the scripts choose."""
+    return run_in_group(argv, timeout, cwd=cwd, env=env_choosing_devices())
 
 
 SINGLE = (

@@ -1,13 +1,20 @@
-"""The docs cannot rot: every ```python block of ``docs/*.md`` and ``README.md`` runs here.
+"""The docs cannot rot: the conventions of their code blocks, their parser, and docstrings.
+
+Every ```python block of ``docs/*.md`` and ``README.md`` runs in
+``tests/test_docs_fresh.py``, each page in a fresh ``python -W error`` as a reader runs
+it (the tutorial: section by section in ``tests/test_tutorial_sections.py``). This file
+holds what those runs share, the parser and the output comparison, with their tests, and
+the checks of the public docstrings.
 
 Conventions for code blocks in the markdown files
 -------------------------------------------------
 
 * A fenced block whose info string starts with ``python`` is run, e.g. ```` ```python ````.
 * The blocks of one file run in order, in one shared namespace, as a reader who pastes
-  them into one Python session would run them. One file is one test
-  (``test_markdown_file[docs/training.md]``), so an error names the file, the block and
-  the markdown line.
+  them into one Python session would run them (the README's blocks each alone: a README
+  reader copies one block). One file is one test
+  (``test_page_runs_fresh[docs/training.md]``), and an error names the file, the block
+  and the markdown line.
 * ```` ```python no-run ```` (any info string ``python`` followed by ``no-run`` or
   ``skip``) is shown but not run: for snippets that need a GPU, the network, or that
   only show an API shape.
@@ -17,30 +24,19 @@ Conventions for code blocks in the markdown files
   blank lines at both ends. ``...`` is a wildcard matching any text, newlines included
   (doctest's ELLIPSIS), for output that varies from run to run, such as timings.
   A python block without a ``text`` block after it may print anything.
-* Blocks run with the suite's configuration (``conftest.py``: float64 enabled, rank
-  promotion raises, warnings are errors), so doc code must broadcast explicitly
-  (``b[None, :]``), as the package's own code does — with one exception: dtype promotion
-  is JAX's default ``"standard"`` here, not ``"strict"``, because that is what a reader
-  has and because optax's Adam itself computes ``decay ** count`` (a Python float and an
-  int32 array), which strict promotion rejects.
-* NumPy's print options are restored after each file, so a file may change them.
-
-A file that has no python blocks (or a missing README.md) yields no test.
+* Blocks run with JAX's default configuration (a page that needs float64 enables it
+  itself) except that rank promotion raises, so doc code broadcasts explicitly
+  (``b[None, :]``), as the package's own code does; any warning is an error.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import inspect
-import io
 import pathlib
 import pydoc
 import re
-import traceback
 
-import jax
-import numpy as np
 import pytest
 
 import jaxseq
@@ -126,58 +122,6 @@ def output_matches(expected: str, got: str) -> bool:
     return True
 
 
-#: Pages whose blocks run elsewhere: the tutorial section by section in fresh processes
-#: (tests/test_tutorial_sections.py, with and without torch) and whole as a notebook
-#: (tests/test_docs_site.py), so a third run here would add time and no coverage.
-RUN_ELSEWHERE = ("docs/tutorial.md",)
-
-
-def markdown_files() -> list[pathlib.Path]:
-    files = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
-    return [
-        f
-        for f in files
-        if f.is_file()
-        and f.relative_to(ROOT).as_posix() not in RUN_ELSEWHERE
-        and any(b.runs for b in parse_blocks(f.read_text()))
-    ]
-
-
-def run_markdown(path: pathlib.Path) -> None:
-    """Run the python blocks of ``path`` in order in one namespace; fail on the first mismatch."""
-    with np.printoptions(), jax.numpy_dtype_promotion("standard"):
-        _run_blocks(path)
-
-
-def _run_blocks(path: pathlib.Path) -> None:
-    rel = path.relative_to(ROOT).as_posix()
-    namespace: dict = {"__name__": "__markdown__", "__file__": str(path)}
-    for n, block in enumerate(b for b in parse_blocks(path.read_text()) if b.runs):
-        # Pad with newlines so that tracebacks point at the markdown file's own lines.
-        code = compile("\n" * (block.line - 1) + block.code, str(path), "exec")
-        out = io.StringIO()
-        try:
-            with contextlib.redirect_stdout(out):
-                exec(code, namespace)
-        except Exception:
-            pytest.fail(
-                f"{rel}: python block {n} (line {block.line}) raised:\n"
-                f"{traceback.format_exc()}\nstdout so far:\n{out.getvalue()}",
-                pytrace=False,
-            )
-        if block.expected is not None and not output_matches(block.expected, out.getvalue()):
-            pytest.fail(
-                f"{rel}: python block {n} (line {block.line}) printed\n{out.getvalue()}\n"
-                f"but the ```text block after it expects\n{block.expected}",
-                pytrace=False,
-            )
-
-
-@pytest.mark.parametrize("path", markdown_files(), ids=lambda p: p.relative_to(ROOT).as_posix())
-def test_markdown_file(path: pathlib.Path) -> None:
-    run_markdown(path)
-
-
 # --------------------------------------------------------------------------- the collector itself
 
 _SAMPLE = """\
@@ -253,21 +197,6 @@ def test_text_block_after_prose_is_not_expected_output() -> None:
 )
 def test_output_matches(expected: str, got: str, ok: bool) -> None:
     assert output_matches(expected, got) is ok
-
-
-def test_run_markdown_reports_mismatch_and_errors(tmp_path: pathlib.Path, monkeypatch) -> None:
-    monkeypatch.setattr(f"{__name__}.ROOT", tmp_path)
-    good = tmp_path / "good.md"
-    good.write_text(_SAMPLE)
-    run_markdown(good)  # shared namespace: the third block reads x from the first
-    bad = tmp_path / "bad.md"
-    bad.write_text("```python\nprint(1)\n```\n\n```text\n2\n```\n")
-    with pytest.raises(pytest.fail.Exception, match=r"bad.md: python block 0 \(line 2\) printed"):
-        run_markdown(bad)
-    err = tmp_path / "err.md"
-    err.write_text("text\n\n```python\ny = 1\n\n1 / 0\n```\n")
-    with pytest.raises(pytest.fail.Exception, match=r"(?s)line 4\) raised.*err.md\", line 6"):
-        run_markdown(err)
 
 
 # --------------------------------------------------------------------------- docstrings

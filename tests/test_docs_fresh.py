@@ -1,23 +1,25 @@
 """The docs run as a reader runs them: in a fresh interpreter, without the suite's settings.
 
-``tests/test_docs.py`` runs every python block of ``README.md`` and ``docs/*.md`` inside
-the test process, under ``conftest.py``'s configuration (float64 enabled, rank promotion
-raising). A reader has none of that: a block that builds float64 parameters without
-enabling x64 passes there and, pasted into a fresh Python, warns and silently runs in
-float32. So here each page runs in its own fresh ``python -W error`` process with JAX's
-default configuration (no ``JAX_*`` environment variables, no ``XLA_FLAGS``, no x64,
-default dtype and rank promotion), one process per page:
+Each page runs in its own fresh ``python -W error`` process with JAX's default
+configuration (no ``JAX_*`` environment variables from the test run, no ``XLA_FLAGS``,
+no x64, default dtype promotion), one process per page. The suite's own configuration
+(``conftest.py``: x64 enabled) would hide a block that builds float64 parameters without
+enabling x64, which in a reader's fresh Python warns and silently runs in float32. One
+setting is stricter than the default: rank promotion raises
+(``JAX_NUMPY_RANK_PROMOTION=raise``), so doc code broadcasts explicitly, as the
+package's own code does (a block that passes under it passes under the default, which
+only allows more).
 
 * ``docs/*.md``: the page's blocks run top to bottom in one namespace, as a reader who
-  pastes them into one session in order (the same convention as ``tests/test_docs.py``).
+  pastes them into one session in order.
   A page that needs float64 says so itself, with ``jax.config.update("jax_enable_x64",
   True)`` at the top of its first block.
 * ``README.md``: every block runs alone, in a namespace of its own (the process is shared
   only to keep this fast), because a README reader copies one block, not the page.
 
-Blocks marked ```` ```python no-run ```` / ```` skip ```` are not run; a ```` ```text ````
-block right after a python block is its expected output, compared as in
-``tests/test_docs.py`` (``...`` is a wildcard). Any warning is an error.
+The block conventions are ``tests/test_docs.py``'s: ```` ```python no-run ```` /
+```` skip ```` blocks are not run; a ```` ```text ```` block right after a python block
+is its expected output (``...`` is a wildcard). Any warning is an error.
 
 ``EXCLUDED`` lists the pages left out, with the reason (the tutorial: its sections run
 fresh one by one in ``tests/test_tutorial_sections.py``).
@@ -86,9 +88,11 @@ def _output_matches(expected: str, got: str) -> bool:
 
 
 def fresh_env() -> dict[str, str]:
-    """The environment without the settings a test run may carry (JAX_*, XLA_FLAGS, ...)."""
+    """The environment without the settings a test run may carry (JAX_*, XLA_FLAGS, ...),
+    with rank promotion raising (see the module docstring)."""
     drop = ("JAX_", "XLA_FLAGS", "PYTHONWARNINGS", "PYTEST_")
-    return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    return {**env, "JAX_NUMPY_RANK_PROMOTION": "raise"}
 
 
 def run_page(path: pathlib.Path, tmp: pathlib.Path, root: pathlib.Path = ROOT) -> list[str]:

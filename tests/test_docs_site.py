@@ -7,7 +7,7 @@
   The one ``make notebook`` writes opens with a cell that installs the checkout where
   jaxseq is missing; that cell runs here alone, with pip replaced by a stand-in.
 * The site builds with warnings as errors. Here the tutorial's execution is off (the
-  notebook test and ``tests/test_docs.py`` run its code already); ``make docs`` executes it.
+  notebook test and ``tests/test_tutorial_sections.py`` run its code already); ``make docs`` executes it.
 
 The last two need the ``docs`` extra, which ``make test`` installs; without it they skip.
 """

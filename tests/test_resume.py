@@ -24,7 +24,7 @@ import numpy as np
 import optax
 import pytest
 from _kill import run_and_kill
-from _procs import run_in_group
+from _procs import env_choosing_devices, run_in_group
 from flax import nnx
 
 import jaxseq.data
@@ -352,8 +352,8 @@ KILLABLE = textwrap.dedent(
 
 
 def _env() -> dict[str, str]:
-    """The environment without conftest's XLA_FLAGS (the scripts choose their devices)."""
-    return {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    """The environment without conftest's one host device (the scripts choose theirs)."""
+    return env_choosing_devices()
 
 
 def test_killed_training_resumes_bit_identical(tmp_path):

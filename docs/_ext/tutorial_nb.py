@@ -1,6 +1,6 @@
 """The tutorial as a Jupyter notebook, generated from ``docs/tutorial.md`` with jupytext.
 
-``docs/tutorial.md`` stays the one source: ``tests/test_docs.py`` runs its python blocks,
+``docs/tutorial.md`` stays the one source: ``tests/test_tutorial_sections.py`` runs its blocks,
 GitHub shows it, and this module reads it with jupytext's Markdown format (each
 ```` ```python ```` block a code cell, the prose markdown cells) and fixes what that
 format does not know of the tutorial's conventions (``tests/test_docs.py``):
