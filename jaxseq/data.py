@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +46,9 @@ __all__ = [
     "batches",
     "batch_order",
     "stream_batches",
+    "PackedEpisodes",
+    "pack_episodes",
+    "unpack_episodes",
 ]
 
 
@@ -348,3 +351,137 @@ def stream_batches(ids: Any, batch_size: int, seq_len: int) -> list[tuple[np.nda
         (rows[:, s : s + seq_len], rows[:, s + 1 : s + seq_len + 1])
         for s in range(0, per_row - seq_len + 1, seq_len)
     ]
+
+
+class PackedEpisodes(NamedTuple):
+    """Variable-length episodes packed into rows, from :func:`pack_episodes`.
+
+    Episode e sits in row ``rows[e]`` at steps ``starts[e] : starts[e] + sizes[e]``.
+    """
+
+    #: (N, T, *) batch-first, or (T, N, *) time-major: the episodes laid end to end in
+    #: their rows, zeros after each row's last episode.
+    x: np.ndarray
+    #: bool, with the time and batch axes of ``x``: True at the first step of every
+    #: episode (pass it as ``resets=`` to a stack: each episode starts from the initial
+    #: state, as if run alone).
+    resets: np.ndarray
+    #: (N,) int32: the valid steps of each row (pass it as ``lengths=``).
+    lengths: np.ndarray
+    #: (E,) int32: the row of each episode.
+    rows: np.ndarray
+    #: (E,) int32: the step each episode starts at in its row.
+    starts: np.ndarray
+    #: (E,) int32: the steps of each episode.
+    sizes: np.ndarray
+    #: The layout of ``x`` and ``resets``.
+    batch_first: bool
+
+
+def pack_episodes(
+    episodes: Sequence[Any],
+    max_len: int,
+    num_rows: int | None = None,
+    *,
+    batch_first: bool = False,
+    dtype: Any = None,
+) -> PackedEpisodes:
+    """Pack variable-length episodes into (T, N) rows, several per row, with their resets.
+
+    Episodes are placed in the given order, each into the first row with room for it
+    (first fit), so a batch holds many short episodes without padding each to the
+    longest. Run the packed batch with ``resets=packed.resets, lengths=packed.lengths``
+    and every episode's outputs equal running it alone from the initial state (zeros);
+    :func:`unpack_episodes` splits the outputs back per episode.
+
+    Args:
+      episodes: E array-likes of shape (T_e, *), the trailing shape shared, T_e >= 1.
+      max_len: T, the steps of a row; an episode longer than T is refused (split it, or
+        pass a larger ``max_len``).
+      num_rows: N; default as many rows as first fit needs. Too few rows for the
+        episodes is an error naming how many are needed.
+      batch_first: lay ``x`` and ``resets`` out (N, T, *) instead of (T, N, *).
+      dtype: of ``x``; default the episodes' common NumPy dtype.
+
+    Returns:
+      :class:`PackedEpisodes`.
+
+    >>> import numpy as np
+    >>> eps = [np.arange(1, 4), np.arange(4, 6), np.arange(6, 10), np.array([10])]
+    >>> p = pack_episodes(eps, max_len=5, batch_first=True)
+    >>> p.x.tolist(), p.resets.astype(int).tolist(), p.lengths.tolist()
+    ([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]], [[1, 0, 0, 1, 0], [1, 0, 0, 0, 1]], [5, 5])
+    >>> [e.tolist() for e in unpack_episodes(p.x, p)] == [e.tolist() for e in eps]
+    True
+    """
+    arrs = [np.asarray(e) for e in episodes]
+    if not arrs:
+        raise ValueError("pack_episodes needs at least one episode")
+    T = int(max_len)
+    if T < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    for i, a in enumerate(arrs):
+        if a.ndim == 0 or a.shape[0] == 0:
+            raise ValueError(f"episode {i} has shape {a.shape}; expected (T_e, ...) with T_e >= 1")
+        if a.shape[1:] != arrs[0].shape[1:]:
+            raise ValueError(
+                f"episodes must share their trailing shape: episode 0 has "
+                f"{arrs[0].shape[1:]}, episode {i} has {a.shape[1:]}"
+            )
+        if a.shape[0] > T:
+            raise ValueError(
+                f"episode {i} has {a.shape[0]} steps > max_len={T}: pass a larger max_len, "
+                "or split the episode (carry its state across the pieces with hx)"
+            )
+    used: list[int] = []  # steps taken in each row so far
+    place = []
+    for a in arrs:
+        n = next((r for r, u in enumerate(used) if u + a.shape[0] <= T), len(used))
+        if n == len(used):
+            used.append(0)
+        place.append((n, used[n]))
+        used[n] += a.shape[0]
+    N = len(used) if num_rows is None else int(num_rows)
+    if N < len(used):
+        raise ValueError(
+            f"{len(arrs)} episodes need {len(used)} rows of max_len={T} steps (first fit), "
+            f"but num_rows={num_rows}"
+        )
+    dtype = np.result_type(*arrs) if dtype is None else dtype
+    x = np.zeros((N, T) + arrs[0].shape[1:], dtype=dtype)
+    resets = np.zeros((N, T), dtype=bool)
+    for a, (n, s) in zip(arrs, place, strict=True):
+        x[n, s : s + a.shape[0]] = a
+        resets[n, s] = True
+    lengths = np.zeros(N, np.int32)
+    lengths[: len(used)] = used
+    if not batch_first:
+        x, resets = np.swapaxes(x, 0, 1), resets.T
+    rows, starts = (np.array(v, np.int32) for v in zip(*place, strict=True))
+    sizes = np.array([a.shape[0] for a in arrs], np.int32)
+    return PackedEpisodes(x, resets, lengths, rows, starts, sizes, batch_first)
+
+
+def unpack_episodes(y: Any, packed: PackedEpisodes) -> list[Any]:
+    """Split a packed batch's per-step result back into its episodes.
+
+    Args:
+      y: an array with the time and batch axes of ``packed.x`` in the same layout, e.g. a
+        stack's outputs for the packed inputs (a NumPy or JAX array; under ``jax.jit``
+        too: the slices are static).
+      packed: what :func:`pack_episodes` returned.
+
+    Returns:
+      E arrays, episode e's steps (T_e, *), in the order the episodes were given.
+    """
+    N, T = packed.lengths.shape[0], packed.resets.shape[1 if packed.batch_first else 0]
+    lead = tuple(y.shape[:2])
+    if lead != ((N, T) if packed.batch_first else (T, N)):
+        layout = "(N, T, *)" if packed.batch_first else "(T, N, *)"
+        raise ValueError(
+            f"y must have the packed layout {layout} with N={N}, T={T}; got shape {tuple(y.shape)}"
+        )
+    spans = zip(packed.rows.tolist(), packed.starts.tolist(), packed.sizes.tolist(), strict=True)
+    if packed.batch_first:
+        return [y[n, s : s + k] for n, s, k in spans]
+    return [y[s : s + k, n] for n, s, k in spans]
