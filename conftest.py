@@ -7,6 +7,8 @@ their dtypes explicitly.
 
 import gc
 import os
+import shutil
+import tempfile
 
 # One host device unless a test asks for more; and compile options for the suite's
 # programs, which are small and compiled once or a few times each, so that compile time
@@ -21,11 +23,27 @@ os.environ.setdefault(
     "--xla_cpu_use_fusion_emitters=false",
 )
 
+# One compilation cache on disk for the whole run, for the child processes the tests start
+# (the docs' and the tutorial's fresh runs, examples, multi-process tests): many of them
+# compile the same programs (each tutorial section runs with and without torch: that test
+# file alone, 86 s -> 58 s), and a program found in the cache is loaded instead of compiled
+# again; values do not change. The test processes themselves do not use it (below): their
+# thousands of programs are compiled once each, and writing them all out costs more than
+# it saves. Made by the first process (the controller, or a run without xdist), which
+# removes it at the end; every process started from it inherits the variables.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxseq-tests-xla-cache-")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # cache every program
+    _OWN_CACHE: str | None = os.environ["JAX_COMPILATION_CACHE_DIR"]
+else:
+    _OWN_CACHE = None
+
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_enable_compilation_cache", False)  # for the children only (above)
 
 
 # Every compiled XLA:CPU program keeps its machine code in a few memory mappings (about 6
@@ -56,3 +74,8 @@ def pytest_runtest_teardown(item, nextitem) -> None:
     if _MAPS_LIMIT and _mappings() > _MAPS_LIMIT:
         jax.clear_caches()
         gc.collect()  # the programs' last references may sit in reference cycles
+
+
+def pytest_unconfigure(config) -> None:
+    if _OWN_CACHE is not None:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)

@@ -41,6 +41,7 @@ EXCLUDED: dict[str, str] = {  # page -> why it is not run here
     "docs/tutorial.md": "run section by section, each fresh, with and without torch, by "
     "tests/test_tutorial_sections.py (and top to bottom as a notebook by test_docs_site.py)",
 }
+COMPILE_CACHE_VARS = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
 TIMEOUT_S = 900  # per page; a loaded 2-core machine is slow to compile
 
 # The child: reads the blocks as JSON on stdin, runs them, and writes one JSON result per
@@ -92,7 +93,10 @@ def fresh_env() -> dict[str, str]:
     with rank promotion raising (see the module docstring)."""
     drop = ("JAX_", "XLA_FLAGS", "PYTHONWARNINGS", "PYTEST_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    return {**env, "JAX_NUMPY_RANK_PROMOTION": "raise"}
+    # The suite's shared compilation cache (conftest.py) changes no value, only how often
+    # the same program is compiled: kept.
+    cache = {k: os.environ[k] for k in COMPILE_CACHE_VARS if k in os.environ}
+    return {**env, **cache, "JAX_NUMPY_RANK_PROMOTION": "raise"}
 
 
 def run_page(path: pathlib.Path, tmp: pathlib.Path, root: pathlib.Path = ROOT) -> list[str]:
