@@ -58,8 +58,10 @@ class RNNBase(nn.Module):
     * ``hidden_size``: H; ``num_layers``, ``bias``, ``bidirectional``, ``batch_first``:
       as torch's;
     * ``dropout``: the probability of dropout on every layer's output but the last;
-      ``deterministic``: no dropout (linen's convention; the call's argument overrides
-      it);
+      ``input_dropout``, ``output_dropout``, ``recurrent_dropout``, ``weight_dropout``,
+      ``zoneout``: the recurrent regularisers' rates, as :func:`jaxseq.run_stack`'s
+      (``docs/training.md``); ``deterministic``: none of them (linen's convention; the
+      call's argument overrides it);
     * ``param_dtype``: the parameters' dtype (default float32); ``dtype``: the
       computation dtype (None: the promotion of the input and parameter dtypes);
     * ``impl``, ``unroll``, ``remat``, ``chunk``, ``carry_dtype``: as
@@ -76,6 +78,11 @@ class RNNBase(nn.Module):
     bidirectional: bool = False
     batch_first: bool = False
     dropout: float = 0.0
+    input_dropout: float = 0.0
+    output_dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    weight_dropout: float = 0.0
+    zoneout: float = 0.0
     deterministic: bool | None = None
     param_dtype: Any = jnp.float32
     dtype: Any = None
@@ -126,8 +133,15 @@ class RNNBase(nn.Module):
             )
             for name, shape in shapes.items()
         }
+        rates = (
+            self.input_dropout,
+            self.output_dropout,
+            self.recurrent_dropout,
+            self.weight_dropout,
+            self.zoneout,
+        )
         train, key = False, None
-        if self.dropout > 0 and self.num_layers > 1:
+        if (self.dropout > 0 and self.num_layers > 1) or any(r > 0 for r in rates):
             train = not nn.merge_param("deterministic", self.deterministic, deterministic)
             if train:
                 key = self.make_rng("dropout")
@@ -154,6 +168,11 @@ class RNNBase(nn.Module):
             carry_dtype=self.carry_dtype,
             resets=resets,
             reset_hx=reset_hx,
+            input_dropout=self.input_dropout,
+            output_dropout=self.output_dropout,
+            recurrent_dropout=self.recurrent_dropout,
+            weight_dropout=self.weight_dropout,
+            zoneout=self.zoneout,
         )
 
 

@@ -352,3 +352,45 @@ def test_linen_stack_passes_state_lengths_resets_and_dropout():
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
     assert not np.allclose(a, plain)
+
+
+def test_linen_stack_passes_the_recurrent_regularisers(monkeypatch):
+    """The five rates and a key from the "dropout" stream reach run_stack unchanged; the
+    result is run_stack's with them, fresh masks per key, and run_stack's evaluation
+    (train=False) when deterministic."""
+    rates = dict(
+        input_dropout=0.2,
+        output_dropout=0.3,
+        recurrent_dropout=0.25,
+        weight_dropout=0.4,
+        zoneout=0.1,
+    )
+    m = jaxseq.linen.LSTM(H, num_layers=2, param_dtype=F64, **rates)
+    x = jnp.swapaxes(X, 0, 1)
+    variables = m.init(jax.random.key(21), x, deterministic=True)
+    seen = []
+    real = jaxseq.linen.run_stack
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jaxseq.linen, "run_stack", spy)
+    out, (h_n, c_n) = m.apply(
+        variables, x, deterministic=False, rngs={"dropout": jax.random.key(22)}
+    )
+    kw = seen[-1]
+    assert {k: kw[k] for k in rates} == rates and kw["train"] is True and kw["key"] is not None
+    ref, (h_ref, c_ref) = real("lstm", variables["params"], x, train=True, key=kw["key"], **rates)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=ATOL)
+    np.testing.assert_allclose(c_n, c_ref, rtol=0, atol=ATOL)
+    other = m.apply(variables, x, deterministic=False, rngs={"dropout": jax.random.key(23)})[0]
+    plain = m.apply(variables, x, deterministic=True)[0]
+    assert seen[-1]["train"] is False and seen[-1]["key"] is None
+    # deterministic: run_stack's evaluation with the rates (zoneout's expectation stays)
+    np.testing.assert_allclose(
+        plain, real("lstm", variables["params"], x, **rates)[0], rtol=0, atol=ATOL
+    )
+    assert not np.allclose(out, other) and not np.allclose(out, plain)
+    with pytest.raises(ValueError, match="deterministic"):
+        m.apply(variables, x)
