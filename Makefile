@@ -13,8 +13,8 @@ PYTEST_WORKERS ?= 2
 # first install downloads torch and JAX, the slow part.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "make: installing jaxseq + torchseq (editable) with the torch, dev, examples and bench extras into $(VENV), pinned by constraints.txt"
-	$(PY) -m pip install --progress-bar on -c constraints.txt -e '.[torch,dev,examples,bench]'
+	@echo "make: installing jaxseq + torchseq (editable) with the torch, dev, examples, bench and rl extras into $(VENV), pinned by constraints.txt"
+	$(PY) -m pip install --progress-bar on -c constraints.txt -e '.[torch,dev,examples,bench,rl]'
 	touch $(STAMP)
 
 # The docs extra (Sphinx, myst-nb, jupytext, nbclient, ipykernel; about 70 small
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 # tests/test_docs_site.py builds the site and runs the tutorial notebook.
 $(DOCS_STAMP): $(STAMP)
 	@echo "make: installing the docs extra (Sphinx, myst-nb, jupytext, nbclient, ipykernel) into $(VENV)"
-	$(PY) -m pip install --progress-bar on -c constraints.txt -e '.[torch,dev,examples,bench,docs]'
+	$(PY) -m pip install --progress-bar on -c constraints.txt -e '.[torch,dev,examples,bench,rl,docs]'
 	touch $(DOCS_STAMP)
 
 install: $(STAMP)
