@@ -116,6 +116,10 @@ def make_agent(env_name: str, args: argparse.Namespace) -> dict[str, Any]:
     import gymnax
 
     env, env_params = gymnax.make(env_name)
+    if args.memory_length is not None:  # MemoryChain: the steps between the cue and the answer
+        if not hasattr(env_params, "memory_length"):
+            raise SystemExit(f"--memory-length: {env_name} has no memory_length parameter")
+        env_params = env_params.replace(memory_length=args.memory_length)
     n_actions = env.action_space(env_params).n
     N, T = args.envs, args.steps
     tx = optax.chain(optax.clip_by_global_norm(0.5), optax.adam(args.lr, eps=1e-5))
@@ -280,7 +284,9 @@ def report(args: argparse.Namespace, result: dict[str, Any], out: Path) -> str:
     curves = {c: np.asarray(v, float) for c, v in result["curves"].items()}
     last = max(1, args.updates // 10)
     lines = [
-        f"# PPO on {args.env}: jaxseq.linen.GRU vs the Flax GRUCell scan",
+        f"# PPO on {args.env}"
+        + (f" (memory length {args.memory_length})" if args.memory_length else "")
+        + ": jaxseq.linen.GRU vs the Flax GRUCell scan",
         "",
         f"{args.updates} updates of {args.envs} envs x {args.steps} steps, hidden {args.hidden}, "
         f"{args.epochs} epochs x {args.minibatches} minibatches, seed {args.seed}, float32; "
@@ -323,7 +329,8 @@ def report(args: argparse.Namespace, result: dict[str, Any], out: Path) -> str:
     fig, ax = plt.subplots(figsize=(7, 4))
     for core in CORES:
         ax.plot(curves[core], label=f"{core} ({result['sps'][core]:.0f} env-steps/s)")
-    ax.set(xlabel="PPO update", ylabel="mean return of finished episodes", title=args.env)
+    title = args.env + (f", memory length {args.memory_length}" if args.memory_length else "")
+    ax.set(xlabel="PPO update", ylabel="mean return of finished episodes", title=title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "ppo_gymnax.png", dpi=100)
@@ -334,6 +341,12 @@ def report(args: argparse.Namespace, result: dict[str, Any], out: Path) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--env", default="MemoryChain-bsuite")
+    p.add_argument(
+        "--memory-length",
+        type=int,
+        default=None,
+        help="MemoryChain's memory length (default: the environment's, 5)",
+    )
     p.add_argument("--updates", type=int, default=200)
     p.add_argument("--envs", type=int, default=16)
     p.add_argument("--steps", type=int, default=128)

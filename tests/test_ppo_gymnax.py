@@ -48,6 +48,7 @@ def test_jaxseq_policy_equals_the_flax_policy_from_converted_weights():
 def test_benchmark_smoke(tmp_path):
     cmd = [sys.executable, "-m", "benchmarks.ppo_gymnax", "--updates", "4", "--envs", "4"]
     cmd += ["--steps", "16", "--minibatches", "2", "--hidden", "16", "--repeats", "2"]
+    cmd += ["--memory-length", "3"]
     cmd += ["--out", str(tmp_path)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -58,7 +59,8 @@ def test_benchmark_smoke(tmp_path):
     assert flax_curve.shape == (4,) and np.all(np.abs(flax_curve) <= 1)  # MemoryChain: +-1
     assert flax_curve[0] == jaxseq_curve[0]  # the same weights and random numbers
     assert (tmp_path / "ppo_gymnax.png").stat().st_size > 0
-    assert "env-steps/s" in (tmp_path / "ppo_gymnax.md").read_text()
+    report = (tmp_path / "ppo_gymnax.md").read_text()
+    assert "env-steps/s" in report and "memory length 3" in report
 
 
 def test_rejects_envs_not_divisible_by_minibatches(capsys):
