@@ -46,7 +46,7 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_enable_compilation_cache", False)  # for the children only (above)
 
 
-# Every compiled XLA:CPU program keeps its machine code in a few memory mappings (about 6
+# Every compiled XLA:CPU program keeps its machine code in a few memory mappings (3 to 6
 # per program) for as long as JAX's caches hold it. One xdist worker compiles thousands
 # of programs in a full run, and a process may hold at most vm.max_map_count mappings
 # (65530 by default): past that, mmap fails inside XLA's JIT and the worker dies of a

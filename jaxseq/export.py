@@ -143,6 +143,20 @@ def _symbolic(x_shape: Shape) -> tuple[Any, ...]:
     return shape
 
 
+def _checked_x_dtype(x_dtype: Any) -> np.dtype:
+    """``x_dtype`` as a NumPy dtype that JAX computes in under the current configuration."""
+    try:
+        dtype = np.dtype(x_dtype)
+    except TypeError as e:
+        raise TypeError(f"x_dtype {x_dtype!r} is not a dtype") from e
+    if jax.dtypes.canonicalize_dtype(dtype) != dtype:
+        raise ValueError(
+            f"x_dtype {dtype.name} needs jax_enable_x64 (jax.config.update("
+            "'jax_enable_x64', True)); without it JAX computes in 32 bits"
+        )
+    return dtype
+
+
 def _checked_platforms(platforms: Sequence[str] | None) -> tuple[str, ...]:
     """``platforms`` as a tuple of distinct names of :data:`PLATFORMS`; None: the default
     backend's platform."""
@@ -360,15 +374,7 @@ def export(
         raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
     if not isinstance(lengths, bool):
         raise TypeError(f"lengths must be True or False, got {lengths!r}")
-    try:
-        dtype = np.dtype(x_dtype)
-    except TypeError as e:
-        raise TypeError(f"x_dtype {x_dtype!r} is not a dtype") from e
-    if jax.dtypes.canonicalize_dtype(dtype) != dtype:
-        raise ValueError(
-            f"x_dtype {dtype.name} needs jax_enable_x64 (jax.config.update("
-            "'jax_enable_x64', True)); without it JAX computes in 32 bits"
-        )
+    dtype = _checked_x_dtype(x_dtype)
     shape = _symbolic(x_shape)
     names = _checked_platforms(platforms)
     if lengths and not _takes_lengths(model):
@@ -445,15 +451,7 @@ def export_step(
         raise TypeError(f"batch must be a symbol such as 'b' or an int, got {batch!r}")
     if isinstance(batch, int) and batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
-    try:
-        dtype = np.dtype(x_dtype)
-    except TypeError as e:
-        raise TypeError(f"x_dtype {x_dtype!r} is not a dtype") from e
-    if jax.dtypes.canonicalize_dtype(dtype) != dtype:
-        raise ValueError(
-            f"x_dtype {dtype.name} needs jax_enable_x64 (jax.config.update("
-            "'jax_enable_x64', True)); without it JAX computes in 32 bits"
-        )
+    dtype = _checked_x_dtype(x_dtype)
     names = _checked_platforms(platforms)
     (n,) = _symbolic((batch,))
     live: Any = layer  # a jaxseq.nn layer (checked above)

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 
 from jaxseq.params import base_name, param_shapes
 from jaxseq.recurrences import get
+from jaxseq.regularizers import RATES
 from jaxseq.stack import run_stack
 
 Array = jax.Array
@@ -133,15 +134,9 @@ class RNNBase(nn.Module):
             )
             for name, shape in shapes.items()
         }
-        rates = (
-            self.input_dropout,
-            self.output_dropout,
-            self.recurrent_dropout,
-            self.weight_dropout,
-            self.zoneout,
-        )
+        rates: dict[str, Any] = {name: getattr(self, name) for name in RATES}
         train, key = False, None
-        if (self.dropout > 0 and self.num_layers > 1) or any(r > 0 for r in rates):
+        if (self.dropout > 0 and self.num_layers > 1) or any(r > 0 for r in rates.values()):
             train = not nn.merge_param("deterministic", self.deterministic, deterministic)
             if train:
                 key = self.make_rng("dropout")
@@ -168,11 +163,7 @@ class RNNBase(nn.Module):
             carry_dtype=self.carry_dtype,
             resets=resets,
             reset_hx=reset_hx,
-            input_dropout=self.input_dropout,
-            output_dropout=self.output_dropout,
-            recurrent_dropout=self.recurrent_dropout,
-            weight_dropout=self.weight_dropout,
-            zoneout=self.zoneout,
+            **rates,
         )
 
 

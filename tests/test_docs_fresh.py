@@ -99,6 +99,29 @@ def fresh_env() -> dict[str, str]:
     return {**env, **cache, "JAX_NUMPY_RANK_PROMOTION": "raise"}
 
 
+def run_fresh(
+    payload: list[dict],
+    result_file: pathlib.Path,
+    *,
+    prelude: str = "",
+    cwd: pathlib.Path = ROOT,
+    timeout: float = TIMEOUT_S,
+) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """Run ``payload``'s blocks in one fresh ``python -W error`` (``prelude`` first, e.g.
+    a module blocker); the process and one ``{"stdout", "error"}`` per block that ran."""
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-c", prelude + _CHILD, str(result_file)],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=fresh_env(),
+        timeout=timeout,
+    )
+    results = json.loads(result_file.read_text()) if result_file.exists() else []
+    return proc, results
+
+
 def run_page(path: pathlib.Path, tmp: pathlib.Path, root: pathlib.Path = ROOT) -> list[str]:
     """Run the python blocks of ``path`` in one fresh ``python -W error``; the failures."""
     rel = path.relative_to(root).as_posix()
@@ -107,17 +130,7 @@ def run_page(path: pathlib.Path, tmp: pathlib.Path, root: pathlib.Path = ROOT) -
         {"code": b.code, "line": b.line, "path": str(path), "isolated": rel in ISOLATED}
         for b in blocks
     ]
-    result_file = tmp / "results.json"
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", "-c", _CHILD, str(result_file)],
-        input=json.dumps(payload),
-        capture_output=True,
-        text=True,
-        cwd=root,
-        env=fresh_env(),
-        timeout=TIMEOUT_S,
-    )
-    results = json.loads(result_file.read_text()) if result_file.exists() else []
+    proc, results = run_fresh(payload, tmp / "results.json", cwd=root)
     failures = []
     for n, (block, res) in enumerate(zip(blocks, results, strict=False)):
         where = f"{rel}: python block {n} (line {block.line})"

@@ -20,10 +20,8 @@ hand: ``python tests/test_tutorial_sections.py 5`` (``--no-torch`` for the NumPy
 
 from __future__ import annotations
 
-import json
 import pathlib
 import re
-import subprocess
 import sys
 import tempfile
 
@@ -36,7 +34,7 @@ TIMEOUT_S = 600  # per section, on a loaded 2-core machine
 sys.path.insert(0, str(ROOT / "tests"))
 try:
     from test_docs import Block, output_matches, parse_blocks
-    from test_docs_fresh import _CHILD, fresh_env
+    from test_docs_fresh import run_fresh
     from test_packaging import BLOCK_TORCH
 finally:
     sys.path.pop(0)
@@ -77,20 +75,12 @@ def run_section(title: str, blocks: list[Block], no_torch: bool) -> list[str]:
     payload = [
         {"code": b.code, "line": b.line, "path": str(TUTORIAL), "isolated": False} for b in blocks
     ]
-    child = (BLOCK_TORCH if no_torch else "") + _CHILD
     track = "without torch" if no_torch else "with torch"
+    prelude = BLOCK_TORCH if no_torch else ""
     with tempfile.TemporaryDirectory() as tmp:
-        result_file = pathlib.Path(tmp) / "results.json"
-        proc = subprocess.run(
-            [sys.executable, "-W", "error", "-c", child, str(result_file)],
-            input=json.dumps(payload),
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            env=fresh_env(),
-            timeout=TIMEOUT_S,
+        proc, results = run_fresh(
+            payload, pathlib.Path(tmp) / "results.json", prelude=prelude, timeout=TIMEOUT_S
         )
-        results = json.loads(result_file.read_text()) if result_file.exists() else []
     failures = []
     for block, res in zip(blocks, results, strict=False):
         where = f"docs/tutorial.md section {title!r}, {track}, block at line {block.line}"
