@@ -76,7 +76,7 @@ def _models(kind: str, N: int, H: int, I: int, steps: int) -> dict[str, dict[str
     }
 
 
-def _time_call(fn: Callable[[], Any], inner: int) -> float:
+def time_call(fn: Callable[[], Any], inner: int) -> float:
     """Median seconds of one call over ``inner`` calls."""
     times = []
     for _ in range(inner):
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             order = ("jaxseq", "flax") if r % 2 == 0 else ("flax", "jaxseq")
             for lib in order:
                 fns = models[c][lib]
-                samples[c][lib]["call"].append(_time_call(fns["call"], args.inner))
+                samples[c][lib]["call"].append(time_call(fns["call"], args.inner))
                 t0 = time.perf_counter()
                 fns["loop"]()
                 samples[c][lib]["loop"].append((time.perf_counter() - t0) / args.steps)

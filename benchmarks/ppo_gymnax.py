@@ -42,6 +42,7 @@ import numpy as np
 import optax
 
 import jaxseq
+from benchmarks.acting import time_call
 from jaxseq.interop import from_flax_cell
 
 CORES = ("flax", "jaxseq")
@@ -238,10 +239,8 @@ def make_agent(env_name: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _timed(fn, *a) -> float:
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*a))
-    return time.perf_counter() - t
+def _waited(fn, *a) -> Any:
+    return jax.block_until_ready(fn(*a))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -258,22 +257,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["curves"][core] = np.asarray(curve).tolist()
         result["sps"][core] = args.updates * steps_per_update / wall
     # Update and act on the same stored rollout / state, interleaved rounds.
-    stored = {}
+    update_fn, act_fn = {}, {}
     for core in CORES:
         params, opt_state, h, start = state[core]
-        ro, _, start2, last_value = agent["rollout"][core](params, h, start)
-        stored[core] = (params, opt_state, h, ro, last_value, jax.random.key(1))
-        obs, reset = start2[1], start2[2]
-        stored[core + "_act"] = (params, h, obs, reset)
-        _timed(agent["update"][core], *stored[core])
-        _timed(agent["act"][core], *stored[core + "_act"])
+        ro, _, (_, obs, reset, _, _), last_value = agent["rollout"][core](params, h, start)
+        upd_args = (params, opt_state, h, ro, last_value, jax.random.key(1))
+        update_fn[core] = partial(_waited, agent["update"][core], *upd_args)
+        act_fn[core] = partial(_waited, agent["act"][core], params, h, obs, reset)
+        update_fn[core]()  # compile
+        act_fn[core]()
     upd: dict[str, list[float]] = {c: [] for c in CORES}
     acts: dict[str, list[float]] = {c: [] for c in CORES}
     for r in range(args.repeats):
         for core in CORES if r % 2 == 0 else CORES[::-1]:
-            upd[core].append(_timed(agent["update"][core], *stored[core]))
-            calls = [_timed(agent["act"][core], *stored[core + "_act"]) for _ in range(50)]
-            acts[core].append(statistics.median(calls))
+            upd[core].append(time_call(update_fn[core], 1))
+            acts[core].append(time_call(act_fn[core], 50))
     for core in CORES:
         result["update_ms"][core] = 1e3 * statistics.median(upd[core])
         result["act_us"][core] = 1e6 * statistics.median(acts[core])
