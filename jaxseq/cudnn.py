@@ -114,6 +114,10 @@ CUDNN_REFUSALS = {
         "impl='cudnn' does not take remat (cuDNN keeps its own reserve space); "
         "use impl='fused' with remat"
     ),
+    "all_states": (
+        "impl='cudnn' cannot return every step's states (cuDNN's kernel returns the final "
+        "ones only); use impl='fused'"
+    ),
 }
 
 

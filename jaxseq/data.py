@@ -49,6 +49,7 @@ __all__ = [
     "PackedEpisodes",
     "pack_episodes",
     "unpack_episodes",
+    "episode_states",
 ]
 
 
@@ -485,3 +486,55 @@ def unpack_episodes(y: Any, packed: PackedEpisodes) -> list[Any]:
     if packed.batch_first:
         return [y[n, s : s + k] for n, s, k in spans]
     return [y[s : s + k, n] for n, s, k in spans]
+
+
+def episode_states(states: Any, packed: PackedEpisodes, *, bidirectional: bool = False) -> Any:
+    """Every packed episode's final state, out of a stack's states after every step.
+
+    Run the packed batch with ``return_all_states=True`` (:func:`jaxseq.run_stack`); this
+    picks, for episode e, each forward direction's state at the episode's last step and
+    each reverse direction's at its first (a reverse direction ends an episode there),
+    the states ``h_n`` would hold had the episode run alone from the initial state: the
+    state to keep in a replay buffer, or to start a burn-in from.
+
+    Args:
+      states: the stack's states after every step, structured as its ``h_n`` (an array,
+        or a tuple such as the LSTM's ``(hs, cs)``), each (T, L*D, N, size).
+      packed: what :func:`pack_episodes` returned for the batch.
+      bidirectional: the stack has two directions (D = 2): odd entries of the L*D axis
+        are reverse directions.
+
+    Returns:
+      The same structure, each (L*D, E, size): the episodes in a batch of their own,
+      shaped as a stack's ``hx`` (pass it as ``hx=`` to continue them). Differentiable,
+      and usable under ``jax.jit`` (the indices are static).
+
+    >>> import jax, jax.numpy as jnp, numpy as np, jaxseq
+    >>> eps = [np.ones((3, 2)), np.ones((2, 2)), np.ones((4, 2))]
+    >>> packed = pack_episodes(eps, max_len=5)
+    >>> p = jaxseq.init_params(jax.random.key(0), "gru", 2, 3)
+    >>> _, _, hs = jaxseq.gru(p, packed.x, lengths=packed.lengths, resets=packed.resets,
+    ...                       return_all_states=True)
+    >>> h_e = episode_states(hs, packed)               # (L*D, E, H)
+    >>> _, h_alone = jaxseq.gru(p, eps[1][:, None])    # episode 1 run alone
+    >>> h_e.shape, bool(jnp.allclose(h_e[:, 1], h_alone[:, 0], atol=1e-6))
+    ((1, 3, 3), True)
+    """
+    T = packed.resets.shape[1 if packed.batch_first else 0]
+    N = packed.lengths.shape[0]
+    D = 2 if bidirectional else 1
+    first = np.asarray(packed.starts)
+    last = first + np.asarray(packed.sizes) - 1
+
+    def pick(a: Any) -> Any:
+        if a.ndim != 4 or a.shape[0] != T or a.shape[2] != N or a.shape[1] % D:
+            raise ValueError(
+                f"states must be (T, L*D, N, size) with T={T}, N={N}, L*D a multiple of "
+                f"D={D}; got shape {tuple(a.shape)}"
+            )
+        LD = a.shape[1]
+        reverse = (np.arange(LD) % D == 1)[:, None]  # (L*D, 1)
+        t = np.where(reverse, first[None], last[None])  # (L*D, E)
+        return a[t, np.arange(LD)[:, None], np.asarray(packed.rows)[None]]
+
+    return jax.tree.map(pick, states)

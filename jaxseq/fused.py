@@ -77,7 +77,9 @@ __all__ = ["default_projection", "fused_layer", "SUPPORTS"]
 
 #: What :func:`fused_layer` supports (:data:`jaxseq.layer.Feature`), declared where it is
 #: implemented; :data:`jaxseq.impls.IMPLS` gives it to the fused rows.
-SUPPORTS = frozenset({"resets", "reset_hx", "jvp", "vmap", "remat", "hidden_mask", "zoneout"})
+SUPPORTS = frozenset(
+    {"resets", "reset_hx", "jvp", "vmap", "remat", "hidden_mask", "zoneout", "all_states"}
+)
 
 #: The per-layer parameters every gated kind takes from torch's layout; any other entry
 #: of a layer's weights is a kind's extra parameter.
@@ -168,6 +170,8 @@ def _forward(plan: Plan, w, inputs, carry, ctx: _Ctx, keep_res: bool):
                 for zk, p, n in zip(z, rec.states(c), rec.states(c_new), strict=True)
             )
             c_new, y = rec.carry(zoned), zero_invalid(v, zoned[0])
+        if plan.all_states:  # every step's carry too (frozen on invalid steps)
+            y = (y, rec.states(c_new))
         return c_new, ((y, res) if keep_res else y)
 
     xs = (inputs, ctx.valid, ctx.restart, ctx.zoneout)
@@ -176,16 +180,18 @@ def _forward(plan: Plan, w, inputs, carry, ctx: _Ctx, keep_res: bool):
 
 def _masked_recurrence(plan: Plan, w, inputs, carry, reset_carry, ctx: _Ctx):
     """The masked recurrence: (final carry, ys (T, D, N, H_out)), step order. Where
-    ``ctx.restart`` is True the step starts from ``reset_carry``."""
+    ``ctx.restart`` is True the step starts from ``reset_carry``. With
+    ``plan.all_states``, ys is ``(ys, states)``: every step's states too, step order."""
     return _forward(plan, w, inputs, carry, ctx._replace(reset_carry=reset_carry), False)
 
 
 def _recurrence_fwd(plan: Plan, w, inputs, carry, reset_carry, ctx: _Ctx):
     ctx = ctx._replace(reset_carry=reset_carry)
-    final, (ys, res) = _forward(plan, w, inputs, carry, ctx, True)
+    final, (out, res) = _forward(plan, w, inputs, carry, ctx, True)
+    ys = out[0] if plan.all_states else out
     states = plan.rec.states
     h_reset = None if reset_carry is None else states(reset_carry)[0]
-    return (final, ys), _Saved(w, inputs, res, ys, states(carry)[0], h_reset, ctx)
+    return (final, out), _Saved(w, inputs, res, ys, states(carry)[0], h_reset, ctx)
 
 
 # --------------------------------------------------------------------------- backward
@@ -197,6 +203,9 @@ def _scan_back(plan: Plan, saved: _Saved, cts, in_place_ok: bool = True):
     rec, fast, ctx = plan.rec, _pieces(plan.rec), saved.ctx
     scan_res: Any = saved.res[0]  # the kind's residuals (a NamedTuple with dgh_field)
     d_final, dys = cts
+    d_seq = None  # the cotangents of every step's states (plan.all_states), step order
+    if plan.all_states:
+        dys, d_seq = dys
     # (D, G*H, H_out); the backward runs in the carry's dtype.
     w_hh = jnp.swapaxes(saved.w["w_hh_t"], 1, 2).astype(dys.dtype)
     dys = jnp.where(ctx.valid, dys, jnp.zeros_like(dys))
@@ -218,7 +227,9 @@ def _scan_back(plan: Plan, saved: _Saved, cts, in_place_ok: bool = True):
 
     def body(carry, inp):
         dcarry, buf = carry
-        dy, res_t, t, r, z = inp
+        dy, res_t, t, r, z, ds_t = inp
+        if ds_t is not None:  # this step's states were an output too
+            dcarry = rec.carry(tuple(a + b for a, b in zip(rec.states(dcarry), ds_t, strict=True)))
         written = []  # what this step's hmat wrote: the updated buffer, or dG itself
         if in_place:
             res_t = res_t._replace(**{field: buf[t]})
@@ -253,7 +264,7 @@ def _scan_back(plan: Plan, saved: _Saved, cts, in_place_ok: bool = True):
         dG = written[0] if field and not in_place else ()  # no field: not kept
         return (dcarry, new_buf), (emitted, dG, to_reset)
 
-    xs = (dys, scanned, jnp.arange(T), ctx.restart, ctx.zoneout)
+    xs = (dys, scanned, jnp.arange(T), ctx.restart, ctx.zoneout, d_seq)
     init_buf = getattr(scan_res, field) if in_place else jnp.zeros((), dys.dtype)
     (d_carry0, buf), (emitted, dG_stacked, to_reset) = jax.lax.scan(
         body, (d_final, init_buf), xs, reverse=True, unroll=plan.unroll
@@ -368,7 +379,8 @@ def fused_layer(
 
     Returns:
       ``(out, finals)``: out (T, N, D*H_out), forward direction first; finals the final
-      states, each (D, N, ...).
+      states, each (D, N, ...). With ``plan.all_states`` also every step's states,
+      ``(out, finals, seq)`` (:class:`~jaxseq.layer.LayerFn`).
 
     >>> import jax, jax.numpy as jnp
     >>> from jaxseq.layer import LayerOut, Plan, Segments, States, StepMasks, Weights
@@ -422,8 +434,13 @@ def fused_layer(
                 _project, w_ih_t=jnp.swapaxes(w["weight_ih"], 1, 2), b_ih=b_ih, out_dtype=cd
             )
         final, ys = _remat_chunks(int(plan.remat), run, proj, x_steps, carry, ctx)
+    seq = None
+    if plan.all_states:
+        ys, seq = ys
     ys = to_steps(ys)[:T]  # (T, D, N, H_out), time order
     out = ys.transpose(0, 2, 1, 3).reshape(T, N, D * ys.shape[-1]).astype(x.dtype)
+    if seq is not None:  # every step's states, each (T, D, N, size), time order
+        return out, rec.states(final), tuple(to_steps(s)[:T] for s in seq)
     return out, rec.states(final)
 
 
@@ -496,4 +513,4 @@ def _remat_chunks(K: int, run, proj, x_steps: Array, carry: Any, ctx: _Ctx):
         return run(gc, c, ctx._replace(valid=vc, restart=rc, zoneout=zc))
 
     final, ys = jax.lax.scan(chunk, carry, xs)
-    return final, ys.reshape((Tp,) + ys.shape[2:])
+    return final, jax.tree.map(lambda a: a.reshape((Tp,) + a.shape[2:]), ys)

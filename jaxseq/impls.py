@@ -86,9 +86,9 @@ def _per_direction(
     states: tuple[Array, ...],
     seg: Segments,
     cell: Callable[..., tuple[Any, Array]],
-) -> tuple[Array, tuple[Array, ...]]:
+) -> LayerOut:
     rec = plan.rec
-    outs, finals = [], []
+    outs, finals, seqs = [], [], []
     for d in range(w["weight_ih"].shape[0]):
         p = {k: v[d] for k, v in w.items()}
         c0 = rec.carry(tuple(s[d] for s in states))
@@ -104,11 +104,19 @@ def _per_direction(
             unroll=plan.unroll,
             resets=seg.resets,
             reset_carry=r0,
+            emit_carry=plan.all_states,
         )
+        if plan.all_states:
+            ys, carries = ys
+            seqs.append(rec.states(carries))  # each (T, N, size), time order
         outs.append(ys)
         finals.append(rec.states(c))
     out = jnp.concatenate(outs, axis=-1) if len(outs) > 1 else outs[0]
-    return out.astype(w["weight_ih"].dtype), tuple(jnp.stack(f) for f in zip(*finals, strict=True))
+    out = out.astype(w["weight_ih"].dtype)
+    finals_d = tuple(jnp.stack(f) for f in zip(*finals, strict=True))
+    if plan.all_states:  # each (T, D, N, size)
+        return out, finals_d, tuple(jnp.stack(s, axis=1) for s in zip(*seqs, strict=True))
+    return out, finals_d
 
 
 def _out_dtype(plan: Plan, x: Array) -> Any:
@@ -173,16 +181,18 @@ def linear_layer(
     hs = linear_recurrence(to_steps(a), to_steps(bb), h0, method=method, chunk=plan.chunk)
     # forward: t = T-1 (frozen after the last valid step); reverse: t = 0. T = 0: h0.
     final = hs[-1] if hs.shape[0] else h0
-    ys = to_steps(hs)
+    ys = seq = to_steps(hs)  # time order; seq: every step's state (frozen on padding)
     if valid is not None:
         ys = jnp.where(valid, ys, jnp.zeros_like(ys))
     H = ys.shape[-1]
     out = ys[:, 0] if D == 1 else jnp.transpose(ys, (0, 2, 1, 3)).reshape(T, N, D * H)
     out = out.astype(x.dtype)
+    if plan.all_states:  # (T, D, N, H)
+        return out, (final,), (seq,)
     return out, (final,)
 
 
-_EVERY = frozenset({"resets", "reset_hx", "jvp", "vmap"})
+_EVERY = frozenset({"resets", "reset_hx", "all_states", "jvp", "vmap"})
 _FUSED = FUSED_SUPPORTS
 
 #: The capability table: every layer implementation, the kinds it serves and the features

@@ -34,8 +34,9 @@ Array = jax.Array
 Weights = Mapping[str, Array]
 #: A layer's states, each (D, N, ...): ``(h,)`` or ``(h, c)``.
 States = tuple[Array, ...]
-#: What a layer returns: ``(out (T, N, D*H_out), final states)``.
-LayerOut = tuple[Array, States]
+#: What a layer returns: ``(out (T, N, D*H_out), final states)``, and with
+#: :attr:`Plan.all_states` its states after every step too (:class:`LayerFn`).
+LayerOut = tuple[Array, States] | tuple[Array, States, States]
 
 __all__ = [
     "Feature",
@@ -57,7 +58,9 @@ __all__ = [
 #: What a call may ask of an implementation beyond the plain masked layer. ``jvp`` and
 #: ``vmap`` are transformations (declared for the conformance suite); the others are
 #: asked for by the call's arguments.
-Feature = Literal["remat", "chunk", "resets", "reset_hx", "hidden_mask", "zoneout", "jvp", "vmap"]
+Feature = Literal[
+    "remat", "chunk", "resets", "reset_hx", "hidden_mask", "zoneout", "all_states", "jvp", "vmap"
+]
 FEATURES: tuple[Feature, ...] = (
     "remat",
     "chunk",
@@ -65,6 +68,7 @@ FEATURES: tuple[Feature, ...] = (
     "reset_hx",
     "hidden_mask",
     "zoneout",
+    "all_states",
     "jvp",
     "vmap",
 )
@@ -86,6 +90,8 @@ class Plan:
       chunk: the chunk length of ``method="chunked"`` (None: about sqrt(T)).
       carry_dtype: the dtype of the carried state and of the matmuls' accumulation (the
         mixed-precision policy); None: the compute dtype.
+      all_states: the layer also returns its states after every step (the
+        ``"all_states"`` feature): ``(out, finals, seq)``, see :class:`LayerFn`.
     """
 
     rec: Recurrence
@@ -96,6 +102,7 @@ class Plan:
     method: Literal["auto", "sequential", "parallel", "chunked"] = "auto"
     chunk: int | None = None
     carry_dtype: Any = None
+    all_states: bool = False
 
     def with_(self, **changes: Any) -> Plan:
         """A copy with ``changes`` (``dataclasses.replace``)."""
@@ -181,7 +188,12 @@ class LayerFn(Protocol):
 
     Returns:
       ``(out, finals)``: out (T, N, D*H_out), forward direction first, 0 where the mask is
-      False; finals the final states, each (D, N, ...).
+      False; finals the final states, each (D, N, ...). With ``plan.all_states``,
+      ``(out, finals, seq)``: ``seq`` the states after every step, each (T, D, N, ...),
+      time order, in the carry's dtype: at step t each direction's carry once it has read
+      ``x[t]`` (forward from t = 0, reverse from t = T - 1); frozen where the mask is
+      False (so a forward direction holds its final state past the row's length, and a
+      reverse one its initial state).
     """
 
     def __call__(

@@ -69,7 +69,7 @@ class RNNBase(nn.Module):
       :func:`jaxseq.run_stack`'s.
 
     Call ``module(x, hx=None, lengths=None, *, resets=None, reset_hx=None,
-    deterministic=None)``; the arguments and the result ``(out, state)`` are
+    deterministic=None, return_all_states=False)``; the arguments and the result ``(out, state)`` are
     :func:`jaxseq.run_stack`'s.
     """
 
@@ -113,9 +113,10 @@ class RNNBase(nn.Module):
         resets: Any = None,
         reset_hx: Any = None,
         deterministic: bool | None = None,
-    ) -> tuple[Array, Any]:
+        return_all_states: bool = False,
+    ) -> tuple[Any, ...]:
         """``(out, h_n)`` or ``(out, (h_n, c_n))``; shapes and arguments as
-        :func:`jaxseq.run_stack`."""
+        :func:`jaxseq.run_stack` (``return_all_states``: ``(out, h_n, states)``)."""
         kind = self._kind()
         rec = get(kind)
         options = self._options()
@@ -163,6 +164,7 @@ class RNNBase(nn.Module):
             carry_dtype=self.carry_dtype,
             resets=resets,
             reset_hx=reset_hx,
+            return_all_states=return_all_states,
             **rates,
         )
 

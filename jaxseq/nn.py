@@ -203,14 +203,17 @@ class RNNBase(nnx.Module):
         *,
         resets: Any = None,
         reset_hx: Any = None,
-    ) -> tuple[Array, Any]:
+        return_all_states: bool = False,
+    ) -> tuple[Any, ...]:
         """``(out, h_n)`` or ``(out, (h_n, c_n))``; shapes as :func:`jaxseq.stack.run_stack`.
 
         ``resets``: optional bool array with the time and batch axes of ``x``; a True
         starts a new, independent episode of that row, from zeros (episode boundaries,
         as RL code passes ``dones``; see :func:`jaxseq.stack.run_stack`); ``hx`` only
         continues each row from the previous batch; ``reset_hx``: the state new episodes
-        start from instead of zeros."""
+        start from instead of zeros. ``return_all_states``: also return the states after
+        every step, ``(out, h_n, states)`` (as :func:`jaxseq.stack.run_stack`; with
+        packed episodes, :func:`jaxseq.data.episode_states` picks each one's final)."""
         train = not self.deterministic
         key = None
         if train and self.dropout > 0 and self.dropout_rngs is not None:
@@ -244,6 +247,7 @@ class RNNBase(nnx.Module):
             resets=resets,
             reset_hx=reset_hx,
             masks=masks,
+            return_all_states=return_all_states,
             **self.options.stack_kwargs(),
         )
 

@@ -85,7 +85,8 @@ def masked_scan(
     unroll: int = 1,
     resets: Array | None = None,
     reset_carry: Any = None,
-) -> tuple[Any, Array]:
+    emit_carry: bool = False,
+) -> tuple[Any, Any]:
     """Run ``cell`` over the leading (time) axis of ``xs`` with masking by lengths.
 
     Args:
@@ -106,9 +107,13 @@ def masked_scan(
       reset_carry: the carry a segment started by a reset begins from (default:
         ``carry``); then a reset at t = 0 restarts too. Forward scans only: the reverse
         pass of a row's last segment would start from ``carry``.
+      emit_carry: also emit the carry after every step (frozen on padded steps, in the
+        scan's order of time: after reading ``xs[t]``).
 
     Returns:
       ``(final_carry, ys)`` with ys (T, N, H_out); ``ys[t, n] == 0`` where ``t >= lengths[n]``.
+      With ``emit_carry``, ``(final_carry, (ys, carries))``, carries the carry's pytree
+      with a leading T axis.
 
     Padded inputs may hold anything, NaN and inf included: the cell sees zeros there
     (``where`` before the cell as well as after it), so outputs, final carry and every
@@ -128,11 +133,12 @@ def masked_scan(
     if resets is not None:
         flags = reset_flags(resets, mask, reverse)
         c0 = carry if reset_carry is None else reset_carry
-        return _reset_scan(cell, params, carry, c0, xs, mask, flags, reverse, unroll)
+        return _reset_scan(cell, params, carry, c0, xs, mask, flags, reverse, unroll, emit_carry)
     if mask is None:
 
         def body(c, x):
-            return cell(params, c, x)
+            new_c, y = cell(params, c, x)
+            return new_c, ((y, new_c) if emit_carry else y)
 
         return jax.lax.scan(body, carry, xs, reverse=reverse, unroll=unroll)
 
@@ -143,13 +149,12 @@ def masked_scan(
         valid = m[:, None]  # (N, 1)
         # Freeze the carry on padded steps; where() also blocks the gradient there.
         new_c = jax.tree.map(lambda n, o: jnp.where(valid, n, o), new_c, c)
-        y = jnp.where(valid, y, jnp.zeros_like(y))
-        return new_c, y
+        return new_c, _emitted(valid, y, new_c, emit_carry)
 
     return jax.lax.scan(masked_body, carry, (mask, xs), reverse=reverse, unroll=unroll)
 
 
-def _reset_scan(cell, params, carry, c0, xs, mask, flags, reverse, unroll):
+def _reset_scan(cell, params, carry, c0, xs, mask, flags, reverse, unroll, emit_carry):
     """:func:`masked_scan` with restarts: before a flagged step the carry is ``c0``."""
     m = jnp.ones(flags.shape, bool) if mask is None else mask
 
@@ -158,9 +163,16 @@ def _reset_scan(cell, params, carry, c0, xs, mask, flags, reverse, unroll):
         c = jax.tree.map(lambda a, a0: jnp.where(flag, a0, a), c, c0)
         new_c, y = cell(params, c, x)
         new_c = jax.tree.map(lambda n, o: jnp.where(valid, n, o), new_c, c)
-        return new_c, jnp.where(valid, y, jnp.zeros_like(y))
+        return new_c, _emitted(valid, y, new_c, emit_carry)
 
     return jax.lax.scan(body, carry, (m, flags, xs), reverse=reverse, unroll=unroll)
+
+
+def _emitted(valid: Array, y: Array, new_c: Any, emit_carry: bool) -> Any:
+    """A step's output, 0 on padded rows; with ``emit_carry`` paired with the (frozen)
+    carry."""
+    y = jnp.where(valid, y, jnp.zeros_like(y))
+    return (y, new_c) if emit_carry else y
 
 
 def _zero_padded(m: Array, x: Any) -> Any:

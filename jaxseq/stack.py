@@ -158,6 +158,7 @@ class StackOptions(TypedDict, total=False):
     recurrent_dropout: float
     weight_dropout: float
     zoneout: float
+    return_all_states: bool
 
 
 def run_stack(
@@ -186,7 +187,8 @@ def run_stack(
     recurrent_dropout: float = 0.0,
     weight_dropout: float = 0.0,
     zoneout: float = 0.0,
-) -> tuple[Array, Any]:
+    return_all_states: bool = False,
+) -> tuple[Any, ...]:
     """The stack of any registered kind: layers x directions, masked by lengths.
 
     Args:
@@ -263,10 +265,22 @@ def run_stack(
         (:mod:`jaxseq.regularizers`): with ``train=True`` their masks are drawn from
         ``key`` (:func:`jaxseq.regularizers.draw_masks`), in evaluation only zoneout acts
         (at its expectation). An alternative to ``masks``, not an addition.
+      return_all_states: also return the states after every step, structured as
+        ``h_n`` / ``(h_n, c_n)`` with a leading time axis: each (T, L*D, N, size)
+        (unbatched (T, L*D, size); time first whatever ``batch_first``). Entry t holds
+        every layer's and direction's state once it has read step t: a forward direction
+        after ``x[t]`` from t = 0 up, a reverse one after ``x[t]`` from the row's end
+        down. Where a row is padded (t >= its length) the state is frozen: forward
+        directions hold ``h_n``, reverse ones their initial state. With ``resets``,
+        every segment's final state is in it (at its last step for forward directions,
+        at its first for reverse ones): :func:`jaxseq.data.episode_states` picks them
+        for :func:`jaxseq.data.pack_episodes`' episodes. Values and gradients as the
+        states themselves (all implementations but ``"cudnn"``).
 
     Returns:
       ``(output, h_n)``, or ``(output, (h_n, c_n))`` for kinds with a cell state:
-      output (T, N, D*H_out), h_n (L*D, N, H_out), c_n (L*D, N, H).
+      output (T, N, D*H_out), h_n (L*D, N, H_out), c_n (L*D, N, H). With
+      ``return_all_states``, ``(output, h_n, states)`` / ``(output, (h_n, c_n), (hs, cs))``.
 
     >>> import jax, jax.numpy as jnp, jaxseq
     >>> p = jaxseq.init_params(jax.random.key(0), "min_lstm", 3, 4)
@@ -279,7 +293,7 @@ def run_stack(
     spec = spec_from_params(rec.name, params)
     check_nonlinearity(rec, nonlinearity)
     check_dropout(dropout)
-    check_flags(batch_first=batch_first, train=train)
+    check_flags(batch_first=batch_first, train=train, return_all_states=return_all_states)
     check_chunk_lengths(remat=remat, chunk=chunk)
     check_unroll(unroll)
     check_input(name, x, spec.input_size)
@@ -344,9 +358,18 @@ def run_stack(
         for field, prefix in STEP_MASKS.items()
         if any(k.startswith(prefix) for k in masks)
     }
-    used = {f: None for f, on in _features(remat, chunk, resets, reset_hx) if on} | in_loop
+    asked = _features(remat, chunk, resets, reset_hx, return_all_states)
+    used = {f: None for f, on in asked if on} | in_loop
     row = check_impl(IMPLS, rec.bind(nonlinearity), impl, used)
-    plan = Plan(rec.bind(nonlinearity), str(impl), unroll, remat, chunk=chunk, carry_dtype=cdt)
+    plan = Plan(
+        rec.bind(nonlinearity),
+        str(impl),
+        unroll,
+        remat,
+        chunk=chunk,
+        carry_dtype=cdt,
+        all_states=return_all_states,
+    )
     plan = plan.with_(**row.plan)
     if train and dropout > 0 and L > 1 and key is None:
         raise ValueError(f"{name}: dropout={dropout} in training mode needs a PRNG key (key=...)")
@@ -361,6 +384,7 @@ def run_stack(
     resets = None if resets is None else _vary_like(resets, vma)
     seg = Segments.build(mask, resets, D, reset_states)  # once for every layer
     finals: list[tuple[Array, ...]] = []
+    seqs: list[tuple[Array, ...]] = []  # return_all_states: each layer's, (T, D, N, size)
     with jax.named_scope(f"jaxseq.{name}"):
         for layer in range(L):
             sfxs = suffixes(layer, spec.bidirectional)
@@ -378,8 +402,12 @@ def run_stack(
             layer_states = tuple(s[layer * D : (layer + 1) * D] for s in states)
             step_masks = StepMasks.of(masks, layer)
             with jax.named_scope(f"layer{layer}"):
-                x, fin = row.fn(plan, w, x, layer_states, seg.layer(layer, D), step_masks)
+                result = row.fn(plan, w, x, layer_states, seg.layer(layer, D), step_masks)
+            x, fin = result[0], result[1]
             finals.append(fin)
+            if return_all_states:
+                assert len(result) == 3  # plan.all_states: (out, finals, seq)
+                seqs.append(result[2])
             if f"output_l{layer}" in masks:
                 x = x * masks[f"output_l{layer}"][None].astype(x.dtype)
             if train and dropout > 0 and layer < L - 1:
@@ -392,20 +420,31 @@ def run_stack(
         jnp.concatenate(per_state, axis=0).astype(dtype) for per_state in zip(*finals, strict=True)
     )
     x, out_states = output_layout(x, out_states, unbatched, batch_first)
-    return x, rec.carry(out_states)
+    if not return_all_states:
+        return x, rec.carry(out_states)
+    # (T, L*D, N, size) per state, the layers' directions in h_n's order
+    all_states = tuple(
+        jnp.concatenate(per_state, axis=1).astype(dtype) for per_state in zip(*seqs, strict=True)
+    )
+    if unbatched:
+        all_states = tuple(s[:, :, 0] for s in all_states)
+    return x, rec.carry(out_states), rec.carry(all_states)
 
 
-def _features(remat: Any, chunk: Any, resets: Any, reset_hx: Any) -> tuple[tuple[str, bool], ...]:
+def _features(
+    remat: Any, chunk: Any, resets: Any, reset_hx: Any, all_states: bool
+) -> tuple[tuple[str, bool], ...]:
     """The features a call asks for through its arguments."""
     return (
         ("remat", remat is not None),
         ("chunk", chunk is not None),
         ("resets", resets is not None),
         ("reset_hx", reset_hx is not None),
+        ("all_states", all_states),
     )
 
 
-def _named_stack(kind: str, doc: str) -> Callable[..., tuple[Array, Any]]:
+def _named_stack(kind: str, doc: str) -> Callable[..., tuple[Any, ...]]:
     """The stack of ``kind`` as a function of its own: ``f(params, x, hx=None,
     lengths=None, **options)`` is ``run_stack(kind, params, x, hx, lengths, **options)``."""
 
@@ -415,7 +454,7 @@ def _named_stack(kind: str, doc: str) -> Callable[..., tuple[Array, Any]]:
         hx: Any = None,
         lengths: Any = None,
         **options: Unpack[StackOptions],
-    ) -> tuple[Array, Any]:
+    ) -> tuple[Any, ...]:
         return run_stack(kind, params, x, hx, lengths, **options)
 
     stack.__name__ = stack.__qualname__ = kind

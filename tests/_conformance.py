@@ -10,8 +10,8 @@ cases combine the features the implementation's row of :data:`jaxseq.impls.IMPLS
 ``supports``:
 
 * ``stack``: 2 layers, bidirectional, ``proj_size`` where the kind has a projection,
-  lengths containing 0 and T, ``hx``, resets (episodes from zeros), and every mask of
-  ``masks=`` the row takes (``input``, ``output_l{k}``, ``weight_hh_l{k}{sfx}``, and
+  lengths containing 0 and T, ``hx``, resets (episodes from zeros), every step's states
+  (``return_all_states``), and every mask of ``masks=`` the row takes (``input``, ``output_l{k}``, ``weight_hh_l{k}{sfx}``, and
   ``hidden_l{k}`` / ``zoneout_l{k}`` with ``hidden_mask`` / ``zoneout``); also exactly:
   zero output and zero x-gradient past each length, ``h_n = h0`` for length 0;
 * ``stream``: 1 layer, unidirectional, no bias, no lengths, ``hx``, resets with
@@ -75,6 +75,8 @@ class Case:
     ``rows``: N. ``lengths`` None: every row has T steps (no mask). ``resets``: (T, N)
     nested tuples of bool, or None. ``reset_hx``: segments started by a reset begin from
     ``reset_hx``. ``every``: the remat / chunk length of the rows that support them.
+    ``all_states``: the call returns every step's states too (``return_all_states``),
+    and the loss weighs them.
     """
 
     name: str
@@ -87,6 +89,7 @@ class Case:
     resets: tuple[tuple[bool, ...], ...] | None
     reset_hx: bool
     every: int | None = None
+    all_states: bool = False
 
     @property
     def D(self) -> int:
@@ -115,6 +118,7 @@ STACK = Case(
     # ignored; row 2 (length 2): a reset at 1 and a padded one at 3, ignored.
     resets=_resets(3, (0, 0), (2, 0), (1, 1), (1, 2), (3, 2)),
     reset_hx=False,
+    all_states=True,
 )
 STREAM = Case(
     "stream",
@@ -158,12 +162,16 @@ def reference(
 
     ``hx`` / ``rhx``: the states, each (L*D, N, size); ``masks``: every key the stack
     takes (:func:`jaxseq.validation.expected_mask_shapes`; neutral values where the call
-    has none). Returns ``(out (T, N, D*H_out), states)``, states each (L*D, N, size).
+    has none). Returns ``(out (T, N, D*H_out), states)``, states each (L*D, N, size);
+    with ``case.all_states``, ``(out, states, seq)``, seq the states after every step, each
+    (T, L*D, N, size): frozen on padding (a forward direction's final state, a reverse
+    one's initial state).
     """
     cell = rec.cell()
     L, D = case.layers, case.D
     inp = x * masks["input"][None]  # variational: the same (N, I) multiplier every step
     finals: list[tuple[Array, ...]] = []
+    seqs: list[tuple[Array, ...]] = []  # per layer and direction, each (T, N, size)
     for k in range(L):
         outs = []
         for d in range(D):
@@ -172,7 +180,7 @@ def reference(
             if "weight_hh" + sfx in masks:  # DropConnect: the recurrent weight used
                 base["weight_hh"] = base["weight_hh"] * masks["weight_hh" + sfx]
             hidden, zones = masks.get(f"hidden_l{k}"), masks.get(f"zoneout_l{k}")
-            rows, row_finals = [], []
+            rows, row_finals, row_seqs = [], [], []
             for n in range(x.shape[1]):
                 pn = dict(base)
                 if hidden is not None:
@@ -186,6 +194,7 @@ def reference(
                 )
                 h_out = start[0].shape[-1]
                 ys = [jnp.zeros((h_out,), x.dtype)] * x.shape[0]
+                seq: list[Any] = [None] * x.shape[0]  # the states after each step
                 final = start
                 segments = list(_segments(case, n))
                 for i, (s, e) in enumerate(segments):
@@ -208,25 +217,32 @@ def reference(
                             new, y = rec.carry(zoned), zoned[0]
                         c = new
                         ys[t] = y[0]
+                        seq[t] = rec.states(c)
                     # forward: the last segment's final state; reverse: the first's.
                     if d == 0 or i == 0:
                         final = rec.states(c)
                 rows.append(jnp.stack(ys))
                 row_finals.append(final)
+                # padding: a forward direction holds its final state, a reverse one its start
+                frozen = start if d else final
+                seq = [frozen if st is None else st for st in seq]
+                row_seqs.append(tuple(jnp.stack(s)[:, 0] for s in zip(*seq, strict=True)))
             outs.append(jnp.stack(rows, axis=1))  # (T, N, H_out)
             finals.append(tuple(jnp.concatenate(f, axis=0) for f in zip(*row_finals, strict=True)))
+            seqs.append(tuple(jnp.stack(s, axis=1) for s in zip(*row_seqs, strict=True)))
         inp = jnp.concatenate(outs, axis=-1) * masks[f"output_l{k}"][None]
     states = tuple(jnp.stack(f) for f in zip(*finals, strict=True))
+    if case.all_states:  # (T, L*D, N, size) per state
+        return inp, states, tuple(jnp.stack(s, axis=1) for s in zip(*seqs, strict=True))
     return inp, states
 
 
-def _loss(out: Array, states: tuple[Array, ...], cots: tuple[Array, ...]) -> Array:
-    """Linear in every output, with random float64 cotangents (so every gradient is a
-    full vector-Jacobian product); float32 outputs are widened first."""
-    total = jnp.sum(out.astype(jnp.float64) * cots[0])
-    for s, c in zip(states, cots[1:], strict=True):
-        total = total + jnp.sum(s.astype(jnp.float64) * c)
-    return total
+def _loss(result: tuple[Any, ...], cots: tuple[Any, ...]) -> Array:
+    """Linear in every output (``(out, states)`` or ``(out, states, seq)``), with random
+    float64 cotangents of the same structure (so every gradient is a full vector-Jacobian
+    product); float32 outputs are widened first."""
+    pairs = zip(jax.tree.leaves(result), jax.tree.leaves(cots), strict=True)
+    return sum(jnp.sum(a.astype(jnp.float64) * c) for a, c in pairs)
 
 
 @functools.cache
@@ -235,8 +251,8 @@ def _reference_vg(rec: Recurrence, case: Case):
     per bound kind and case (shared by every implementation)."""
 
     def loss(p, x, hx, rhx, masks, cots):
-        out, states = reference(rec, case, p, x, hx, rhx, masks)
-        return _loss(out, states, cots), (out, states)
+        result = reference(rec, case, p, x, hx, rhx, masks)
+        return _loss(result, cots), result
 
     return CJIT(jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True))
 
@@ -249,7 +265,7 @@ def _stack_loss(kind: str, nl: str, impl: str, case: Case, options: tuple):
     opts = dict(options)
 
     def loss(p, x, hx, rhx, masks, lengths, resets, cots):
-        out, st = jaxseq.run_stack(
+        result = jaxseq.run_stack(
             kind,
             p,
             x,
@@ -260,10 +276,11 @@ def _stack_loss(kind: str, nl: str, impl: str, case: Case, options: tuple):
             resets=resets,
             reset_hx=rec.carry(rhx) if case.reset_hx else None,
             masks=masks or None,
+            return_all_states=case.all_states,
             **opts,
         )
-        states = rec.states(st)
-        return _loss(out, states, cots), (out, states)
+        result = (result[0],) + tuple(rec.states(r) for r in result[1:])
+        return _loss(result, cots), result
 
     return loss
 
@@ -280,7 +297,7 @@ class Data:
     hx: tuple[np.ndarray, ...]
     rhx: tuple[np.ndarray, ...]
     masks: dict[str, Any]  # every key the stack takes (the reference's)
-    cots: tuple[np.ndarray, ...]
+    cots: tuple[Any, ...]  # structured as the call's (out, states[, seq])
     lengths: np.ndarray | None
     resets: np.ndarray | None
 
@@ -333,7 +350,12 @@ def _data(kind: str, case: Case, seed: int) -> Data:
             masks[key] = tuple(f32(rng.uniform(0.0, 1.0, sh)) for sh in shape)
         else:  # any multiplier (dropout's are 0 or 1 / (1 - p))
             masks[key] = f32(rng.uniform(0.5, 1.5, shape))
-    cots = (normal(T, N, case.D * spec.output_size),) + tuple(normal(LD, N, s) for s in sizes)
+    cots: tuple[Any, ...] = (
+        normal(T, N, case.D * spec.output_size),
+        tuple(normal(LD, N, s) for s in sizes),
+    )
+    if case.all_states:
+        cots += (tuple(normal(T, LD, N, s) for s in sizes),)
     lengths = None if case.lengths is None else np.asarray(case.lengths, np.int32)
     resets = None if case.resets is None else np.asarray(case.resets, bool)
     return Data(params, normal(T, N, I), hx, rhx, masks, cots, lengths, resets)
@@ -378,6 +400,8 @@ def _features_of(case: Case, masks: Mapping[str, Any], options: Mapping) -> set[
         used.add("resets")
     if case.reset_hx:
         used.add("reset_hx")
+    if case.all_states:
+        used.add("all_states")
     used |= {
         f
         for f, pre in (("hidden_mask", "hidden_l"), ("zoneout", "zoneout_l"))

@@ -235,3 +235,20 @@ def test_dropout_in_training_needs_a_key():
 def test_unknown_impl(gru_params):
     with pytest.raises(ValueError, match="Unknown impl 'cuda'"):
         jaxseq.gru(gru_params, _x(T, N, I), impl="cuda")
+
+
+def test_return_all_states_is_strict(gru_params, lstm_params):
+    with pytest.raises(TypeError, match="return_all_states should be of type bool, got: int"):
+        jaxseq.gru(gru_params, _x(T, N, I), return_all_states=1)
+    with pytest.raises(ValueError, match="impl='cudnn' cannot return every step's states"):
+        jaxseq.lstm(lstm_params, _x(T, N, I), impl="cudnn", return_all_states=True)
+
+
+def test_episode_states_checks_the_layout():
+    from jaxseq.data import episode_states, pack_episodes
+
+    packed = pack_episodes([np.ones((3, 2)), np.ones((2, 2))], max_len=5)
+    with pytest.raises(ValueError, match=r"states must be \(T, L\*D, N, size\) with T=5, N=1"):
+        episode_states(jnp.zeros((4, 1, 1, 3)), packed)
+    with pytest.raises(ValueError, match="L\\*D a multiple of D=2"):
+        episode_states(jnp.zeros((5, 1, 1, 3)), packed, bidirectional=True)

@@ -130,6 +130,8 @@ def test_capability_table():
         check(IMPLS, get("gru"), "cudnn")
     with pytest.raises(ValueError, match=r"impl='cudnn' cannot take resets"):
         check(IMPLS, get("lstm"), "cudnn", ["resets"])
+    with pytest.raises(ValueError, match=r"impl='cudnn' cannot return every step's states"):
+        check(IMPLS, get("lstm"), "cudnn", ["all_states"])
     with pytest.raises(ValueError, match=r"LSTM: Unknown impl 'fused_scan'; expected one of"):
         check(IMPLS, get("lstm"), "fused_scan")
     with pytest.raises(

@@ -1,11 +1,12 @@
 """Packed episodes: ``pack_episodes`` + ``resets`` + ``unpack_episodes`` equal every episode
-run alone, values and gradients, for every registered kind.
+run alone, values and gradients, for every registered kind; and so do the episodes' final
+states (``return_all_states=True`` + ``episode_states``).
 
 The reference runs each episode alone from the initial state: every episode is its own
 row of a padded batch with its length (the stack's length masking, not its resets), so
-the two sides share no code path for the episode boundaries. float64; 2 layers; the
-fused path (the default) and, for the gated kinds, the unfused one; uni- and
-bidirectional.
+the two sides share no code path for the episode boundaries; its final states are the
+stack's ``h_n``. float64; 2 layers; the fused path (the default), with ``remat`` for a
+gated kind, and for the gated kinds the unfused one; uni- and bidirectional.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 import jaxseq
-from jaxseq.data import pack_episodes, pad_sequences, unpack_episodes
+from jaxseq.data import episode_states, pack_episodes, pad_sequences, unpack_episodes
 from jaxseq.recurrences import registered
 
 I, H, T = 3, 4, 9
@@ -30,10 +31,11 @@ def _episodes(seed: int) -> list[np.ndarray]:
     return [rng.normal(size=(k, I)) for k in rng.permutation(sizes)]
 
 
-def _case(kind: str, impl: str, bidirectional: bool, seed: int):
+def _case(kind: str, impl: str, bidirectional: bool, seed: int, remat: int | None = None):
     """(episodes, packed, packed run, episode-by-episode run); each run is
-    ``(loss, outputs per episode, d loss / d params, d loss / d x)``, one jitted
-    value_and_grad each."""
+    ``(loss, (outputs per episode, final states (L*D, E, size) each), d loss / d params,
+    d loss / d x)``, one jitted value_and_grad each; the loss weighs outputs and final
+    states with random cotangents."""
     eps = _episodes(seed)
     packed = pack_episodes(eps, max_len=T)
     assert len(packed.lengths) < len(eps)  # several episodes share a row
@@ -47,18 +49,29 @@ def _case(kind: str, impl: str, bidirectional: bool, seed: int):
         dtype=jnp.float64,
     )
     rng = np.random.default_rng(seed + 1)
-    cots = [rng.normal(size=(len(e), (2 if bidirectional else 1) * H)) for e in eps]
+    D = 2 if bidirectional else 1
+    cots = [rng.normal(size=(len(e), D * H)) for e in eps]
+    n_states = len(jaxseq.recurrences.get(kind).state_sizes(H, H))
+    state_cots = [rng.normal(size=(2 * D, len(eps), H)) for _ in range(n_states)]
     xs, lengths = pad_sequences(eps, max_len=T)  # (E, T, I): each episode its own row
+    kw = dict(impl=impl, remat=remat)
+
+    def loss_of(outs, finals):
+        value = sum(jnp.sum(o * c) for o, c in zip(outs, cots, strict=True))
+        finals = tuple(jax.tree.leaves(finals))
+        return value + sum(jnp.sum(f * c) for f, c in zip(finals, state_cots, strict=True))
 
     def packed_loss(p, x):
-        kw = dict(lengths=packed.lengths, resets=packed.resets, impl=impl)
-        outs = unpack_episodes(jaxseq.run_stack(kind, p, x, **kw)[0], packed)
-        return sum(jnp.sum(o * c) for o, c in zip(outs, cots, strict=True)), outs
+        pk = dict(lengths=packed.lengths, resets=packed.resets, return_all_states=True)
+        out, _, states = jaxseq.run_stack(kind, p, x, **pk, **kw)
+        outs = unpack_episodes(out, packed)
+        finals = episode_states(states, packed, bidirectional=bidirectional)
+        return loss_of(outs, finals), (outs, finals)
 
     def alone_loss(p, x):
-        out = jaxseq.run_stack(kind, p, x, lengths=lengths, impl=impl, batch_first=True)[0]
+        out, finals = jaxseq.run_stack(kind, p, x, lengths=lengths, batch_first=True, **kw)
         outs = [out[e, :k] for e, k in enumerate(lengths.tolist())]
-        return sum(jnp.sum(o * c) for o, c in zip(outs, cots, strict=True)), outs
+        return loss_of(outs, finals), (outs, finals)
 
     runs = []
     for loss, x in ((packed_loss, packed.x), (alone_loss, xs)):
@@ -68,19 +81,23 @@ def _case(kind: str, impl: str, bidirectional: bool, seed: int):
     return eps, packed, runs[0], runs[1]
 
 
-CASES = [(k, "fused", False) for k in KINDS]
-CASES += [("lstm", "fused", True), ("gru", "fused", True), ("gru", "unfused", False)]
+CASES = [(k, "fused", False, None) for k in KINDS]
+CASES += [("lstm", "fused", True, None), ("gru", "fused", True, None)]
+CASES += [("gru", "unfused", False, None), ("lstm", "fused", False, 4)]
 
 
-@pytest.mark.parametrize(("kind", "impl", "bidirectional"), CASES)
-def test_packed_episodes_equal_each_episode_alone(kind, impl, bidirectional):
-    eps, packed, (v1, outs1, gp1, gx1), (v2, outs2, gp2, gx2) = _case(
-        kind, impl, bidirectional, seed=len(kind)
-    )
+@pytest.mark.parametrize(("kind", "impl", "bidirectional", "remat"), CASES)
+def test_packed_episodes_equal_each_episode_alone(kind, impl, bidirectional, remat):
+    eps, packed, run1, run2 = _case(kind, impl, bidirectional, seed=len(kind), remat=remat)
+    (v1, (outs1, fin1), gp1, gx1), (v2, (outs2, fin2), gp2, gx2) = run1, run2
     np.testing.assert_allclose(v1, v2, **TOL)
     for o1, o2, e in zip(outs1, outs2, eps, strict=True):
         assert o1.shape == (len(e), o2.shape[-1])
         np.testing.assert_allclose(o1, o2, **TOL)
+    # every episode's final states: the h_n (and c_n) of the episode run alone
+    for f1, f2 in zip(jax.tree.leaves(fin1), jax.tree.leaves(fin2), strict=True):
+        assert f1.shape == f2.shape == ((2 if bidirectional else 1) * 2, len(eps), H)
+        np.testing.assert_allclose(f1, f2, **TOL)
     for name in gp2:
         np.testing.assert_allclose(gp1[name], gp2[name], err_msg=name, **TOL)
     # d loss / d x: the packed gradient, unpacked, is each episode's own gradient
@@ -113,3 +130,25 @@ def test_pack_layout_and_errors():
         pack_episodes([np.ones((2, 2)), np.ones((2, 3))], max_len=5)
     with pytest.raises(ValueError, match=r"packed layout \(T, N, \*\)"):
         unpack_episodes(np.zeros((4, 3, 2)), p)
+
+
+def test_layers_return_all_states_as_the_stack():
+    """The NNX layer and the linen module pass ``return_all_states`` to the stack: the
+    same states, and the last step of a full-length row is h_n."""
+    from flax import nnx
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 2, I)))
+    layer = jaxseq.nn.LSTM(I, H, num_layers=2, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+    out, (h, c), (hs, cs) = layer(x, return_all_states=True)
+    ref = jaxseq.lstm(layer.params_dict(), x, return_all_states=True)
+    for a, b in zip(jax.tree.leaves((out, (h, c), (hs, cs))), jax.tree.leaves(ref), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert hs.shape == (5, 2, 2, H)
+    np.testing.assert_array_equal(hs[-1], h)
+    np.testing.assert_array_equal(cs[-1], c)
+    module = jaxseq.linen.GRU(H, num_layers=2, param_dtype=jnp.float64)
+    variables = module.init(jax.random.key(0), x)
+    out, h_n, hs = module.apply(variables, x, return_all_states=True)
+    ref = jaxseq.gru(variables["params"], x, return_all_states=True)
+    for a, b in zip((out, h_n, hs), ref, strict=True):
+        np.testing.assert_array_equal(a, b)
