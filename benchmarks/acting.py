@@ -1,4 +1,5 @@
-"""Acting: one step of a GRU / LSTM, jaxseq's :func:`jaxseq.step` against Flax linen's cell.
+"""Acting: one step of a GRU / LSTM, jaxseq's :func:`jaxseq.step` and its linen module
+against Flax linen's cell.
 
 Two measurements per config (batch N, hidden H, input I, float32, one layer):
 
@@ -8,9 +9,12 @@ Two measurements per config (batch N, hidden H, input I, float32, one layer):
   of the rollout, divided by the number of steps).
 
 jaxseq: ``jaxseq.prepare_step(kind, params)`` once, then ``jaxseq.step(w, x_t, state)``;
+module: ``jaxseq.linen.GRU(H)`` / ``LSTM(H)`` applied to a one-step sequence with
+``resets=`` (what a linen policy does: its variables in torch's layout, every call);
 Flax: ``flax.linen.GRUCell(H)`` / ``LSTMCell(H)`` applied to ``(carry, x_t)``. Rounds are
 interleaved (every model and config once per round, the order alternating) and the
-medians are reported with the ratio jaxseq / Flax (below 1: jaxseq is faster).
+medians are reported with the ratios jaxseq / Flax and module / Flax (below 1: faster
+than Flax).
 
     python -m benchmarks.acting [--N 8 16 64] [--H 128 256] [--I 64] [--kinds gru lstm]
                                 [--repeats 15] [--inner 200] [--steps 128] [--out DIR]
@@ -30,9 +34,12 @@ from pathlib import Path
 from typing import Any
 
 
+LIBS = ("jaxseq", "module", "flax")
+
+
 def _models(kind: str, N: int, H: int, I: int, steps: int) -> dict[str, dict[str, Callable]]:
-    """``{"jaxseq" | "flax": {"call": f, "loop": g}}``: zero-argument callables that run
-    and wait for one jitted step / one jitted rollout of ``steps`` steps."""
+    """``{"jaxseq" | "module" | "flax": {"call": f, "loop": g}}``: zero-argument callables
+    that run and wait for one jitted step / one jitted rollout of ``steps`` steps."""
     import flax.linen as nn
     import jax
     import jax.numpy as jnp
@@ -64,10 +71,27 @@ def _models(kind: str, N: int, H: int, I: int, steps: int) -> dict[str, dict[str
         return jax.lax.scan(lambda c, xt: cell.apply(p, c, xt), c, xs)
 
     f_step, f_roll = jax.jit(cell.apply), jax.jit(f_rollout)
+
+    module = jaxseq.linen.GRU(H) if kind == "gru" else jaxseq.linen.LSTM(H)
+    no_reset = jnp.zeros((1, N), bool)
+    variables = module.init(k1, x[None], state, resets=no_reset)
+
+    def m_step(v, s, x_t):
+        y, s = module.apply(v, x_t[None], s, resets=no_reset)
+        return y[0], s
+
+    def m_rollout(v, s, xs):
+        return jax.lax.scan(lambda s, xt: m_step(v, s, xt)[::-1], s, xs)
+
+    m_call, m_roll = jax.jit(m_step), jax.jit(m_rollout)
     return {
         "jaxseq": {
             "call": lambda: jax.block_until_ready(j_step(w, x, state)),
             "loop": lambda: jax.block_until_ready(j_roll(w, state, xs)),
+        },
+        "module": {
+            "call": lambda: jax.block_until_ready(m_call(variables, state, x)),
+            "loop": lambda: jax.block_until_ready(m_roll(variables, state, xs)),
         },
         "flax": {
             "call": lambda: jax.block_until_ready(f_step(params, carry, x)),
@@ -97,12 +121,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 fn()
                 fn()
     samples: dict[tuple, dict[str, dict[str, list[float]]]] = {
-        c: {lib: {"call": [], "loop": []} for lib in ("jaxseq", "flax")} for c in configs
+        c: {lib: {"call": [], "loop": []} for lib in LIBS} for c in configs
     }
     for r in range(args.repeats):
         for c in configs:
-            order = ("jaxseq", "flax") if r % 2 == 0 else ("flax", "jaxseq")
-            for lib in order:
+            for lib in LIBS if r % 2 == 0 else LIBS[::-1]:
                 fns = models[c][lib]
                 samples[c][lib]["call"].append(time_call(fns["call"], args.inner))
                 t0 = time.perf_counter()
@@ -112,10 +135,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for c in configs:
         row: dict[str, Any] = {"kind": c[0], "N": c[1], "H": c[2], "I": args.I}
         for what in ("call", "loop"):
-            med = {lib: statistics.median(samples[c][lib][what]) for lib in ("jaxseq", "flax")}
+            med = {lib: statistics.median(samples[c][lib][what]) for lib in LIBS}
             row[what] = {
                 "median_us": {lib: 1e6 * v for lib, v in med.items()},
                 "ratio": med["jaxseq"] / med["flax"],
+                "ratio_module": med["module"] / med["flax"],
                 "n": len(samples[c]["jaxseq"][what]),
             }
         results.append(row)
@@ -134,24 +158,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def table(report: dict[str, Any]) -> str:
     a = report["args"]
     lines = [
-        "# Acting: jaxseq.step vs Flax linen cells",
+        "# Acting: jaxseq.step and jaxseq.linen vs Flax linen cells",
         "",
         f"float32, one layer, I={a['I']}; call: median of {a['inner']} calls per round; "
         f"loop: per step of a {a['steps']}-step jitted lax.scan; {a['repeats']} interleaved "
-        "rounds, medians; ratio = jaxseq / Flax.",
+        "rounds, medians, µs; ratios to Flax (step: jaxseq.step on prepared weights; "
+        "module: the jaxseq.linen module on a one-step sequence).",
         "",
-        "| kind | N | H | call jaxseq µs | call Flax µs | call ratio "
-        "| loop jaxseq µs | loop Flax µs | loop ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| kind | N | H | call Flax | call step | ratio | call module | ratio "
+        "| loop Flax | loop step | ratio | loop module | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
-        c, lo = r["call"], r["loop"]
-        lines.append(
-            f"| {r['kind']} | {r['N']} | {r['H']} "
-            f"| {c['median_us']['jaxseq']:.1f} | {c['median_us']['flax']:.1f} | {c['ratio']:.2f} "
-            f"| {lo['median_us']['jaxseq']:.2f} | {lo['median_us']['flax']:.2f} "
-            f"| {lo['ratio']:.2f} |"
-        )
+        cells = [r["kind"], r["N"], r["H"]]
+        for what, fmt in (("call", ".1f"), ("loop", ".2f")):
+            s = r[what]
+            us = s["median_us"]
+            cells += [f"{us['flax']:{fmt}}", f"{us['jaxseq']:{fmt}}", f"{s['ratio']:.2f}"]
+            cells += [f"{us['module']:{fmt}}", f"{s['ratio_module']:.2f}"]
+        lines.append("| " + " | ".join(str(v) for v in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
