@@ -33,7 +33,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-
 LIBS = ("jaxseq", "module", "flax")
 
 
