@@ -415,6 +415,13 @@ def fused_layer(
     if project == "loop":
         fw["w_ih_t"] = jnp.swapaxes(w["weight_ih"], 1, 2)  # (D, I, G*H)
         fw["b_ih"] = b_ih
+    if T == 1:
+        # A one-step call is typically made once per step of a caller's own loop (an
+        # agent's rollout). XLA does not hoist a transposed weight out of that loop (it
+        # is a copy only after layout assignment): each step would copy the weights. An
+        # optimization barrier on the laid-out weights makes them a loop invariant that
+        # is hoisted (benchmarks.acting, module loop).
+        fw = jax.lax.optimization_barrier(fw)
 
     def run(inputs: Array, c: Any, ctx: _Ctx) -> tuple[Any, Array]:
         return _recurrence(plan, fw, inputs, c, reset_carry, ctx)
