@@ -378,6 +378,16 @@ class PackedEpisodes(NamedTuple):
     #: The layout of ``x`` and ``resets``.
     batch_first: bool
 
+    @property
+    def num_rows(self) -> int:
+        """N, the rows of the batch."""
+        return int(self.lengths.shape[0])
+
+    @property
+    def max_len(self) -> int:
+        """T, the steps of a row."""
+        return int(self.resets.shape[1 if self.batch_first else 0])
+
 
 def pack_episodes(
     episodes: Sequence[Any],
@@ -475,7 +485,7 @@ def unpack_episodes(y: Any, packed: PackedEpisodes) -> list[Any]:
     Returns:
       E arrays, episode e's steps (T_e, *), in the order the episodes were given.
     """
-    N, T = packed.lengths.shape[0], packed.resets.shape[1 if packed.batch_first else 0]
+    N, T = packed.num_rows, packed.max_len
     lead = tuple(y.shape[:2])
     if lead != ((N, T) if packed.batch_first else (T, N)):
         layout = "(N, T, *)" if packed.batch_first else "(T, N, *)"
@@ -520,9 +530,7 @@ def episode_states(states: Any, packed: PackedEpisodes, *, bidirectional: bool =
     >>> h_e.shape, bool(jnp.allclose(h_e[:, 1], h_alone[:, 0], atol=1e-6))
     ((1, 3, 3), True)
     """
-    T = packed.resets.shape[1 if packed.batch_first else 0]
-    N = packed.lengths.shape[0]
-    D = 2 if bidirectional else 1
+    T, N, D = packed.max_len, packed.num_rows, 2 if bidirectional else 1
     first = np.asarray(packed.starts)
     last = first + np.asarray(packed.sizes) - 1
 

@@ -441,12 +441,11 @@ def fused_layer(
                 _project, w_ih_t=jnp.swapaxes(w["weight_ih"], 1, 2), b_ih=b_ih, out_dtype=cd
             )
         final, ys = _remat_chunks(int(plan.remat), run, proj, x_steps, carry, ctx)
-    seq = None
     if plan.all_states:
         ys, seq = ys
     ys = to_steps(ys)[:T]  # (T, D, N, H_out), time order
     out = ys.transpose(0, 2, 1, 3).reshape(T, N, D * ys.shape[-1]).astype(x.dtype)
-    if seq is not None:  # every step's states, each (T, D, N, size), time order
+    if plan.all_states:  # every step's states, each (T, D, N, size), time order
         return out, rec.states(final), tuple(to_steps(s)[:T] for s in seq)
     return out, rec.states(final)
 

@@ -69,8 +69,8 @@ class RNNBase(nn.Module):
       :func:`jaxseq.run_stack`'s.
 
     Call ``module(x, hx=None, lengths=None, *, resets=None, reset_hx=None,
-    deterministic=None, return_all_states=False)``; the arguments and the result ``(out, state)`` are
-    :func:`jaxseq.run_stack`'s.
+    deterministic=None, return_all_states=False)``; the arguments and the result
+    ``(out, state)`` are :func:`jaxseq.run_stack`'s.
     """
 
     hidden_size: int
